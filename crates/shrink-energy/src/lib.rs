@@ -1,0 +1,1 @@
+//! shrink-energy (under construction)

@@ -1,0 +1,1 @@
+//! shrink-kernels (under construction)

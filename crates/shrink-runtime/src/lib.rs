@@ -1,0 +1,42 @@
+//! Executes a [`Graph`] on CPU.
+//!
+//! The runtime is an interpreter over the IR: a [`Session`] checks that every
+//! node has a kernel once, plans when each intermediate value dies (its last
+//! reader), then runs nodes in order, dropping values as soon as they are dead
+//! so peak memory follows liveness rather than graph size. Ops are plain
+//! functions registered by name in [`ops::Registry`]; each op module owns one
+//! family (convolution, elementwise, shape …).
+
+pub mod ops;
+mod session;
+
+pub use ops::{OpContext, OpFn, Registry};
+pub use session::{NodeTiming, Session, SessionOptions};
+pub use shrink_graph::{Graph, Node};
+pub use shrink_tensor::{DType, Tensor};
+
+/// Errors while planning or running a graph. Every variant names the node.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("node '{node}' ({op}): {msg}")]
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
+    #[error("unsupported op '{op}' (domain '{domain}', opset {opset}) at node '{node}'")]
+    Unsupported {
+        node: String,
+        op: String,
+        domain: String,
+        opset: i64,
+    },
+    #[error("input '{name}': {msg}")]
+    Input { name: String, msg: String },
+    #[error(transparent)]
+    Graph(#[from] shrink_graph::GraphError),
+    #[error(transparent)]
+    Tensor(#[from] shrink_tensor::TensorError),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

@@ -1,0 +1,123 @@
+//! Op implementations, one module per family, all registered by ONNX op name.
+//!
+//! An op is a plain function: it gets the node (attributes, names), the opset,
+//! and its inputs (`None` for an omitted optional input), and returns its
+//! outputs in order. Ops never panic on bad input: shapes, dtypes and
+//! attributes are checked and reported through [`OpContext::error`].
+
+use crate::{Result, RuntimeError};
+use shrink_graph::{Graph, Node};
+use shrink_tensor::Tensor;
+use std::collections::HashMap;
+
+mod control;
+mod conv;
+mod elementwise;
+mod linalg;
+mod logic;
+mod norm;
+mod pool;
+mod quant;
+mod reduce;
+mod resize;
+mod rnn;
+mod shape;
+mod unary;
+
+/// What an op sees besides its inputs.
+pub struct OpContext<'a> {
+    pub node: &'a Node,
+    /// Opset of the node's domain.
+    pub opset: i64,
+    /// Number of threads the op may use (rayon's pool is already sized to it).
+    pub threads: usize,
+    /// Runs a subgraph (If/Loop bodies) with access to the enclosing scope.
+    pub(crate) subgraph: &'a dyn Fn(&Graph, &[Tensor]) -> Result<Vec<Tensor>>,
+}
+
+impl OpContext<'_> {
+    /// An error naming this node and its op.
+    pub fn error(&self, msg: impl Into<String>) -> RuntimeError {
+        RuntimeError::Node {
+            node: self.node.name.clone(),
+            op: self.node.op_type.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    /// Runs `g` (an attribute of this node) with the given explicit inputs;
+    /// names `g` reads from the enclosing scope resolve to the caller's values.
+    pub fn run_subgraph(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        (self.subgraph)(g, inputs)
+    }
+
+    /// Input `i`, or an error saying it is required.
+    pub fn required<'t>(&self, inputs: &[Option<&'t Tensor>], i: usize) -> Result<&'t Tensor> {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| self.error(format!("required input #{i} is missing")))
+    }
+}
+
+/// The signature of every op.
+pub type OpFn = fn(&OpContext, &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
+
+/// Op name -> implementation, for the default ONNX domain and `com.microsoft`
+/// style extensions alike (keyed by `domain::op`, domain empty for ONNX).
+#[derive(Clone)]
+pub struct Registry {
+    ops: HashMap<String, OpFn>,
+}
+
+impl Registry {
+    pub fn empty() -> Registry {
+        Registry {
+            ops: HashMap::new(),
+        }
+    }
+
+    /// Every op shrink implements.
+    pub fn standard() -> Registry {
+        let mut r = Registry::empty();
+        control::register(&mut r);
+        conv::register(&mut r);
+        elementwise::register(&mut r);
+        linalg::register(&mut r);
+        logic::register(&mut r);
+        norm::register(&mut r);
+        pool::register(&mut r);
+        quant::register(&mut r);
+        reduce::register(&mut r);
+        resize::register(&mut r);
+        rnn::register(&mut r);
+        shape::register(&mut r);
+        unary::register(&mut r);
+        r
+    }
+
+    pub fn add(&mut self, domain: &str, op: &str, f: OpFn) {
+        self.ops.insert(key(domain, op), f);
+    }
+
+    pub fn get(&self, domain: &str, op: &str) -> Option<OpFn> {
+        let d = if domain == "ai.onnx" { "" } else { domain };
+        self.ops.get(&key(d, op)).copied()
+    }
+
+    /// Names of the registered ops, sorted (for `shrink ops` and docs).
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<_> = self.ops.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+fn key(domain: &str, op: &str) -> String {
+    if domain.is_empty() {
+        op.to_string()
+    } else {
+        format!("{domain}::{op}")
+    }
+}

@@ -1,0 +1,3 @@
+//! (ops of this family are added here)
+
+pub(super) fn register(_r: &mut super::Registry) {}
