@@ -1,6 +1,11 @@
 //! The `shrink` command line: parse, call the libraries, print.
+//!
+//! Each subcommand lives in its own module under `cmd/` with an `Args` struct
+//! (clap) and a `run(args) -> anyhow::Result<()>`.
 
 use clap::{Parser, Subcommand};
+
+mod cmd;
 
 #[derive(Parser)]
 #[command(
@@ -22,11 +27,6 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Ops => {
-            for name in shrink_runtime::Registry::standard().names() {
-                println!("{name}");
-            }
-        }
+        Command::Ops => cmd::ops::run(),
     }
-    Ok(())
 }
