@@ -215,9 +215,23 @@ fn uses_4bit(g: &Graph) -> bool {
         })
 }
 
+fn uses_default_domain(g: &Graph) -> bool {
+    g.nodes.iter().any(|n| {
+        n.domain.is_empty()
+            || n.attrs.values().any(|a| match a {
+                Attr::Graph(sg) => uses_default_domain(sg),
+                Attr::Graphs(sgs) => sgs.iter().any(uses_default_domain),
+                _ => false,
+            })
+    })
+}
+
 fn model_to_proto(g: &Graph, ext: &mut Option<ExternalWriter>) -> Result<ModelProto> {
     let mut opsets = g.opsets.clone();
-    opsets.entry(String::new()).or_insert_with(|| g.opset());
+    // A graph built in code may not declare the default domain it uses.
+    if !opsets.contains_key("") && uses_default_domain(g) {
+        opsets.insert(String::new(), g.opset());
+    }
     let get = |k: &str| g.metadata.get(k).cloned().unwrap_or_default();
     let producer_name = g
         .metadata
