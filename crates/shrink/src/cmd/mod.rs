@@ -1,3 +1,7 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod eval;
+pub mod export;
 pub mod ops;
+pub mod run;
