@@ -11,7 +11,10 @@ pub fn load(path: &Path) -> Result<Graph> {
         bail!("{}: no such file or directory", path.display());
     }
     if path.is_dir() {
-        bail!("{}: model directories (config.json + model.safetensors) are not supported yet", path.display());
+        bail!(
+            "{}: model directories (config.json + model.safetensors) are not supported yet",
+            path.display()
+        );
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(shrink_graph::onnx::load(path)?),
@@ -20,7 +23,11 @@ pub fn load(path: &Path) -> Result<Graph> {
              (with config.json) or an ONNX file",
             path.display()
         ),
-        _ => Ok(shrink_graph::onnx::load(path)
-            .with_context(|| format!("{}: not a model shrink can read (expected .onnx or a model directory)", path.display()))?),
+        _ => Ok(shrink_graph::onnx::load(path).with_context(|| {
+            format!(
+                "{}: not a model shrink can read (expected .onnx or a model directory)",
+                path.display()
+            )
+        })?),
     }
 }

@@ -38,7 +38,11 @@ pub struct Args {
 /// `batch`, other symbols → `seq`; masks are ones, other integers small ids.
 pub fn synth_inputs(g: &Graph, batch: usize, seq: usize) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
-    for info in g.inputs.iter().filter(|i| !g.initializers.contains_key(&i.name)) {
+    for info in g
+        .inputs
+        .iter()
+        .filter(|i| !g.initializers.contains_key(&i.name))
+    {
         let dims = info.shape.clone().unwrap_or_default();
         let shape: Vec<usize> = dims
             .iter()
@@ -52,11 +56,22 @@ pub fn synth_inputs(g: &Graph, batch: usize, seq: usize) -> Result<Vec<(String, 
         let n: usize = shape.iter().product();
         let dtype = info.dtype.unwrap_or(DType::F32);
         let t = match dtype {
-            DType::F32 => Tensor::from_vec(shape, (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect())?,
+            DType::F32 => Tensor::from_vec(
+                shape,
+                (0..n)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+                    .collect(),
+            )?,
             DType::I64 if info.name.contains("mask") => Tensor::from_vec(shape, vec![1i64; n])?,
-            DType::I64 => Tensor::from_vec(shape, (0..n).map(|i| 1000 + (i as i64 * 37) % 5000).collect())?,
+            DType::I64 => Tensor::from_vec(
+                shape,
+                (0..n).map(|i| 1000 + (i as i64 * 37) % 5000).collect(),
+            )?,
             DType::I32 => Tensor::from_vec(shape, vec![1i32; n])?,
-            other => bail!("input '{}': cannot synthesise {other} data for benchmarking", info.name),
+            other => bail!(
+                "input '{}': cannot synthesise {other} data for benchmarking",
+                info.name
+            ),
         };
         out.push((info.name.clone(), t));
     }
@@ -66,7 +81,12 @@ pub fn synth_inputs(g: &Graph, batch: usize, seq: usize) -> Result<Vec<(String, 
 pub fn run(args: Args) -> Result<()> {
     let g = model::load(&args.model)?;
     let inputs = synth_inputs(&g, args.batch, args.seq)?;
-    let session = Session::new(g, SessionOptions { threads: args.threads })?;
+    let session = Session::new(
+        g,
+        SessionOptions {
+            threads: args.threads,
+        },
+    )?;
     // Warm-up: first runs touch fresh memory and fill caches.
     for _ in 0..2 {
         session.run_named(inputs.clone())?;
@@ -130,9 +150,19 @@ pub fn run(args: Args) -> Result<()> {
     );
     if !layers.is_empty() {
         let total: f64 = layers.iter().map(|l| l.2).sum();
-        println!("\n  {:<40} {:<20} {:<8} {:>10} {:>7}", "node", "op", "kernel", "ms", "%");
+        println!(
+            "\n  {:<40} {:<20} {:<8} {:>10} {:>7}",
+            "node", "op", "kernel", "ms", "%"
+        );
         for (n, o, t) in &layers {
-            println!("  {:<40} {:<20} {:<8} {:>10.4} {:>6.1}%", n, o, "f32", t * 1e3, 100.0 * t / total);
+            println!(
+                "  {:<40} {:<20} {:<8} {:>10.4} {:>6.1}%",
+                n,
+                o,
+                "f32",
+                t * 1e3,
+                100.0 * t / total
+            );
         }
     }
     Ok(())

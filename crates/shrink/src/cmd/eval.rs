@@ -62,11 +62,18 @@ impl Evaluation {
     pub fn add(&mut self, logits: &[f32], labels: &[i64]) -> Result<()> {
         let c = self.classes;
         if logits.len() != labels.len() * c {
-            bail!("model produced {} values for {} samples of {c} classes", logits.len(), labels.len());
+            bail!(
+                "model produced {} values for {} samples of {c} classes",
+                logits.len(),
+                labels.len()
+            );
         }
         for (i, &label) in labels.iter().enumerate() {
             let row = &logits[i * c..(i + 1) * c];
-            let label = usize::try_from(label).ok().filter(|&l| l < c).with_context(|| format!("label {label} outside 0..{c}"))?;
+            let label = usize::try_from(label)
+                .ok()
+                .filter(|&l| l < c)
+                .with_context(|| format!("label {label} outside 0..{c}"))?;
             let mut order: Vec<usize> = (0..c).collect();
             order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
             self.top1_correct += (order[0] == label) as usize;
@@ -82,14 +89,24 @@ impl Evaluation {
 
 /// Runs `session` over `ds` with a progress bar.
 pub fn evaluate(session: &Session, ds: &Dataset, batch: usize, quiet: bool) -> Result<Evaluation> {
-    let pb = if quiet { ProgressBar::hidden() } else { ProgressBar::new(ds.len() as u64) };
-    pb.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")?.progress_chars("=> "));
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(ds.len() as u64)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")?
+            .progress_chars("=> "),
+    );
     pb.set_message("evaluating");
     let mut ev: Option<Evaluation> = None;
     for b in ds.batches(batch) {
         let (x, y) = b?;
         let out = session.run(vec![x])?.remove(0);
-        let classes = *out.shape().last().context("model output has no class dimension")?;
+        let classes = *out
+            .shape()
+            .last()
+            .context("model output has no class dimension")?;
         let e = ev.get_or_insert_with(|| Evaluation::new(classes));
         e.add(&out.to_f32_vec(), &y)?;
         pb.inc(y.len() as u64);
@@ -101,8 +118,17 @@ pub fn evaluate(session: &Session, ds: &Dataset, batch: usize, quiet: bool) -> R
 
 pub fn run(args: Args) -> Result<()> {
     let g = model::load(&args.model)?;
-    let session = Session::new(g, SessionOptions { threads: args.threads })?;
-    let split = if args.train { Split::Train } else { Split::Test };
+    let session = Session::new(
+        g,
+        SessionOptions {
+            threads: args.threads,
+        },
+    )?;
+    let split = if args.train {
+        Split::Train
+    } else {
+        Split::Test
+    };
     let mut ds = Dataset::open(&args.dataset, split)?;
     if let Some(n) = args.limit {
         ds = ds.take(n);
@@ -112,7 +138,12 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&ev)?);
         return Ok(());
     }
-    println!("{} on {} ({} samples)", args.model.display(), args.dataset, ev.samples);
+    println!(
+        "{} on {} ({} samples)",
+        args.model.display(),
+        args.dataset,
+        ev.samples
+    );
     println!("  top-1 {:.2}%   top-5 {:.2}%", ev.top1, ev.top5);
     println!("\n  confusion matrix (rows: true class, columns: predicted)");
     print!("      ");

@@ -18,6 +18,11 @@ pub fn run(args: Args) -> Result<()> {
     let g = model::load(&args.model)?;
     shrink_graph::onnx::save(&g, &args.output)?;
     let size = std::fs::metadata(&args.output)?.len();
-    eprintln!("wrote {} ({} nodes, {:.1} KiB)", args.output.display(), g.nodes.len(), size as f64 / 1024.0);
+    eprintln!(
+        "wrote {} ({} nodes, {:.1} KiB)",
+        args.output.display(),
+        g.nodes.len(),
+        size as f64 / 1024.0
+    );
     Ok(())
 }

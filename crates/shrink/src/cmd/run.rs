@@ -23,30 +23,55 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let g = model::load(&args.model)?;
-    let session = Session::new(g, SessionOptions { threads: args.threads })?;
-    let wanted: Vec<String> = session.runtime_inputs().iter().map(|s| s.to_string()).collect();
+    let session = Session::new(
+        g,
+        SessionOptions {
+            threads: args.threads,
+        },
+    )?;
+    let wanted: Vec<String> = session
+        .runtime_inputs()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut inputs = Vec::new();
     for (i, spec) in args.input.iter().enumerate() {
         let (name, file) = match spec.split_once('=') {
             Some((n, f)) => (n.to_string(), f.to_string()),
             None => (
-                wanted.get(i).cloned().with_context(|| format!("the model takes {} inputs, got more", wanted.len()))?,
+                wanted.get(i).cloned().with_context(|| {
+                    format!("the model takes {} inputs, got more", wanted.len())
+                })?,
                 spec.clone(),
             ),
         };
-        let t = shrink_data::npy::read_npy(&file).with_context(|| format!("reading input '{name}'"))?;
+        let t =
+            shrink_data::npy::read_npy(&file).with_context(|| format!("reading input '{name}'"))?;
         inputs.push((name, t));
     }
     let outputs = session.run_named(inputs)?;
-    let names: Vec<String> = session.graph().outputs.iter().map(|o| o.name.clone()).collect();
+    let names: Vec<String> = session
+        .graph()
+        .outputs
+        .iter()
+        .map(|o| o.name.clone())
+        .collect();
     match &args.output {
         Some(p) if p.extension().is_some_and(|e| e == "npz") => {
-            let pairs: Vec<(&str, &shrink_tensor::Tensor)> = names.iter().map(String::as_str).zip(outputs.iter()).collect();
+            let pairs: Vec<(&str, &shrink_tensor::Tensor)> = names
+                .iter()
+                .map(String::as_str)
+                .zip(outputs.iter())
+                .collect();
             shrink_data::npy::write_npz(p, &pairs, true)?;
         }
         Some(p) => {
             if outputs.len() > 1 {
-                eprintln!("note: the model has {} outputs; writing the first ('{}'), use .npz for all", outputs.len(), names[0]);
+                eprintln!(
+                    "note: the model has {} outputs; writing the first ('{}'), use .npz for all",
+                    outputs.len(),
+                    names[0]
+                );
             }
             shrink_data::npy::write_npy(p, &outputs[0])?;
         }
@@ -58,7 +83,13 @@ pub fn run(args: Args) -> Result<()> {
     for (n, t) in names.iter().zip(&outputs) {
         let v = t.to_f64_vec();
         let preview: Vec<String> = v.iter().take(8).map(|x| format!("{x:.5}")).collect();
-        println!("{n}: {} {:?} [{}{}]", t.dtype(), t.shape(), preview.join(", "), if v.len() > 8 { ", …" } else { "" });
+        println!(
+            "{n}: {} {:?} [{}{}]",
+            t.dtype(),
+            t.shape(),
+            preview.join(", "),
+            if v.len() > 8 { ", …" } else { "" }
+        );
     }
     Ok(())
 }
