@@ -7,6 +7,34 @@ use std::path::Path;
 /// Loads an ONNX file, or a model directory holding `config.json` +
 /// `model.safetensors` (BERT-style encoders such as all-MiniLM-L6-v2).
 pub fn load(path: &Path) -> Result<Graph> {
+    let g = load_graph(path)?;
+    for w in non_finite_weights(&g) {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    Ok(g)
+}
+
+/// One message per weight tensor holding NaN or infinite values: such a model
+/// still loads (the user may want to inspect it), but its outputs are suspect.
+pub fn non_finite_weights(g: &Graph) -> Vec<String> {
+    g.initializers
+        .iter()
+        .filter(|(_, t)| t.dtype().is_float())
+        .filter_map(|(name, t)| {
+            let v = t.to_f64_vec();
+            let nan = v.iter().filter(|x| x.is_nan()).count();
+            let inf = v.iter().filter(|x| x.is_infinite()).count();
+            (nan + inf > 0).then(|| {
+                format!(
+                    "weight '{name}' has {nan} NaN and {inf} infinite values of {}",
+                    v.len()
+                )
+            })
+        })
+        .collect()
+}
+
+fn load_graph(path: &Path) -> Result<Graph> {
     if !path.exists() {
         bail!("{}: no such file or directory", path.display());
     }
