@@ -4,7 +4,8 @@
 What the `onnx` Python package (1.17) reports about the fashion models in
 $SHRINK_SHARED/data/fashion (default /work/shared/data/fashion): nodes,
 initializers (Constant node values included, as shrink turns them into
-initializers), inputs/outputs, opsets, metadata.  Rust tests read the JSON;
+initializers), inputs/outputs, opsets, metadata, and the types onnx's shape
+inference (data_prop=True) gives every value.  Rust tests read the JSON;
 they never need Python.
 
 Usage: scripts/onnx-fixtures.py [fashion_dir]
@@ -58,7 +59,13 @@ def describe(path):
         nodes.append({"name": n.name, "op_type": n.op_type, "domain": n.domain,
                       "inputs": list(n.input), "outputs": list(n.output),
                       "attrs": sorted(a.name for a in n.attribute)})
+    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True).graph
+    produced = {o for n in g.node for o in n.output}
+    # ORT's quantizer leaves stale value_info entries for values it renamed.
+    shapes = {v.name: value(v) for v in list(inferred.value_info) + list(inferred.output)
+              if v.name in produced}
     return {
+        "inferred": shapes,
         "ir_version": m.ir_version,
         "producer_name": m.producer_name,
         "opsets": {o.domain: o.version for o in m.opset_import},

@@ -7,9 +7,11 @@
 //! own passes and encodings on top rather than a second op set to translate to.
 
 mod graph;
+mod infer;
 pub mod onnx;
 
 pub use graph::{captured_names, node_uses, Attr, Dim, Graph, Node, ValueInfo};
+pub use infer::{infer_shapes, value_types};
 pub use shrink_tensor::{DType, Tensor, TensorData};
 
 /// Errors of the IR layer; every variant names what it is about.
