@@ -6,6 +6,7 @@
 //! are near-lossless and the ONNX spec is our op documentation; shrink adds its
 //! own passes and encodings on top rather than a second op set to translate to.
 
+pub mod analysis;
 mod dce;
 mod graph;
 mod infer;
