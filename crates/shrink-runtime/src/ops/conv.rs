@@ -522,11 +522,14 @@ fn conv_transpose(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
                 .as_ref()
                 .map(|s| s[i])
                 .unwrap_or(n * strides[i]);
+            // Floor division as ONNX's reference: a negative total (output_shape
+            // beyond the full extent) leaves pad_begin at 0 and extends the end.
             let total = full - target;
+            let half = total.div_euclid(2);
             let (pb, pe) = if auto_pad == "SAME_UPPER" {
-                (total / 2, total - total / 2)
+                (half, total - half)
             } else {
-                (total - total / 2, total / 2)
+                (total - half, half)
             };
             pads[i] = pb;
             pads[i + r] = pe;
@@ -655,9 +658,6 @@ impl ConvDimsPub {
     }
     pub fn output_shape(&self) -> Vec<usize> {
         output_shape(self.0.batch, self.0.out_channels, &self.0.win)
-    }
-    pub fn output_plane(&self) -> usize {
-        self.0.win.output_size()
     }
 }
 

@@ -377,6 +377,20 @@ fn int_matmul<T: WrappingMac>(
     out
 }
 
+/// Numpy-style integer matmul of zero-point-free i32 operands with the given
+/// shapes; returns the wrapping i32 sums and the output shape.
+pub(super) fn matmul_i32(
+    ctx: &OpContext,
+    a_shape: &[usize],
+    b_shape: &[usize],
+    a: &[i32],
+    b: &[i32],
+) -> Result<(Vec<i32>, Vec<usize>)> {
+    let s = matmul_shape(ctx, a_shape, b_shape)?;
+    let out = int_matmul(&s, a, b);
+    Ok((out, s.out))
+}
+
 fn gemm_op(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let a = ctx.required(inputs, 0)?;
     let b = ctx.required(inputs, 1)?;

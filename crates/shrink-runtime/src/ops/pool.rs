@@ -62,6 +62,9 @@ fn pool(x: &[f32], planes: usize, win: &Window, kind: Kind, column_major: bool) 
                             for e in 0..kw {
                                 let xi = tap(win, 2, xx, e);
                                 let (Some(zi), Some(yi), Some(xi)) = (zi, yi, xi) else {
+                                    // Past the padded extent (ceil_mode): ONNX's reference
+                                    // pads up to the last window, so these count too.
+                                    count += matches!(kind, Kind::Average(true)) as usize;
                                     continue;
                                 };
                                 let (zi, yi, xi) = match (in_range(zi, id), in_range(yi, ih), in_range(xi, iw)) {
