@@ -269,13 +269,13 @@ fn col2im(col: &[f32], channels: usize, win: &Window, x: &mut [f32]) {
 }
 
 /// One output plane of a depthwise conv: `x` is the input plane, `w` its
-/// kernel; `y` must hold the bias (or zeros) on entry.
-fn depthwise_plane(x: &[f32], w: &[f32], win: &Window, y: &mut [f32]) {
+/// kernel, `ranges` the [`Window::valid`] spans of each kernel column; `y`
+/// must hold the bias (or zeros) on entry.
+fn depthwise_plane(x: &[f32], w: &[f32], win: &Window, ranges: &[(usize, usize, isize)], y: &mut [f32]) {
     let [_, ih, iw] = win.input;
     let [kd, kh, kw] = win.kernel;
     let [od, oh, ow] = win.output;
     let sw = win.stride[2];
-    let ranges: Vec<(usize, usize, isize)> = (0..kw).map(|e| win.valid(2, e)).collect();
     for z in 0..od {
         for a in 0..kd {
             let Some(zi) = win.index(0, z, a) else { continue };
@@ -284,16 +284,20 @@ fn depthwise_plane(x: &[f32], w: &[f32], win: &Window, y: &mut [f32]) {
                 for b in 0..kh {
                     let Some(yi) = win.index(1, yo, b) else { continue };
                     let src = &x[(zi * ih + yi) * iw..(zi * ih + yi + 1) * iw];
-                    for (e, &(lo, hi, off)) in ranges.iter().enumerate() {
-                        let wv = w[(a * kh + b) * kw + e];
+                    let wrow = &w[(a * kh + b) * kw..(a * kh + b + 1) * kw];
+                    for (&wv, &(lo, hi, off)) in wrow.iter().zip(ranges) {
+                        if lo >= hi {
+                            continue;
+                        }
+                        let start = (lo as isize * sw as isize + off) as usize;
+                        let d = &mut dst[lo..hi];
                         if sw == 1 {
-                            let start = (lo as isize + off) as usize;
-                            for (d, s) in dst[lo..hi].iter_mut().zip(&src[start..]) {
-                                *d += wv * s;
+                            for (o, s) in d.iter_mut().zip(&src[start..]) {
+                                *o += wv * s;
                             }
                         } else {
-                            for o in lo..hi {
-                                dst[o] += wv * src[((o * sw) as isize + off) as usize];
+                            for (o, s) in d.iter_mut().zip(src[start..].iter().step_by(sw)) {
+                                *o += wv * s;
                             }
                         }
                     }
@@ -410,11 +414,12 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
     }
     if cg == 1 && g > 1 {
         // Depthwise (channel multiplier mg): output channel m reads input channel m / mg.
+        let ranges: Vec<(usize, usize, isize)> = (0..win.kernel[2]).map(|e| win.valid(2, e)).collect();
         let plane = |(i, yp): (usize, &mut [f32])| {
             let (n, m) = (i / d.out_channels, i % d.out_channels);
             let c = m / mg;
             let xp = &x[(n * d.in_channels + c) * in_sz..][..in_sz];
-            depthwise_plane(xp, &w[m * ksz..(m + 1) * ksz], win, yp);
+            depthwise_plane(xp, &w[m * ksz..(m + 1) * ksz], win, &ranges, yp);
         };
         if parallel {
             y.par_chunks_mut(out_sz).enumerate().for_each(plane);

@@ -43,72 +43,72 @@ fn pool(x: &[f32], planes: usize, win: &Window, kind: Kind, column_major: bool) 
     let mut y = vec![0f32; planes * out_sz];
     let mut idx = vec![0i64; if kind == Kind::Max { planes * out_sz } else { 0 }];
     let [id, ih, iw] = win.input;
+    // Per dim and output position: the taps landing inside the input, and
+    // the first input coordinate; computed once, shared by every plane.
+    let spans: Vec<Vec<Span>> = (0..3)
+        .map(|d| (0..win.output[d]).map(|o| span(win, d, o)).collect())
+        .collect();
+    // With count_include_pad every tap counts: padding and, as ONNX's
+    // reference pads up to the last ceil_mode window, taps past the end too.
+    let full = win.kernel_size() as f32;
+    let [dd, dh, dw] = win.dilation;
     let one = |p: usize, yp: &mut [f32], ip: &mut [i64]| {
         let xp = &x[p * in_sz..(p + 1) * in_sz];
-        let [od, oh, ow] = win.output;
-        let [kd, kh, kw] = win.kernel;
         let mut o = 0;
-        for z in 0..od {
-            for yy in 0..oh {
-                for xx in 0..ow {
+        for sz in &spans[0] {
+            for sy in &spans[1] {
+                for sx in &spans[2] {
                     let mut best = f32::NEG_INFINITY;
-                    let mut best_at = None;
+                    let mut best_at = usize::MAX;
                     let mut sum = 0f32;
-                    let mut count = 0usize;
-                    for a in 0..kd {
-                        let zi = tap(win, 0, z, a);
-                        for b in 0..kh {
-                            let yi = tap(win, 1, yy, b);
-                            for e in 0..kw {
-                                let xi = tap(win, 2, xx, e);
-                                let (Some(zi), Some(yi), Some(xi)) = (zi, yi, xi) else {
-                                    // Past the padded extent (ceil_mode): ONNX's reference
-                                    // pads up to the last window, so these count too.
-                                    count += matches!(kind, Kind::Average(true)) as usize;
-                                    continue;
-                                };
-                                let (zi, yi, xi) = match (in_range(zi, id), in_range(yi, ih), in_range(xi, iw)) {
-                                    (Some(a), Some(b), Some(c)) => (a, b, c),
-                                    _ => {
-                                        // A padding tap: counts toward the divisor only.
-                                        count += matches!(kind, Kind::Average(true)) as usize;
-                                        continue;
-                                    }
-                                };
-                                let v = xp[(zi * ih + yi) * iw + xi];
-                                match kind {
-                                    Kind::Max => {
-                                        if best_at.is_none() || v > best {
+                    for a in 0..sz.taps {
+                        let zi = sz.first + a * dd;
+                        for b in 0..sy.taps {
+                            let yi = sy.first + b * dh;
+                            let row = (zi * ih + yi) * iw;
+                            let r = &xp[row + sx.first..];
+                            match kind {
+                                Kind::Max => {
+                                    for e in 0..sx.taps {
+                                        let v = r[e * dw];
+                                        if best_at == usize::MAX || v > best {
                                             best = v;
-                                            best_at = Some(if column_major {
+                                            let xi = sx.first + e * dw;
+                                            best_at = if column_major {
                                                 zi + yi * id + xi * id * ih
                                             } else {
-                                                (zi * ih + yi) * iw + xi
-                                            });
+                                                row + xi
+                                            };
                                         }
                                     }
-                                    Kind::Average(_) => {
-                                        sum += v;
-                                        count += 1;
+                                }
+                                Kind::Average(_) => {
+                                    for e in 0..sx.taps {
+                                        sum += r[e * dw];
                                     }
-                                    Kind::Lp(pw) => sum += v.abs().powf(pw),
+                                }
+                                Kind::Lp(pw) => {
+                                    for e in 0..sx.taps {
+                                        sum += r[e * dw].abs().powf(pw);
+                                    }
                                 }
                             }
                         }
                     }
+                    let count = sz.taps * sy.taps * sx.taps;
                     yp[o] = match kind {
                         Kind::Max => best,
-                        Kind::Average(_) => {
-                            if count == 0 {
-                                0.0
-                            } else {
-                                sum / count as f32
-                            }
-                        }
+                        Kind::Average(true) => sum / full,
+                        Kind::Average(false) if count == 0 => 0.0,
+                        Kind::Average(false) => sum / count as f32,
                         Kind::Lp(pw) => sum.powf(1.0 / pw),
                     };
                     if kind == Kind::Max {
-                        ip[o] = best_at.map_or(-1, |i| (p * in_sz + i) as i64);
+                        ip[o] = if best_at == usize::MAX {
+                            -1
+                        } else {
+                            (p * in_sz + best_at) as i64
+                        };
                     }
                     o += 1;
                 }
@@ -139,16 +139,29 @@ fn pool(x: &[f32], planes: usize, win: &Window, kind: Kind, column_major: bool) 
     (y, idx)
 }
 
-/// Input coordinate of output position `o`, tap `k` along dim `d`, counting
-/// padding as negative or past-the-end coordinates. `None` past the padded
-/// extent (a ceil_mode window hanging over the end padding).
-fn tap(win: &Window, d: usize, o: usize, k: usize) -> Option<isize> {
-    let i = (o * win.stride[d] + k * win.dilation[d]) as isize - win.pad_begin[d] as isize;
-    (i < (win.input[d] + win.pad_end[d]) as isize).then_some(i)
+/// The taps of one window along one dim that land inside the input: `taps`
+/// consecutive (dilated) taps starting at input coordinate `first`.
+#[derive(Clone, Copy)]
+struct Span {
+    first: usize,
+    taps: usize,
 }
 
-fn in_range(i: isize, n: usize) -> Option<usize> {
-    (i >= 0 && (i as usize) < n).then_some(i as usize)
+fn span(win: &Window, d: usize, o: usize) -> Span {
+    let start = (o * win.stride[d]) as isize - win.pad_begin[d] as isize;
+    let dil = win.dilation[d] as isize;
+    let n = win.input[d] as isize;
+    // First tap k with start + k·dil ≥ 0, and one past the last with < n.
+    let k0 = if start >= 0 { 0 } else { (-start + dil - 1) / dil };
+    let k1 = if n - start <= 0 { 0 } else { (n - start + dil - 1) / dil };
+    let k1 = k1.min(win.kernel[d] as isize);
+    if k1 <= k0 {
+        return Span { first: 0, taps: 0 };
+    }
+    Span {
+        first: (start + k0 * dil) as usize,
+        taps: (k1 - k0) as usize,
+    }
 }
 
 /// The pooled tensor's float view: floats as-is, integers through f32.
