@@ -7,6 +7,7 @@
 //! own passes and encodings on top rather than a second op set to translate to.
 
 mod graph;
+pub mod onnx;
 
 pub use graph::{captured_names, node_uses, Attr, Dim, Graph, Node, ValueInfo};
 pub use shrink_tensor::{DType, Tensor, TensorData};
