@@ -429,12 +429,34 @@ fn cast(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         .ok_or_else(|| ctx.error("missing 'to' attribute"))?;
     let to = DType::from_onnx_code(code as i32)
         .ok_or_else(|| ctx.error(format!("target type code {code} is not supported")))?;
-    Ok(vec![x.cast(to)])
+    Ok(vec![cast_tensor(x, to)])
+}
+
+/// ONNX Cast; floats print as the shortest string that reads back to the same
+/// value *in their own type* (`0.039187793`, not the f64 expansion of it).
+fn cast_tensor(x: &Tensor, to: DType) -> Tensor {
+    let short = |v: f32| {
+        if v.is_nan() {
+            "NaN".to_string()
+        } else if v.is_infinite() {
+            if v > 0.0 { "INF" } else { "-INF" }.to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    let strings: Option<Vec<String>> = match (to, x.data()) {
+        (DType::String, TensorData::F32(v)) => Some(v.iter().map(|&a| short(a)).collect()),
+        _ => None,
+    };
+    match strings.map(|s| Tensor::new(x.shape().to_vec(), TensorData::String(s))) {
+        Some(Ok(t)) => t,
+        _ => x.cast(to),
+    }
 }
 
 fn cast_like(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
-    Ok(vec![x.cast(ctx.required(inputs, 1)?.dtype())])
+    Ok(vec![cast_tensor(x, ctx.required(inputs, 1)?.dtype())])
 }
 
 /// A shape given as a 1-D integer tensor.
