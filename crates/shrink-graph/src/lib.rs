@@ -6,7 +6,9 @@
 //! are near-lossless and the ONNX spec is our op documentation; shrink adds its
 //! own passes and encodings on top rather than a second op set to translate to.
 
+pub mod builders;
 mod graph;
+pub mod safetensors;
 
 pub use graph::{captured_names, node_uses, Attr, Dim, Graph, Node, ValueInfo};
 pub use shrink_tensor::{DType, Tensor, TensorData};
