@@ -8,6 +8,7 @@
 
 pub mod builders;
 mod graph;
+pub mod onnx;
 pub mod safetensors;
 
 pub use graph::{captured_names, node_uses, Attr, Dim, Graph, Node, ValueInfo};
