@@ -22,11 +22,14 @@ struct Cli {
 enum Command {
     /// List the ops the runtime implements.
     Ops,
+    /// Sentence embeddings with a BERT sentence encoder (all-MiniLM-L6-v2 by default).
+    Embed(cmd::embed::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Ops => cmd::ops::run(),
+        Command::Embed(args) => cmd::embed::run(args),
     }
 }
