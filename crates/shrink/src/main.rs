@@ -31,6 +31,8 @@ enum Command {
     Export(cmd::export::Args),
     /// List the ops the runtime implements.
     Ops,
+    /// Sentence embeddings with a BERT sentence encoder (all-MiniLM-L6-v2 by default).
+    Embed(cmd::embed::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,5 +55,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Ops => cmd::ops::run(),
+        Command::Embed(args) => cmd::embed::run(args),
     }
 }
