@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline on an embedded model and embedded real test images.
+    Demo(cmd::demo::Args),
     /// Per layer: op, shapes, parameters, MACs, bytes; totals.
     Inspect(cmd::inspect::Args),
     /// Run a model on inputs from .npy files.
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Demo(a) => cmd::demo::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Eval(a) => cmd::eval::run(a),
