@@ -15,13 +15,15 @@
 //!   AND-popcount products over bit planes (BISMO).
 //! - [`int4`]: int4 weights × u8 activations, per-channel or per-group scales.
 
-//pub mod binary;
-//pub mod bitserial;
+pub mod binary;
+pub mod bits;
+pub mod bitserial;
 pub mod cpu;
 pub mod epilogue;
 //pub mod f32gemm;
 //pub mod int4;
 pub mod int8;
+mod tiling;
 
 /// Errors from kernel entry points: shapes and buffer lengths that do not agree.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -19,8 +19,7 @@ mod avx512;
 
 use crate::cpu::{self, Isa};
 use crate::epilogue::{store_scalar, Epilogue, OutPtr, Output};
-use crate::{check_len, KernelError, Result};
-use rayon::prelude::*;
+use crate::{check_len, tiling, KernelError, Result};
 
 /// Columns per packed panel (two 16-lane registers).
 pub const NR: usize = 32;
@@ -179,49 +178,14 @@ pub fn gemm_with(
     };
     let isa = cpu::clamp(isa);
     let optr = out.ptr();
-    let tasks = plan(m, w.panels());
-    let run = |&(r0, r1, p0, p1): &(usize, usize, usize, usize)| {
-        for p in p0..p1 {
-            // SAFETY: tasks cover disjoint (row range × panel) tiles of the
-            // output, all in bounds (checked lengths above), and the ISA was
-            // clamped to what this CPU supports.
-            unsafe { tile_rows(isa, a, k, r0, r1, w, p, &fix, ep, optr) };
-        }
-    };
-    if tasks.len() == 1 {
-        run(&tasks[0]);
-    } else {
-        tasks.par_iter().for_each(run);
-    }
+    let tasks = tiling::plan(m, w.panels(), MR);
+    tiling::run(&tasks, |r0, r1, p| {
+        // SAFETY: tasks cover disjoint (row range × panel) tiles of the
+        // output, all in bounds (checked lengths above), and the ISA was
+        // clamped to what this CPU supports.
+        unsafe { tile_rows(isa, a, k, r0, r1, w, p, &fix, ep, optr) };
+    });
     Ok(())
-}
-
-/// Splits the output into (row range, panel range) tasks, a few per thread.
-pub(crate) fn plan(m: usize, panels: usize) -> Vec<(usize, usize, usize, usize)> {
-    let threads = rayon::current_num_threads().max(1);
-    let flops = m * panels;
-    if threads == 1 || flops < 64 {
-        return vec![(0, m, 0, panels)];
-    }
-    let want = threads * 4;
-    // Row blocks of at least MR rows; then split panels to reach `want` tasks.
-    let row_blocks = m.div_ceil(MR).clamp(1, want);
-    let rows_per = m.div_ceil(row_blocks).div_ceil(MR) * MR;
-    let row_blocks = m.div_ceil(rows_per);
-    let panel_blocks = want.div_ceil(row_blocks).clamp(1, panels);
-    let panels_per = panels.div_ceil(panel_blocks);
-    let mut t = Vec::new();
-    for rb in 0..row_blocks {
-        let r0 = rb * rows_per;
-        let r1 = (r0 + rows_per).min(m);
-        let mut p0 = 0;
-        while p0 < panels {
-            let p1 = (p0 + panels_per).min(panels);
-            t.push((r0, r1, p0, p1));
-            p0 = p1;
-        }
-    }
-    t
 }
 
 /// Computes rows `r0..r1` of panel `p` on path `isa`.
