@@ -20,7 +20,7 @@ pub mod bits;
 pub mod bitserial;
 pub mod cpu;
 pub mod epilogue;
-//pub mod f32gemm;
+pub mod f32gemm;
 //pub mod int4;
 pub mod int8;
 mod tiling;
