@@ -23,6 +23,7 @@ pub mod epilogue;
 pub mod f32gemm;
 //pub mod int4;
 pub mod int8;
+pub mod peak;
 mod tiling;
 
 /// Errors from kernel entry points: shapes and buffer lengths that do not agree.
