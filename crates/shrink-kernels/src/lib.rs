@@ -21,7 +21,7 @@ pub mod bitserial;
 pub mod cpu;
 pub mod epilogue;
 pub mod f32gemm;
-//pub mod int4;
+pub mod int4;
 pub mod int8;
 pub mod peak;
 mod tiling;
