@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use shrink_kernels::bitserial::{self, Planes};
 use shrink_kernels::epilogue::{Epilogue, Output};
 use shrink_kernels::f32gemm::{self, F32Epilogue, F32Path};
-use shrink_kernels::{binary, cpu, int8, peak};
+use shrink_kernels::{bf16gemm, binary, cpu, int4, int8, peak};
 use std::time::Instant;
 
 const SHAPES: [(usize, usize, usize); 5] = [(1024, 1024, 1024), (256, 4096, 1024), (1, 4096, 4096), (64, 784, 300), (3136, 576, 64)];
@@ -76,6 +76,26 @@ fn main() {
                     let s = median(min_s, || f32gemm::gemm_with(path, &a, m, &p, &ep, &mut y).unwrap());
                     emit(name, (m, k, n), threads, s, flops);
                 }
+            }
+            if want("bf16") {
+                let a: Vec<f32> = (0..m * k).map(|_| r.gen::<f32>() - 0.5).collect();
+                let w: Vec<half::bf16> = (0..n * k).map(|_| half::bf16::from_f32(r.gen::<f32>() - 0.5)).collect();
+                let p = bf16gemm::PackedBf16::pack(&w, n, k).unwrap();
+                let mut y = vec![0f32; m * n];
+                let s = median(min_s, || bf16gemm::gemm(&a, m, &p, &F32Epilogue::default(), &mut y).unwrap());
+                emit("bf16_own", (m, k, n), threads, s, flops);
+            }
+            if want("int4") {
+                let a: Vec<u8> = (0..m * k).map(|_| r.gen()).collect();
+                let codes: Vec<i8> = (0..n * k).map(|_| r.gen_range(-8..=7)).collect();
+                let group = 128;
+                let scales = vec![0.01f32; n * k.div_ceil(group)];
+                let w = int4::pack_nibbles(&codes, n, k).unwrap();
+                let p = int4::PackedI4::pack(&w, n, k, group, &scales).unwrap();
+                let mut y = vec![0f32; m * n];
+                let pr = int4::Int4Params { a_zero: 3, ..Default::default() };
+                let s = median(min_s, || int4::gemm(&a, m, &p, &pr, &mut y).unwrap());
+                emit("int4_own", (m, k, n), threads, s, flops);
             }
             if want("int8") {
                 let a: Vec<u8> = (0..m * k).map(|_| r.gen()).collect();

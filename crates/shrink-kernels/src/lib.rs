@@ -8,13 +8,16 @@
 //! Families:
 //! - [`int8`]: u8 activations × s8 weights → i32, AVX-512 VNNI `vpdpbusd`,
 //!   AVX2 (`vpmaddwd`, which cannot saturate), scalar; fused epilogue.
-//! - [`f32gemm`]: f32 GEMM (the `gemm` crate for large shapes, our own
-//!   AVX-512 GEMV for one-row products).
+//! - [`f32gemm`]: f32 GEMM (our AVX-512 panel kernel; the `gemm` crate
+//!   where AVX-512 is missing).
+//! - [`bf16gemm`]: bf16 weights, `vdpbf16ps` (AVX512_BF16) or widened to f32.
 //! - [`binary`]: XNOR-popcount GEMM on bit-packed {−1,+1}.
 //! - [`bitserial`]: any w_bits × a_bits in 1..=8 as weighted sums of
 //!   AND-popcount products over bit planes (BISMO).
 //! - [`int4`]: int4 weights × u8 activations, per-channel or per-group scales.
+//! - [`peak`]: register-only probes of the per-core peak of each format.
 
+pub mod bf16gemm;
 pub mod binary;
 pub mod bits;
 pub mod bitserial;
