@@ -15,18 +15,23 @@
 //! - [`bitserial`]: any w_bits × a_bits in 1..=8 as weighted sums of
 //!   AND-popcount products over bit planes (BISMO).
 //! - [`int4`]: int4 weights × u8 activations, per-channel or per-group scales.
+//! - [`conv`]: Conv2d (im2col over the GEMMs, 1×1 fast path, depthwise
+//!   f32 and int8); [`pool`] and [`eltwise`]: what the runtime needs around it.
 //! - [`peak`]: register-only probes of the per-core peak of each format.
 
 pub mod bf16gemm;
 pub mod binary;
 pub mod bits;
 pub mod bitserial;
+pub mod conv;
 pub mod cpu;
+pub mod eltwise;
 pub mod epilogue;
 pub mod f32gemm;
 pub mod int4;
 pub mod int8;
 pub mod peak;
+pub mod pool;
 mod tiling;
 
 /// Errors from kernel entry points: shapes and buffer lengths that do not agree.

@@ -28,30 +28,69 @@ fn time<F: FnMut(u64) -> u64>(ops_per_iter: f64, reps: usize, mut f: F) -> Peak 
     }
 }
 
-/// Measures every probe this CPU supports: `(name, peak)`.
-pub fn measure_all(reps: usize) -> Vec<(&'static str, Peak)> {
-    let mut v = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        let f = crate::cpu::features();
-        if f.avx512 {
-            // SAFETY: AVX-512F checked.
-            v.push(("fp32 FMA (vfmadd231ps zmm)", time(12.0 * 32.0, reps, |n| unsafe { x86::fma(n) })));
-        }
-        if f.avx512_vnni {
-            // SAFETY: VNNI checked.
-            v.push(("int8 vpdpbusd zmm", time(12.0 * 128.0, reps, |n| unsafe { x86::dpbusd(n) })));
-        }
-        if f.avx512_bf16 {
-            // SAFETY: BF16 checked.
-            v.push(("bf16 vdpbf16ps zmm", time(12.0 * 64.0, reps, |n| unsafe { x86::dpbf16(n) })));
-        }
-        if f.avx512_vpopcntdq {
-            // SAFETY: VPOPCNTDQ checked.
-            v.push(("binary xor+vpopcntq+add zmm", time(8.0 * 512.0, reps, |n| unsafe { x86::xnor(n) })));
+/// A register-only instruction-throughput probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// 12 chains of `vfmadd231ps zmm`.
+    Fp32Fma,
+    /// 12 chains of `vpdpbusd zmm`.
+    Int8Dpbusd,
+    /// 12 chains of `vdpbf16ps zmm`.
+    Bf16Dpbf16,
+    /// 8 chains of `vpxorq` (L1 operand) → `vpopcntq` → `vpaddq`.
+    BinaryXnor,
+}
+
+impl Probe {
+    /// Every probe.
+    pub const ALL: [Probe; 4] = [Probe::Fp32Fma, Probe::Int8Dpbusd, Probe::Bf16Dpbf16, Probe::BinaryXnor];
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Probe::Fp32Fma => "fp32 FMA (vfmadd231ps zmm)",
+            Probe::Int8Dpbusd => "int8 vpdpbusd zmm",
+            Probe::Bf16Dpbf16 => "bf16 vdpbf16ps zmm",
+            Probe::BinaryXnor => "binary xor+vpopcntq+add zmm",
         }
     }
-    v
+
+    /// Operations one iteration performs (see [`Peak::ops_per_s`] for units).
+    pub fn ops_per_iter(self) -> f64 {
+        match self {
+            Probe::Fp32Fma => 12.0 * 32.0,
+            Probe::Int8Dpbusd => 12.0 * 128.0,
+            Probe::Bf16Dpbf16 => 12.0 * 64.0,
+            Probe::BinaryXnor => 8.0 * 512.0,
+        }
+    }
+
+    /// Runs `iters` iterations; `None` when the CPU lacks the instruction.
+    pub fn run(self, iters: u64) -> Option<u64> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f = crate::cpu::features();
+            // SAFETY (each arm): the feature the probe needs was detected.
+            match self {
+                Probe::Fp32Fma if f.avx512 => return Some(unsafe { x86::fma(iters) }),
+                Probe::Int8Dpbusd if f.avx512_vnni => return Some(unsafe { x86::dpbusd(iters) }),
+                Probe::Bf16Dpbf16 if f.avx512_bf16 => return Some(unsafe { x86::dpbf16(iters) }),
+                Probe::BinaryXnor if f.avx512_vpopcntdq => return Some(unsafe { x86::xnor(iters) }),
+                _ => {}
+            }
+        }
+        let _ = iters;
+        None
+    }
+}
+
+/// Measures every probe this CPU supports: `(name, peak)`, best of `reps`.
+pub fn measure_all(reps: usize) -> Vec<(&'static str, Peak)> {
+    Probe::ALL
+        .into_iter()
+        .filter(|p| p.run(1).is_some())
+        .map(|p| (p.name(), time(p.ops_per_iter(), reps, |n| p.run(n).unwrap_or(0))))
+        .collect()
 }
 
 #[cfg(target_arch = "x86_64")]
