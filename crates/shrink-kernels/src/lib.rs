@@ -12,6 +12,8 @@
 //!   where AVX-512 is missing).
 //! - [`bf16gemm`]: bf16 weights, `vdpbf16ps` (AVX512_BF16) or widened to f32.
 //! - [`binary`]: XNOR-popcount GEMM on bit-packed {−1,+1}.
+//! - [`binary_connect`]: binary weights × u8/f32 activations, additions only;
+//!   [`ternary`]: two-mask ternary weights × binary or u8 activations.
 //! - [`bitserial`]: any w_bits × a_bits in 1..=8 as weighted sums of
 //!   AND-popcount products over bit planes (BISMO).
 //! - [`int4`]: int4 weights × u8 activations, per-channel or per-group scales.
@@ -21,6 +23,7 @@
 
 pub mod bf16gemm;
 pub mod binary;
+pub mod binary_connect;
 pub mod bits;
 pub mod bitserial;
 pub mod conv;
@@ -32,6 +35,7 @@ pub mod int4;
 pub mod int8;
 pub mod peak;
 pub mod pool;
+pub mod ternary;
 mod tiling;
 
 /// Errors from kernel entry points: shapes and buffer lengths that do not agree.
