@@ -126,11 +126,15 @@ w("| w×a | w·a | time (ms) | time/(w·a) (ms) | vs w1a1 |")
 w("|---|---|---|---|---|")
 s = (1024, 1024, 1024)
 base = None
-for k in sorted({k[0] for k in rows if k[0].startswith("bitserial_w")}, key=lambda x: (int(x.split("w")[1].split("a")[0]) * int(x.split("a")[1]), x)):
+import re
+def bits_of(name):
+    mm = re.fullmatch(r"bitserial_w(\d)a(\d)", name)
+    return int(mm.group(1)), int(mm.group(2))
+for k in sorted({k[0] for k in rows if k[0].startswith("bitserial_w")}, key=lambda x: (bits_of(x)[0] * bits_of(x)[1], x)):
     v = g(k, s, 1)
     if v is None:
         continue
-    wb, ab = int(k.split("w")[1].split("a")[0]), int(k.split("a")[1])
+    wb, ab = bits_of(k)
     ms = 2 * s[0] * s[1] * s[2] / v / 1e6
     per = ms / (wb * ab)
     base = base or per

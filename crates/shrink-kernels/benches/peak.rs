@@ -11,7 +11,9 @@ fn peaks(c: &mut Criterion) {
         if p.run(1).is_none() {
             continue;
         }
-        g.throughput(Throughput::Elements((p.ops_per_iter() * iters as f64) as u64));
+        g.throughput(Throughput::Elements(
+            (p.ops_per_iter() * iters as f64) as u64,
+        ));
         g.bench_function(p.name(), |b| b.iter(|| p.run(std::hint::black_box(iters))));
     }
     g.finish();

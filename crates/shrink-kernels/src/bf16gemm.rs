@@ -10,7 +10,7 @@
 
 use crate::cpu::{self, Isa};
 use crate::f32gemm::F32Epilogue;
-use crate::{check_len, tiling, KernelError, Result};
+use crate::{check_len, scratch, tiling, KernelError, Result};
 use half::bf16;
 
 /// Columns per packed panel.
@@ -46,7 +46,8 @@ impl PackedBf16 {
         let mut data = vec![0u16; n.div_ceil(NR) * k2 * NR];
         for j in 0..n {
             for kk in 0..k {
-                data[(j / NR) * k2 * NR + (kk / 2) * 2 * NR + (j % NR) * 2 + kk % 2] = w[j * k + kk].to_bits();
+                data[(j / NR) * k2 * NR + (kk / 2) * 2 * NR + (j % NR) * 2 + kk % 2] =
+                    w[j * k + kk].to_bits();
             }
         }
         Ok(PackedBf16 { n, k, k2, data })
@@ -66,23 +67,35 @@ pub fn gemm(a: &[f32], m: usize, w: &PackedBf16, ep: &F32Epilogue, out: &mut [f3
     gemm_with(cpu::best(), a, m, w, ep, out)
 }
 
-/// [`gemm`] on a chosen path (lowered to what the CPU supports).
-pub fn gemm_with(isa: Isa, a: &[f32], m: usize, w: &PackedBf16, ep: &F32Epilogue, out: &mut [f32]) -> Result<()> {
-    let (n, k, k2) = (w.n, w.k, w.k2);
-    check_len("bf16 activations (M×K)", m * k, a.len())?;
-    check_len("bf16 output (M×N)", m * n, out.len())?;
+fn check(m: usize, a_len: usize, w: &PackedBf16, ep: &F32Epilogue, out: &[f32]) -> Result<()> {
+    check_len("bf16 activations (M×K)", m * w.k, a_len)?;
+    check_len("bf16 output (M×N)", m * w.n, out.len())?;
     if let Some(b) = ep.bias {
-        check_len("bf16 bias", n, b.len())?;
+        check_len("bf16 bias", w.n, b.len())?;
     }
-    if m == 0 {
+    Ok(())
+}
+
+/// [`gemm`] on a chosen path (lowered to what the CPU supports).
+pub fn gemm_with(
+    isa: Isa,
+    a: &[f32],
+    m: usize,
+    w: &PackedBf16,
+    ep: &F32Epilogue,
+    out: &mut [f32],
+) -> Result<()> {
+    check(m, a.len(), w, ep, out)?;
+    let (k, k2) = (w.k, w.k2);
+    let isa = cpu::clamp(isa);
+    if isa != Isa::Avx512Bf16 {
+        run_f32(a, m, w, ep, out);
         return Ok(());
     }
-    let isa = cpu::clamp(isa);
-    // Activations as bf16 pairs (u32 per pair) for the BF16 path.
-    let ab: Vec<u16> = if isa == Isa::Avx512Bf16 {
-        let mut v = vec![0u16; m * k2];
+    // Activations rounded to bf16 pairs (u32 per pair) for `vdpbf16ps`.
+    scratch::with_zeroed::<u16, _>(m * k2, |ab| {
         for i in 0..m {
-            let (src, dst) = (&a[i * k..(i + 1) * k], &mut v[i * k2..i * k2 + k]);
+            let (src, dst) = (&a[i * k..(i + 1) * k], &mut ab[i * k2..i * k2 + k]);
             #[cfg(target_arch = "x86_64")]
             // SAFETY: BF16 supported (clamped); equal-length slices.
             unsafe {
@@ -93,24 +106,72 @@ pub fn gemm_with(isa: Isa, a: &[f32], m: usize, w: &PackedBf16, ep: &F32Epilogue
                 *d = bf16::from_f32(x).to_bits();
             }
         }
-        v
+        run_bf16(ab, m, w, ep, out);
+    });
+    Ok(())
+}
+
+/// bf16 activations (`M×K`) — what a bf16 network passes between layers, and
+/// what the peers' bf16 GEMMs take — so no rounding pass is needed.
+pub fn gemm_bf16_act(
+    a: &[bf16],
+    m: usize,
+    w: &PackedBf16,
+    ep: &F32Epilogue,
+    out: &mut [f32],
+) -> Result<()> {
+    check(m, a.len(), w, ep, out)?;
+    let (k, k2) = (w.k, w.k2);
+    if cpu::best() != Isa::Avx512Bf16 {
+        let af: Vec<f32> = a.iter().map(|v| v.to_f32()).collect();
+        run_f32(&af, m, w, ep, out);
+        return Ok(());
+    }
+    if k == k2 {
+        // SAFETY: bf16 is a transparent 16-bit value; same length and alignment as u16.
+        let ab = unsafe { std::slice::from_raw_parts(a.as_ptr() as *const u16, a.len()) };
+        run_bf16(ab, m, w, ep, out);
     } else {
-        Vec::new()
-    };
+        scratch::with_zeroed::<u16, _>(m * k2, |ab| {
+            for i in 0..m {
+                for (d, s) in ab[i * k2..i * k2 + k]
+                    .iter_mut()
+                    .zip(&a[i * k..(i + 1) * k])
+                {
+                    *d = s.to_bits();
+                }
+            }
+            run_bf16(ab, m, w, ep, out);
+        });
+    }
+    Ok(())
+}
+
+/// The BF16 path over activation rows of `K2` bf16 values.
+fn run_bf16(ab: &[u16], m: usize, w: &PackedBf16, ep: &F32Epilogue, out: &mut [f32]) {
     let optr = OutF32(out.as_mut_ptr());
-    let tasks = tiling::plan(m, n.div_ceil(NR), MR);
-    tiling::run(&tasks, |r0, r1, p| {
+    let tasks = tiling::plan(m, w.n.div_ceil(NR), MR);
+    tiling::run(&tasks, usize::MAX, |r0, r1, p| {
         let o = optr;
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512Bf16 {
-            // SAFETY: BF16 supported (clamped); disjoint in-bounds tiles.
-            unsafe { avx512bf16::panel_rows(&ab, r0, r1, w, p, ep, o.0) };
-            return;
-        }
+        // SAFETY: only called when BF16 is supported; disjoint in-bounds tiles.
+        unsafe {
+            avx512bf16::panel_rows(ab, r0, r1, w, p, ep, o.0)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (ab, r0, r1, p, o);
+    });
+}
+
+/// The portable path: weights widened to f32.
+fn run_f32(a: &[f32], m: usize, w: &PackedBf16, ep: &F32Epilogue, out: &mut [f32]) {
+    let optr = OutF32(out.as_mut_ptr());
+    let tasks = tiling::plan(m, w.n.div_ceil(NR), MR);
+    tiling::run(&tasks, usize::MAX, |r0, r1, p| {
+        let o = optr;
         // SAFETY: disjoint in-bounds tiles.
         unsafe { portable_rows(a, r0, r1, w, p, ep, o.0) }
     });
-    Ok(())
 }
 
 #[derive(Clone, Copy)]
@@ -124,7 +185,15 @@ unsafe impl Sync for OutF32 {}
 ///
 /// # Safety
 /// `out` valid `M×N`, rows `r0..r1` × panel `p` ours alone.
-unsafe fn portable_rows(a: &[f32], r0: usize, r1: usize, w: &PackedBf16, p: usize, ep: &F32Epilogue, out: *mut f32) {
+unsafe fn portable_rows(
+    a: &[f32],
+    r0: usize,
+    r1: usize,
+    w: &PackedBf16,
+    p: usize,
+    ep: &F32Epilogue,
+    out: *mut f32,
+) {
     let (n, k, k2) = (w.n, w.k, w.k2);
     let panel = &w.data[p * k2 * NR..(p + 1) * k2 * NR];
     let j0 = p * NR;
@@ -139,7 +208,9 @@ unsafe fn portable_rows(a: &[f32], r0: usize, r1: usize, w: &PackedBf16, p: usiz
             }
         }
         for (c, &s) in acc.iter().enumerate().take(cols) {
-            let v = (s + ep.bias.map_or(0.0, |b| b[j0 + c])).max(ep.lo).min(ep.hi);
+            let v = (s + ep.bias.map_or(0.0, |b| b[j0 + c]))
+                .max(ep.lo)
+                .min(ep.hi);
             // SAFETY: in bounds and ours.
             unsafe { *out.add(i * n + j0 + c) = v };
         }
@@ -155,7 +226,15 @@ mod avx512bf16 {
     /// # Safety
     /// AVX512_BF16; `ab` = M rows of K2 bf16; `out` as in the caller.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn panel_rows(ab: &[u16], r0: usize, r1: usize, w: &PackedBf16, p: usize, ep: &F32Epilogue, out: *mut f32) {
+    pub(super) unsafe fn panel_rows(
+        ab: &[u16],
+        r0: usize,
+        r1: usize,
+        w: &PackedBf16,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
         let mut i = r0;
         // SAFETY: forwarded; tiles stay in rows r0..r1.
         unsafe {
@@ -181,7 +260,14 @@ mod avx512bf16 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn store(v: [__m512; 2], i: usize, w: &PackedBf16, p: usize, ep: &F32Epilogue, out: *mut f32) {
+    unsafe fn store(
+        v: [__m512; 2],
+        i: usize,
+        w: &PackedBf16,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
         let j0 = p * NR;
         let cols = (w.n - j0).min(NR);
         for (h, &x) in v.iter().enumerate() {
@@ -197,7 +283,10 @@ mod avx512bf16 {
                     None => _mm512_setzero_ps(),
                 };
                 let y = _mm512_add_ps(x, b);
-                let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(ep.lo)), _mm512_set1_ps(ep.hi));
+                let y = _mm512_min_ps(
+                    _mm512_max_ps(y, _mm512_set1_ps(ep.lo)),
+                    _mm512_set1_ps(ep.hi),
+                );
                 _mm512_mask_storeu_ps(out.add(i * w.n + j0 + 16 * h), m, y);
             }
         }
@@ -231,7 +320,14 @@ mod avx512bf16 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn tile<const R: usize>(ab: &[u16], i0: usize, w: &PackedBf16, p: usize, ep: &F32Epilogue, out: *mut f32) {
+    unsafe fn tile<const R: usize>(
+        ab: &[u16],
+        i0: usize,
+        w: &PackedBf16,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
         let k2 = w.k2;
         let b = w.data.as_ptr().wrapping_add(p * k2 * NR);
         let a = ab.as_ptr().wrapping_add(i0 * k2);
@@ -242,7 +338,9 @@ mod avx512bf16 {
                 let b0 = bh(_mm512_loadu_si512(b.add(q * 64) as *const _));
                 let b1 = bh(_mm512_loadu_si512(b.add(q * 64 + 32) as *const _));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let av = bh(_mm512_set1_epi32((a.add(r * k2 + 2 * q) as *const i32).read_unaligned()));
+                    let av = bh(_mm512_set1_epi32(
+                        (a.add(r * k2 + 2 * q) as *const i32).read_unaligned(),
+                    ));
                     acc_r[0] = _mm512_dpbf16_ps(acc_r[0], av, b0);
                     acc_r[1] = _mm512_dpbf16_ps(acc_r[1], av, b1);
                 }
@@ -256,7 +354,14 @@ mod avx512bf16 {
     /// One row with four pair-interleaved accumulator pairs (latency hiding).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn tile1(ab: &[u16], i0: usize, w: &PackedBf16, p: usize, ep: &F32Epilogue, out: *mut f32) {
+    unsafe fn tile1(
+        ab: &[u16],
+        i0: usize,
+        w: &PackedBf16,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
         let k2 = w.k2;
         let pairs = k2 / 2;
         let b = w.data.as_ptr().wrapping_add(p * k2 * NR);
@@ -267,18 +372,28 @@ mod avx512bf16 {
             let mut q = 0;
             while q + 4 <= pairs {
                 for u in 0..4 {
-                    let av = bh(_mm512_set1_epi32((a.add(2 * (q + u)) as *const i32).read_unaligned()));
+                    let av = bh(_mm512_set1_epi32(
+                        (a.add(2 * (q + u)) as *const i32).read_unaligned(),
+                    ));
                     let bq = b.add((q + u) * 64);
-                    acc[2 * u] = _mm512_dpbf16_ps(acc[2 * u], av, bh(_mm512_loadu_si512(bq as *const _)));
-                    acc[2 * u + 1] = _mm512_dpbf16_ps(acc[2 * u + 1], av, bh(_mm512_loadu_si512(bq.add(32) as *const _)));
+                    acc[2 * u] =
+                        _mm512_dpbf16_ps(acc[2 * u], av, bh(_mm512_loadu_si512(bq as *const _)));
+                    acc[2 * u + 1] = _mm512_dpbf16_ps(
+                        acc[2 * u + 1],
+                        av,
+                        bh(_mm512_loadu_si512(bq.add(32) as *const _)),
+                    );
                 }
                 q += 4;
             }
             while q < pairs {
-                let av = bh(_mm512_set1_epi32((a.add(2 * q) as *const i32).read_unaligned()));
+                let av = bh(_mm512_set1_epi32(
+                    (a.add(2 * q) as *const i32).read_unaligned(),
+                ));
                 let bq = b.add(q * 64);
                 acc[0] = _mm512_dpbf16_ps(acc[0], av, bh(_mm512_loadu_si512(bq as *const _)));
-                acc[1] = _mm512_dpbf16_ps(acc[1], av, bh(_mm512_loadu_si512(bq.add(32) as *const _)));
+                acc[1] =
+                    _mm512_dpbf16_ps(acc[1], av, bh(_mm512_loadu_si512(bq.add(32) as *const _)));
                 q += 1;
             }
             let s0 = _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[4], acc[6]));
@@ -298,10 +413,15 @@ mod tests {
     fn check(m: usize, k: usize, n: usize, seed: u64) {
         let mut r = ChaCha8Rng::seed_from_u64(seed);
         let a: Vec<f32> = (0..m * k).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
-        let w: Vec<bf16> = (0..n * k).map(|_| bf16::from_f32(r.gen::<f32>() * 2.0 - 1.0)).collect();
+        let w: Vec<bf16> = (0..n * k)
+            .map(|_| bf16::from_f32(r.gen::<f32>() * 2.0 - 1.0))
+            .collect();
         let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.05).collect();
-        let ep = F32Epilogue { bias: Some(&bias), ..Default::default() };
+        let ep = F32Epilogue {
+            bias: Some(&bias),
+            ..Default::default()
+        };
         let exact = crate::f32gemm::reference(&a, m, &wf, n, k);
         let p = PackedBf16::pack(&w, n, k).unwrap();
         for isa in cpu::available() {
@@ -312,7 +432,10 @@ mod tests {
                     let mag: f32 = (0..k).map(|t| (a[i * k + t] * wf[j * k + t]).abs()).sum();
                     let tol = (1.0 / 256.0 + 2.0 * k as f32 * f32::EPSILON) * mag + 1e-6;
                     let (got, want) = (y[i * n + j], exact[i * n + j] + bias[j]);
-                    assert!((got - want).abs() <= tol, "{isa:?} ({i},{j}) m={m} k={k} n={n}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{isa:?} ({i},{j}) m={m} k={k} n={n}: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -320,7 +443,14 @@ mod tests {
 
     #[test]
     fn edge_shapes() {
-        for &(m, k, n) in &[(1, 1, 1), (1, 3, 33), (2, 16, 32), (9, 17, 65), (1, 1001, 40), (13, 64, 31)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 3, 33),
+            (2, 16, 32),
+            (9, 17, 65),
+            (1, 1001, 40),
+            (13, 64, 31),
+        ] {
             check(m, k, n, (m + k * n) as u64);
         }
     }

@@ -57,7 +57,13 @@ impl PackedBinary {
 /// Element-by-element ±1 products: the reference every path must equal.
 pub fn reference(a: &[u64], m: usize, w: &[u64], n: usize, k: usize) -> Vec<i32> {
     let wd = bits::words(k);
-    let sign = |row: &[u64], i: usize| if row[i / 64] >> (i % 64) & 1 == 1 { 1 } else { -1 };
+    let sign = |row: &[u64], i: usize| {
+        if row[i / 64] >> (i % 64) & 1 == 1 {
+            1
+        } else {
+            -1
+        }
+    };
     let mut y = vec![0i32; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -74,7 +80,14 @@ pub fn gemm(a: &[u64], m: usize, w: &PackedBinary, ep: &Epilogue, out: Output) -
 }
 
 /// [`gemm`] on a chosen path (lowered to what the CPU supports).
-pub fn gemm_with(isa: Isa, a: &[u64], m: usize, w: &PackedBinary, ep: &Epilogue, mut out: Output) -> Result<()> {
+pub fn gemm_with(
+    isa: Isa,
+    a: &[u64],
+    m: usize,
+    w: &PackedBinary,
+    ep: &Epilogue,
+    mut out: Output,
+) -> Result<()> {
     let (n, k) = (w.n(), w.k());
     bits::check_rows("binary activations (M×words)", a, m, 1, k)?;
     check_len("binary output (M×N)", m * n, out.len())?;
@@ -85,17 +98,30 @@ pub fn gemm_with(isa: Isa, a: &[u64], m: usize, w: &PackedBinary, ep: &Epilogue,
     let isa = cpu::clamp(isa);
     let optr = out.ptr();
     let tasks = tiling::plan(m, w.bits.blocks(), MR);
-    tiling::run(&tasks, |r0, r1, b| {
-        // SAFETY: disjoint in-bounds tiles (lengths checked above); ISA clamped.
-        unsafe { block_rows(isa, a, r0, r1, w, b, ep, optr) }
-    });
+    tiling::run(
+        &tasks,
+        tiling::rows_per_block(8 * bits::words(k), MR),
+        |r0, r1, b| {
+            // SAFETY: disjoint in-bounds tiles (lengths checked above); ISA clamped.
+            unsafe { block_rows(isa, a, r0, r1, w, b, ep, optr) }
+        },
+    );
     Ok(())
 }
 
 /// # Safety
 /// `isa` supported; `out` valid `M×N` with these elements ours alone.
 #[allow(clippy::too_many_arguments)]
-unsafe fn block_rows(isa: Isa, a: &[u64], r0: usize, r1: usize, w: &PackedBinary, b: usize, ep: &Epilogue, out: OutPtr) {
+unsafe fn block_rows(
+    isa: Isa,
+    a: &[u64],
+    r0: usize,
+    r1: usize,
+    w: &PackedBinary,
+    b: usize,
+    ep: &Epilogue,
+    out: OutPtr,
+) {
     let (n, k, wd) = (w.n(), w.k(), w.bits.words);
     let blk = w.bits.plane(b, 0);
     let j0 = b * BLOCK;
@@ -119,7 +145,10 @@ unsafe fn block_rows(isa: Isa, a: &[u64], r0: usize, r1: usize, w: &PackedBinary
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 count::row_block::<true>(row, blk, &mut cnt);
-                let dots: Vec<i32> = cnt[..cols].iter().map(|&c| k as i32 - 2 * c as i32).collect();
+                let dots: Vec<i32> = cnt[..cols]
+                    .iter()
+                    .map(|&c| k as i32 - 2 * c as i32)
+                    .collect();
                 // SAFETY: row i, columns j0..j0+cols are ours and in bounds.
                 unsafe { store_scalar(ep, &dots, out, i, n, j0) };
             }
@@ -163,9 +192,36 @@ mod avx512 {
             let ap = a.as_ptr().add(i * wd);
             match r1 - i {
                 0 => {}
-                1 => finish(&tile::<1, true>(ap, wd, blk.as_ptr(), wd), i, k, j0, cols, n, ep, out),
-                2 => finish(&tile::<2, true>(ap, wd, blk.as_ptr(), wd), i, k, j0, cols, n, ep, out),
-                _ => finish(&tile::<3, true>(ap, wd, blk.as_ptr(), wd), i, k, j0, cols, n, ep, out),
+                1 => finish(
+                    &tile::<1, true>(ap, wd, blk.as_ptr(), wd),
+                    i,
+                    k,
+                    j0,
+                    cols,
+                    n,
+                    ep,
+                    out,
+                ),
+                2 => finish(
+                    &tile::<2, true>(ap, wd, blk.as_ptr(), wd),
+                    i,
+                    k,
+                    j0,
+                    cols,
+                    n,
+                    ep,
+                    out,
+                ),
+                _ => finish(
+                    &tile::<3, true>(ap, wd, blk.as_ptr(), wd),
+                    i,
+                    k,
+                    j0,
+                    cols,
+                    n,
+                    ep,
+                    out,
+                ),
             }
         }
     }
@@ -174,7 +230,16 @@ mod avx512 {
     #[inline]
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn finish(c: &[[__m512i; 2]], i0: usize, k: usize, j0: usize, cols: usize, n: usize, ep: &Epilogue, out: OutPtr) {
+    unsafe fn finish(
+        c: &[[__m512i; 2]],
+        i0: usize,
+        k: usize,
+        j0: usize,
+        cols: usize,
+        n: usize,
+        ep: &Epilogue,
+        out: OutPtr,
+    ) {
         let kv = _mm512_set1_epi32(k as i32);
         for (r, cr) in c.iter().enumerate() {
             for (h, &v) in cr.iter().enumerate() {
@@ -223,7 +288,15 @@ mod tests {
 
     #[test]
     fn edge_shapes() {
-        for &(m, k, n) in &[(1, 1, 1), (1, 63, 5), (2, 64, 32), (5, 65, 33), (7, 127, 31), (9, 1000, 70), (1, 4096, 64)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 63, 5),
+            (2, 64, 32),
+            (5, 65, 33),
+            (7, 127, 31),
+            (9, 1000, 70),
+            (1, 4096, 64),
+        ] {
             check(m, k, n, (m + k + n) as u64);
         }
     }
@@ -246,7 +319,14 @@ mod tests {
         let w = vec![u64::MAX; 2];
         assert!(PackedBinary::pack(&w, 2, 10).is_err());
         let p = PackedBinary::pack(&[0b11, 0b01], 2, 10).unwrap();
-        assert!(gemm(&[1 << 12], 1, &p, &Epilogue::default(), Output::I32(&mut [0; 2])).is_err());
+        assert!(gemm(
+            &[1 << 12],
+            1,
+            &p,
+            &Epilogue::default(),
+            Output::I32(&mut [0; 2])
+        )
+        .is_err());
     }
 
     proptest! {

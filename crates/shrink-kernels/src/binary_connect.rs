@@ -27,12 +27,24 @@ impl BinaryWeights {
     /// Takes `w` in the agreed row layout (`N × ceil(K/64)` u64, padding 0).
     pub fn new(w: &[u64], n: usize, k: usize) -> Result<Self> {
         if n == 0 || k == 0 {
-            return Err(KernelError::Unsupported { what: "binary weights", why: format!("empty shape N={n} K={k}") });
+            return Err(KernelError::Unsupported {
+                what: "binary weights",
+                why: format!("empty shape N={n} K={k}"),
+            });
         }
         bits::check_rows("binary weights (N×words)", w, n, 1, k)?;
         let words = bits::words(k);
-        let sum = w.chunks_exact(words).map(|r| 2 * r.iter().map(|v| v.count_ones() as i32).sum::<i32>() - k as i32).collect();
-        Ok(BinaryWeights { n, k, words, bits: w.to_vec(), sum })
+        let sum = w
+            .chunks_exact(words)
+            .map(|r| 2 * r.iter().map(|v| v.count_ones() as i32).sum::<i32>() - k as i32)
+            .collect();
+        Ok(BinaryWeights {
+            n,
+            k,
+            words,
+            bits: w.to_vec(),
+            sum,
+        })
     }
     fn row(&self, j: usize) -> &[u64] {
         &self.bits[j * self.words..(j + 1) * self.words]
@@ -47,7 +59,11 @@ pub fn reference_u8(a: &[u8], m: usize, za: u8, w: &[u64], n: usize, k: usize) -
         for j in 0..n {
             y[i * n + j] = (0..k)
                 .map(|t| {
-                    let s = if w[j * wd + t / 64] >> (t % 64) & 1 == 1 { 1 } else { -1 };
+                    let s = if w[j * wd + t / 64] >> (t % 64) & 1 == 1 {
+                        1
+                    } else {
+                        -1
+                    };
                     s * (a[i * k + t] as i32 - za as i32)
                 })
                 .sum();
@@ -57,7 +73,14 @@ pub fn reference_u8(a: &[u8], m: usize, za: u8, w: &[u64], n: usize, k: usize) -
 }
 
 /// u8 activations (`M×K`, zero point `za`) × binary weights through the epilogue.
-pub fn gemm_u8(a: &[u8], m: usize, za: u8, w: &BinaryWeights, ep: &Epilogue, out: Output) -> Result<()> {
+pub fn gemm_u8(
+    a: &[u8],
+    m: usize,
+    za: u8,
+    w: &BinaryWeights,
+    ep: &Epilogue,
+    out: Output,
+) -> Result<()> {
     gemm_u8_with(cpu::best(), a, m, za, w, ep, out)
 }
 
@@ -65,7 +88,15 @@ pub fn gemm_u8(a: &[u8], m: usize, za: u8, w: &BinaryWeights, ep: &Epilogue, out
 const COLS: usize = 16;
 
 /// [`gemm_u8`] on a chosen path.
-pub fn gemm_u8_with(isa: Isa, a: &[u8], m: usize, za: u8, w: &BinaryWeights, ep: &Epilogue, mut out: Output) -> Result<()> {
+pub fn gemm_u8_with(
+    isa: Isa,
+    a: &[u8],
+    m: usize,
+    za: u8,
+    w: &BinaryWeights,
+    ep: &Epilogue,
+    mut out: Output,
+) -> Result<()> {
     let (n, k) = (w.n, w.k);
     check_len("BinaryConnect activations (M×K)", m * k, a.len())?;
     check_len("BinaryConnect output (M×N)", m * n, out.len())?;
@@ -73,7 +104,7 @@ pub fn gemm_u8_with(isa: Isa, a: &[u8], m: usize, za: u8, w: &BinaryWeights, ep:
     let isa = cpu::clamp(isa);
     let optr = out.ptr();
     let tasks = tiling::plan(m, n.div_ceil(COLS), 1);
-    tiling::run(&tasks, |r0, r1, b| {
+    tiling::run(&tasks, usize::MAX, |r0, r1, b| {
         let mut acc = [0i32; COLS];
         let (j0, j1) = (b * COLS, ((b + 1) * COLS).min(n));
         for i in r0..r1 {
@@ -83,7 +114,9 @@ pub fn gemm_u8_with(isa: Isa, a: &[u8], m: usize, za: u8, w: &BinaryWeights, ep:
                 let p = match isa {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: AVX-512 BW supported (clamped ISA).
-                    Isa::Avx512 | Isa::Avx512Bf16 => unsafe { avx512::masked_sum_u8(row, w.row(j)) },
+                    Isa::Avx512 | Isa::Avx512Bf16 => unsafe {
+                        avx512::masked_sum_u8(row, w.row(j))
+                    },
                     _ => masked_sum(row, w.row(j)),
                 };
                 acc[j - j0] = 2 * p - total - za as i32 * w.sum[j];
@@ -106,16 +139,35 @@ pub(crate) unsafe fn masked_sum_u8_avx512(row: &[u8], w: &[u64]) -> i32 {
 }
 
 fn masked_sum(row: &[u8], w: &[u64]) -> i32 {
-    row.iter().enumerate().filter(|(t, _)| w[t / 64] >> (t % 64) & 1 == 1).map(|(_, &v)| v as i32).sum()
+    row.iter()
+        .enumerate()
+        .filter(|(t, _)| w[t / 64] >> (t % 64) & 1 == 1)
+        .map(|(_, &v)| v as i32)
+        .sum()
 }
 
 /// f32 activations (`M×K`) × binary weights: `out = α_j·Σ w·a + bias_j`.
-pub fn gemm_f32(a: &[f32], m: usize, w: &BinaryWeights, alpha: &[f32], bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+pub fn gemm_f32(
+    a: &[f32],
+    m: usize,
+    w: &BinaryWeights,
+    alpha: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
     gemm_f32_with(cpu::best(), a, m, w, alpha, bias, out)
 }
 
 /// [`gemm_f32`] on a chosen path.
-pub fn gemm_f32_with(isa: Isa, a: &[f32], m: usize, w: &BinaryWeights, alpha: &[f32], bias: Option<&[f32]>, out: &mut [f32]) -> Result<()> {
+pub fn gemm_f32_with(
+    isa: Isa,
+    a: &[f32],
+    m: usize,
+    w: &BinaryWeights,
+    alpha: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
     let (n, k) = (w.n, w.k);
     check_len("BinaryConnect activations (M×K)", m * k, a.len())?;
     check_len("BinaryConnect output (M×N)", m * n, out.len())?;
@@ -133,7 +185,12 @@ pub fn gemm_f32_with(isa: Isa, a: &[f32], m: usize, w: &BinaryWeights, alpha: &[
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: AVX-512F supported (clamped ISA).
                 Isa::Avx512 | Isa::Avx512Bf16 => unsafe { avx512::masked_sum_f32(row, w.row(j)) },
-                _ => row.iter().enumerate().filter(|(t, _)| w.row(j)[t / 64] >> (t % 64) & 1 == 1).map(|(_, &v)| v).sum(),
+                _ => row
+                    .iter()
+                    .enumerate()
+                    .filter(|(t, _)| w.row(j)[t / 64] >> (t % 64) & 1 == 1)
+                    .map(|(_, &v)| v)
+                    .sum(),
             };
             *y = (2.0 * p - total).mul_add(alpha[j], bias.map_or(0.0, |b| b[j]));
         }
@@ -157,8 +214,13 @@ mod avx512 {
         unsafe {
             for (t, &bits) in w.iter().enumerate() {
                 let len = (row.len() - 64 * t).min(64);
-                let valid: u64 = if len == 64 { u64::MAX } else { (1u64 << len) - 1 };
-                let v = _mm512_maskz_loadu_epi8(bits & valid, row.as_ptr().add(64 * t) as *const i8);
+                let valid: u64 = if len == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << len) - 1
+                };
+                let v =
+                    _mm512_maskz_loadu_epi8(bits & valid, row.as_ptr().add(64 * t) as *const i8);
                 acc = _mm512_add_epi64(acc, _mm512_sad_epu8(v, z));
             }
         }
@@ -181,13 +243,25 @@ mod avx512 {
                         break;
                     }
                     let len = (row.len() - at).min(16);
-                    let valid: u16 = if len == 16 { u16::MAX } else { (1u16 << len) - 1 };
+                    let valid: u16 = if len == 16 {
+                        u16::MAX
+                    } else {
+                        (1u16 << len) - 1
+                    };
                     let m = (bits >> (16 * q)) as u16 & valid;
-                    *a = _mm512_mask_add_ps(*a, m, *a, _mm512_maskz_loadu_ps(valid, row.as_ptr().add(at)));
+                    *a = _mm512_mask_add_ps(
+                        *a,
+                        m,
+                        *a,
+                        _mm512_maskz_loadu_ps(valid, row.as_ptr().add(at)),
+                    );
                 }
             }
         }
-        _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])))
+        _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(acc[0], acc[1]),
+            _mm512_add_ps(acc[2], acc[3]),
+        ))
     }
 }
 
@@ -211,15 +285,39 @@ mod tests {
         let alpha: Vec<f32> = (0..n).map(|j| 0.5 + j as f32 * 0.01).collect();
         for isa in cpu::available() {
             let mut y = vec![0i32; m * n];
-            gemm_u8_with(isa, &a, m, za, &w, &Epilogue::default(), Output::I32(&mut y)).unwrap();
+            gemm_u8_with(
+                isa,
+                &a,
+                m,
+                za,
+                &w,
+                &Epilogue::default(),
+                Output::I32(&mut y),
+            )
+            .unwrap();
             assert_eq!(y, want, "{isa:?} m={m} k={k} n={n}");
             let mut yf = vec![0f32; m * n];
             gemm_f32_with(isa, &af, m, &w, &alpha, None, &mut yf).unwrap();
             for i in 0..m {
                 for j in 0..n {
-                    let exact: f64 = (0..k).map(|t| if ws[j * k + t] >= 0.0 { af[i * k + t] as f64 } else { -(af[i * k + t] as f64) }).sum::<f64>() * alpha[j] as f64;
-                    let tol = 4.0 * k as f64 * f32::EPSILON as f64 * (k as f64 * 0.5 * alpha[j] as f64) + 1e-6;
-                    assert!((yf[i * n + j] as f64 - exact).abs() <= tol, "{isa:?} f32 ({i},{j}): {} vs {exact}", yf[i * n + j]);
+                    let exact: f64 = (0..k)
+                        .map(|t| {
+                            if ws[j * k + t] >= 0.0 {
+                                af[i * k + t] as f64
+                            } else {
+                                -(af[i * k + t] as f64)
+                            }
+                        })
+                        .sum::<f64>()
+                        * alpha[j] as f64;
+                    let tol =
+                        4.0 * k as f64 * f32::EPSILON as f64 * (k as f64 * 0.5 * alpha[j] as f64)
+                            + 1e-6;
+                    assert!(
+                        (yf[i * n + j] as f64 - exact).abs() <= tol,
+                        "{isa:?} f32 ({i},{j}): {} vs {exact}",
+                        yf[i * n + j]
+                    );
                 }
             }
         }
@@ -227,7 +325,13 @@ mod tests {
 
     #[test]
     fn edge_shapes() {
-        for &(m, k, n) in &[(1, 1, 1), (2, 63, 3), (3, 64, 17), (4, 65, 20), (1, 1000, 5)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (2, 63, 3),
+            (3, 64, 17),
+            (4, 65, 20),
+            (1, 1000, 5),
+        ] {
             check(m, k, n, (m * k + n) as u64);
         }
     }

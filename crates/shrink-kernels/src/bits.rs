@@ -28,7 +28,13 @@ pub(crate) fn last_mask(k: usize) -> u64 {
 }
 
 /// Checks a row-layout buffer's length and that no padding bit is set.
-pub(crate) fn check_rows(what: &'static str, bits: &[u64], rows: usize, planes: usize, k: usize) -> Result<()> {
+pub(crate) fn check_rows(
+    what: &'static str,
+    bits: &[u64],
+    rows: usize,
+    planes: usize,
+    k: usize,
+) -> Result<()> {
     let wd = words(k);
     check_len(what, rows * planes * wd, bits.len())?;
     let mask = last_mask(k);
@@ -64,7 +70,13 @@ pub struct BlockedBits {
 
 impl BlockedBits {
     /// Repacks a row-layout matrix (`rows × planes × words(k)` u64).
-    pub(crate) fn from_rows(what: &'static str, bits: &[u64], rows: usize, planes: usize, k: usize) -> Result<Self> {
+    pub(crate) fn from_rows(
+        what: &'static str,
+        bits: &[u64],
+        rows: usize,
+        planes: usize,
+        k: usize,
+    ) -> Result<Self> {
         if rows == 0 || k == 0 {
             return Err(KernelError::Unsupported {
                 what,
@@ -124,7 +136,11 @@ pub(crate) mod count {
     /// CPU must support POPCNT.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "popcnt")]
-    pub(crate) unsafe fn row_block_popcnt<const XOR: bool>(a: &[u64], blk: &[u64], out: &mut [u32; BLOCK]) {
+    pub(crate) unsafe fn row_block_popcnt<const XOR: bool>(
+        a: &[u64],
+        blk: &[u64],
+        out: &mut [u32; BLOCK],
+    ) {
         row_block::<XOR>(a, blk, out)
     }
 

@@ -62,7 +62,9 @@ pub fn pack_planes(codes: &[i32], rows: usize, k: usize, planes: Planes) -> Resu
             if c < lo || c > hi {
                 return Err(KernelError::Unsupported {
                     what: "bit-plane codes",
-                    why: format!("code {c} at row {r}, column {i} outside [{lo}, {hi}] for {planes:?}"),
+                    why: format!(
+                        "code {c} at row {r}, column {i} outside [{lo}, {hi}] for {planes:?}"
+                    ),
                 });
             }
             for b in 0..nb {
@@ -87,7 +89,13 @@ impl PackedBitSerial {
     pub fn pack(w: &[u64], n: usize, k: usize, planes: Planes) -> Result<Self> {
         planes.check("bit-serial weights")?;
         Ok(PackedBitSerial {
-            bits: BlockedBits::from_rows("bit-serial weights (N×bits×words)", w, n, planes.bits as usize, k)?,
+            bits: BlockedBits::from_rows(
+                "bit-serial weights (N×bits×words)",
+                w,
+                n,
+                planes.bits as usize,
+                k,
+            )?,
             planes,
         })
     }
@@ -106,14 +114,23 @@ pub fn reference(a: &[i32], m: usize, w: &[i32], n: usize, k: usize) -> Vec<i32>
     let mut y = vec![0i32; m * n];
     for i in 0..m {
         for j in 0..n {
-            y[i * n + j] = (0..k).fold(0i32, |s, t| s.wrapping_add(a[i * k + t].wrapping_mul(w[j * k + t])));
+            y[i * n + j] = (0..k).fold(0i32, |s, t| {
+                s.wrapping_add(a[i * k + t].wrapping_mul(w[j * k + t]))
+            });
         }
     }
     y
 }
 
 /// `out = epilogue(A·Wᵀ)` with A given as planes (`M × a.bits × words`), best path.
-pub fn gemm(a: &[u64], m: usize, a_planes: Planes, w: &PackedBitSerial, ep: &Epilogue, out: Output) -> Result<()> {
+pub fn gemm(
+    a: &[u64],
+    m: usize,
+    a_planes: Planes,
+    w: &PackedBitSerial,
+    ep: &Epilogue,
+    out: Output,
+) -> Result<()> {
     gemm_with(cpu::best(), a, m, a_planes, w, ep, out)
 }
 
@@ -129,7 +146,13 @@ pub fn gemm_with(
 ) -> Result<()> {
     a_planes.check("bit-serial activations")?;
     let (n, k) = (w.n(), w.k());
-    bits::check_rows("bit-serial activations (M×bits×words)", a, m, a_planes.bits as usize, k)?;
+    bits::check_rows(
+        "bit-serial activations (M×bits×words)",
+        a,
+        m,
+        a_planes.bits as usize,
+        k,
+    )?;
     check_len("bit-serial output (M×N)", m * n, out.len())?;
     ep.check(n)?;
     if m == 0 {
@@ -138,10 +161,14 @@ pub fn gemm_with(
     let isa = cpu::clamp(isa);
     let optr = out.ptr();
     let tasks = tiling::plan(m, w.bits.blocks(), MR);
-    tiling::run(&tasks, |r0, r1, b| {
-        // SAFETY: disjoint in-bounds tiles (lengths checked above); ISA clamped.
-        unsafe { block_rows(isa, a, a_planes, r0, r1, w, b, ep, optr) }
-    });
+    tiling::run(
+        &tasks,
+        tiling::rows_per_block(8 * bits::words(k) * a_planes.bits as usize, MR),
+        |r0, r1, b| {
+            // SAFETY: disjoint in-bounds tiles (lengths checked above); ISA clamped.
+            unsafe { block_rows(isa, a, a_planes, r0, r1, w, b, ep, optr) }
+        },
+    );
     Ok(())
 }
 
@@ -189,7 +216,11 @@ unsafe fn block_rows(
                         let neg = w.planes.negative(p) != ap.negative(q);
                         for (t, &c) in tot.iter_mut().zip(&cnt) {
                             let v = (c as i32).wrapping_shl(p + q);
-                            *t = if neg { t.wrapping_sub(v) } else { t.wrapping_add(v) };
+                            *t = if neg {
+                                t.wrapping_sub(v)
+                            } else {
+                                t.wrapping_add(v)
+                            };
                         }
                     }
                 }
@@ -262,13 +293,22 @@ mod avx512 {
             for p in 0..w.planes.bits {
                 let blk = w.bits.plane(b, p as usize).as_ptr();
                 for q in 0..ap.bits {
-                    let c = tile::<R, false>(a.as_ptr().add((i0 * ab + q as usize) * wd), ab * wd, blk, wd);
+                    let c = tile::<R, false>(
+                        a.as_ptr().add((i0 * ab + q as usize) * wd),
+                        ab * wd,
+                        blk,
+                        wd,
+                    );
                     let sh = _mm_cvtsi32_si128((p + q) as i32);
                     let neg = w.planes.negative(p) != ap.negative(q);
                     for (t, cr) in tot.iter_mut().zip(c.iter()) {
                         for h in 0..2 {
                             let v = _mm512_sll_epi32(cr[h], sh);
-                            t[h] = if neg { _mm512_sub_epi32(t[h], v) } else { _mm512_add_epi32(t[h], v) };
+                            t[h] = if neg {
+                                _mm512_sub_epi32(t[h], v)
+                            } else {
+                                _mm512_add_epi32(t[h], v)
+                            };
                         }
                     }
                 }
@@ -305,7 +345,16 @@ mod tests {
         let w = PackedBitSerial::pack(&pack_planes(&wc, n, k, wp).unwrap(), n, k, wp).unwrap();
         for isa in cpu::available() {
             let mut y = vec![0i32; m * n];
-            gemm_with(isa, &a, m, apl, &w, &Epilogue::default(), Output::I32(&mut y)).unwrap();
+            gemm_with(
+                isa,
+                &a,
+                m,
+                apl,
+                &w,
+                &Epilogue::default(),
+                Output::I32(&mut y),
+            )
+            .unwrap();
             assert_eq!(y, expect, "{isa:?} m={m} k={k} n={n} w={wp:?} a={apl:?}");
         }
     }
@@ -315,7 +364,16 @@ mod tests {
         for wb in 1..=8 {
             for ab in 1..=8 {
                 for &(ws, asg) in &[(false, false), (true, false), (true, true), (false, true)] {
-                    let (wp, apl) = (Planes { bits: wb, signed: ws }, Planes { bits: ab, signed: asg });
+                    let (wp, apl) = (
+                        Planes {
+                            bits: wb,
+                            signed: ws,
+                        },
+                        Planes {
+                            bits: ab,
+                            signed: asg,
+                        },
+                    );
                     check(5, 70, 33, wp, apl, (wb * 8 + ab) as u64);
                 }
             }
@@ -324,22 +382,45 @@ mod tests {
 
     #[test]
     fn extremes_of_two_complement() {
-        let p = Planes { bits: 8, signed: true };
+        let p = Planes {
+            bits: 8,
+            signed: true,
+        };
         let k = 129;
         let a = vec![-128i32; 2 * k];
         let w = vec![-128i32; 3 * k];
         let wp = PackedBitSerial::pack(&pack_planes(&w, 3, k, p).unwrap(), 3, k, p).unwrap();
         let mut y = vec![0i32; 6];
-        gemm(&pack_planes(&a, 2, k, p).unwrap(), 2, p, &wp, &Epilogue::default(), Output::I32(&mut y)).unwrap();
+        gemm(
+            &pack_planes(&a, 2, k, p).unwrap(),
+            2,
+            p,
+            &wp,
+            &Epilogue::default(),
+            Output::I32(&mut y),
+        )
+        .unwrap();
         assert_eq!(y, vec![128 * 128 * k as i32; 6]);
     }
 
     #[test]
     fn out_of_range_codes_are_errors() {
-        let p = Planes { bits: 2, signed: true };
+        let p = Planes {
+            bits: 2,
+            signed: true,
+        };
         assert!(pack_planes(&[2], 1, 1, p).is_err());
         assert!(pack_planes(&[-2, 1], 1, 2, p).is_ok());
-        assert!(pack_planes(&[0], 1, 1, Planes { bits: 9, signed: false }).is_err());
+        assert!(pack_planes(
+            &[0],
+            1,
+            1,
+            Planes {
+                bits: 9,
+                signed: false
+            }
+        )
+        .is_err());
     }
 
     proptest! {

@@ -48,17 +48,42 @@ impl Conv2d {
         self.c_in / self.groups * self.kh * self.kw
     }
     fn check(&self) -> Result<()> {
-        let bad = |why: String| Err(KernelError::Unsupported { what: "conv2d shape", why });
-        if [self.c_in, self.h, self.w, self.c_out, self.kh, self.kw, self.groups, self.stride.0, self.stride.1, self.dilation.0, self.dilation.1].contains(&0) {
+        let bad = |why: String| {
+            Err(KernelError::Unsupported {
+                what: "conv2d shape",
+                why,
+            })
+        };
+        if [
+            self.c_in,
+            self.h,
+            self.w,
+            self.c_out,
+            self.kh,
+            self.kw,
+            self.groups,
+            self.stride.0,
+            self.stride.1,
+            self.dilation.0,
+            self.dilation.1,
+        ]
+        .contains(&0)
+        {
             return bad(format!("zero-sized parameter in {self:?}"));
         }
-        if self.c_in % self.groups != 0 || self.c_out % self.groups != 0 {
-            return bad(format!("groups {} must divide C_in {} and C_out {}", self.groups, self.c_in, self.c_out));
+        if !self.c_in.is_multiple_of(self.groups) || !self.c_out.is_multiple_of(self.groups) {
+            return bad(format!(
+                "groups {} must divide C_in {} and C_out {}",
+                self.groups, self.c_in, self.c_out
+            ));
         }
         let eh = self.dilation.0 * (self.kh - 1) + 1;
         let ew = self.dilation.1 * (self.kw - 1) + 1;
         if self.h + self.pad.0 + self.pad.2 < eh || self.w + self.pad.1 + self.pad.3 < ew {
-            return bad(format!("kernel {}×{} (dilated) larger than padded input {}×{}", self.kh, self.kw, self.h, self.w));
+            return bad(format!(
+                "kernel {}×{} (dilated) larger than padded input {}×{}",
+                self.kh, self.kw, self.h, self.w
+            ));
         }
         Ok(())
     }
@@ -101,7 +126,13 @@ impl Conv2d {
 }
 
 /// Direct-loop f32 reference (any geometry), `batch` images.
-pub fn reference_f32(s: &Conv2d, batch: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub fn reference_f32(
+    s: &Conv2d,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let (oh, ow) = s.out_hw();
     let (cg, og) = (s.c_in / s.groups, s.c_out / s.groups);
     let mut y = vec![0f32; batch * s.c_out * oh * ow];
@@ -116,12 +147,14 @@ pub fn reference_f32(s: &Conv2d, batch: usize, x: &[f32], w: &[f32], bias: Optio
                             for kx in 0..s.kw {
                                 if let Some((yy, xx)) = s.src(oy, ox, ky, kx) {
                                     let xv = x[((b * s.c_in + g * cg + c) * s.h + yy) * s.w + xx];
-                                    acc += xv as f64 * w[((oc * cg + c) * s.kh + ky) * s.kw + kx] as f64;
+                                    acc += xv as f64
+                                        * w[((oc * cg + c) * s.kh + ky) * s.kw + kx] as f64;
                                 }
                             }
                         }
                     }
-                    y[((b * s.c_out + oc) * oh + oy) * ow + ox] = acc as f32 + bias.map_or(0.0, |v| v[oc]);
+                    y[((b * s.c_out + oc) * oh + oy) * ow + ox] =
+                        acc as f32 + bias.map_or(0.0, |v| v[oc]);
                 }
             }
         }
@@ -132,11 +165,24 @@ pub fn reference_f32(s: &Conv2d, batch: usize, x: &[f32], w: &[f32], bias: Optio
 /// f32 convolution: `out = clip(conv(x, w) + bias, lo, hi)`, NCHW, `batch` images.
 /// `w` is `C_out × C_in/groups × kh × kw` (ONNX order).
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d_f32(s: &Conv2d, batch: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>, lo: f32, hi: f32, out: &mut [f32]) -> Result<()> {
+pub fn conv2d_f32(
+    s: &Conv2d,
+    batch: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    lo: f32,
+    hi: f32,
+    out: &mut [f32],
+) -> Result<()> {
     s.check()?;
     let (oh, ow) = s.out_hw();
     let p = oh * ow;
-    check_len("conv2d input (N×C×H×W)", batch * s.c_in * s.h * s.w, x.len())?;
+    check_len(
+        "conv2d input (N×C×H×W)",
+        batch * s.c_in * s.h * s.w,
+        x.len(),
+    )?;
     check_len("conv2d weights (OC×C/g×kh×kw)", s.c_out * s.k(), w.len())?;
     check_len("conv2d output (N×OC×OH×OW)", batch * s.c_out * p, out.len())?;
     if let Some(b) = bias {
@@ -215,14 +261,25 @@ impl PackedConvI8 {
     pub fn pack(shape: &Conv2d, w: &[i8], w_zero: i8) -> Result<Self> {
         shape.check()?;
         let k = shape.k();
-        check_len("int8 conv2d weights (OC×C/g×kh×kw)", shape.c_out * k, w.len())?;
+        check_len(
+            "int8 conv2d weights (OC×C/g×kh×kw)",
+            shape.c_out * k,
+            w.len(),
+        )?;
         let og = shape.c_out / shape.groups;
         let groups = if shape.is_depthwise() {
             Vec::new()
         } else {
-            (0..shape.groups).map(|g| PackedI8::pack(&w[g * og * k..(g + 1) * og * k], og, k, w_zero)).collect::<Result<_>>()?
+            (0..shape.groups)
+                .map(|g| PackedI8::pack(&w[g * og * k..(g + 1) * og * k], og, k, w_zero))
+                .collect::<Result<_>>()?
         };
-        Ok(PackedConvI8 { shape: *shape, w_zero, groups, raw: w.to_vec() })
+        Ok(PackedConvI8 {
+            shape: *shape,
+            w_zero,
+            groups,
+            raw: w.to_vec(),
+        })
     }
 }
 
@@ -241,8 +298,12 @@ pub fn reference_i8(s: &Conv2d, batch: usize, x: &[u8], za: u8, w: &[i8], zw: i8
                         for ky in 0..s.kh {
                             for kx in 0..s.kw {
                                 if let Some((yy, xx)) = s.src(oy, ox, ky, kx) {
-                                    let xv = x[((b * s.c_in + g * cg + c) * s.h + yy) * s.w + xx] as i32 - za as i32;
-                                    acc += xv * (w[((oc * cg + c) * s.kh + ky) * s.kw + kx] as i32 - zw as i32);
+                                    let xv = x[((b * s.c_in + g * cg + c) * s.h + yy) * s.w + xx]
+                                        as i32
+                                        - za as i32;
+                                    acc += xv
+                                        * (w[((oc * cg + c) * s.kh + ky) * s.kw + kx] as i32
+                                            - zw as i32);
                                 }
                             }
                         }
@@ -257,14 +318,29 @@ pub fn reference_i8(s: &Conv2d, batch: usize, x: &[u8], za: u8, w: &[i8], zw: i8
 
 /// int8 convolution (u8 input with zero point `za`) through the epilogue
 /// (`ep.scale`/`ep.bias` indexed by output channel), NCHW output.
-pub fn conv2d_u8(pw: &PackedConvI8, batch: usize, x: &[u8], za: u8, ep: &Epilogue, mut out: Output) -> Result<()> {
+pub fn conv2d_u8(
+    pw: &PackedConvI8,
+    batch: usize,
+    x: &[u8],
+    za: u8,
+    ep: &Epilogue,
+    mut out: Output,
+) -> Result<()> {
     let s = &pw.shape;
     let (oh, ow) = s.out_hw();
     let p = oh * ow;
-    check_len("int8 conv2d input (N×C×H×W)", batch * s.c_in * s.h * s.w, x.len())?;
-    check_len("int8 conv2d output (N×OC×OH×OW)", batch * s.c_out * p, out.len())?;
+    check_len(
+        "int8 conv2d input (N×C×H×W)",
+        batch * s.c_in * s.h * s.w,
+        x.len(),
+    )?;
+    check_len(
+        "int8 conv2d output (N×OC×OH×OW)",
+        batch * s.c_out * p,
+        out.len(),
+    )?;
     ep.check(s.c_out)?;
-    let (cg, og) = (s.c_in / s.groups, s.c_out / s.groups);
+    let og = s.c_out / s.groups;
     for b in 0..batch {
         let img = &x[b * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w];
         if s.is_depthwise() {
@@ -277,7 +353,8 @@ pub fn conv2d_u8(pw: &PackedConvI8, batch: usize, x: &[u8], za: u8, ep: &Epilogu
                         for ky in 0..s.kh {
                             for kx in 0..s.kw {
                                 if let Some((y, xx)) = s.src(oy, ox, ky, kx) {
-                                    acc += (plane[y * s.w + xx] as i32 - za as i32) * (taps[ky * s.kw + kx] as i32 - pw.w_zero as i32);
+                                    acc += (plane[y * s.w + xx] as i32 - za as i32)
+                                        * (taps[ky * s.kw + kx] as i32 - pw.w_zero as i32);
                                 }
                             }
                         }
@@ -292,11 +369,24 @@ pub fn conv2d_u8(pw: &PackedConvI8, batch: usize, x: &[u8], za: u8, ep: &Epilogu
             // The group's channels as columns: per-channel epilogue parameters
             // must be indexed from g·og, so run the GEMM to i32 and finish here.
             let mut acc = vec![0i32; p * og];
-            int8::gemm(&col, p, za, &pw.groups[g], &Epilogue::default(), Output::I32(&mut acc))?;
+            int8::gemm(
+                &col,
+                p,
+                za,
+                &pw.groups[g],
+                &Epilogue::default(),
+                Output::I32(&mut acc),
+            )?;
             for q in 0..p {
                 for oc in 0..og {
                     let ch = g * og + oc;
-                    put(&mut out, ep, (b * s.c_out + ch) * p + q, acc[q * og + oc], ch);
+                    put(
+                        &mut out,
+                        ep,
+                        (b * s.c_out + ch) * p + q,
+                        acc[q * og + oc],
+                        ch,
+                    );
                 }
             }
         }
@@ -321,15 +411,61 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn shapes() -> Vec<Conv2d> {
-        let base = Conv2d { c_in: 3, h: 9, w: 7, c_out: 5, kh: 3, kw: 3, stride: (1, 1), pad: (1, 1, 1, 1), dilation: (1, 1), groups: 1 };
+        let base = Conv2d {
+            c_in: 3,
+            h: 9,
+            w: 7,
+            c_out: 5,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            pad: (1, 1, 1, 1),
+            dilation: (1, 1),
+            groups: 1,
+        };
         vec![
             base,
-            Conv2d { stride: (2, 1), pad: (0, 2, 1, 0), ..base },
-            Conv2d { dilation: (2, 2), pad: (2, 2, 2, 2), ..base },
-            Conv2d { kh: 1, kw: 1, pad: (0, 0, 0, 0), c_out: 40, ..base },
-            Conv2d { c_in: 4, c_out: 6, groups: 2, kh: 2, kw: 3, ..base },
-            Conv2d { c_in: 6, c_out: 6, groups: 6, ..base },
-            Conv2d { c_in: 1, h: 28, w: 28, c_out: 6, kh: 5, kw: 5, pad: (2, 2, 2, 2), ..base },
+            Conv2d {
+                stride: (2, 1),
+                pad: (0, 2, 1, 0),
+                ..base
+            },
+            Conv2d {
+                dilation: (2, 2),
+                pad: (2, 2, 2, 2),
+                ..base
+            },
+            Conv2d {
+                kh: 1,
+                kw: 1,
+                pad: (0, 0, 0, 0),
+                c_out: 40,
+                ..base
+            },
+            Conv2d {
+                c_in: 4,
+                c_out: 6,
+                groups: 2,
+                kh: 2,
+                kw: 3,
+                ..base
+            },
+            Conv2d {
+                c_in: 6,
+                c_out: 6,
+                groups: 6,
+                ..base
+            },
+            Conv2d {
+                c_in: 1,
+                h: 28,
+                w: 28,
+                c_out: 6,
+                kh: 5,
+                kw: 5,
+                pad: (2, 2, 2, 2),
+                ..base
+            },
         ]
     }
 
@@ -338,14 +474,29 @@ mod tests {
         let mut r = ChaCha8Rng::seed_from_u64(3);
         for s in shapes() {
             let batch = 2;
-            let x: Vec<f32> = (0..batch * s.c_in * s.h * s.w).map(|_| r.gen::<f32>() - 0.5).collect();
+            let x: Vec<f32> = (0..batch * s.c_in * s.h * s.w)
+                .map(|_| r.gen::<f32>() - 0.5)
+                .collect();
             let w: Vec<f32> = (0..s.c_out * s.k()).map(|_| r.gen::<f32>() - 0.5).collect();
             let bias: Vec<f32> = (0..s.c_out).map(|i| i as f32 * 0.1).collect();
             let want = reference_f32(&s, batch, &x, &w, Some(&bias));
             let mut got = vec![0f32; want.len()];
-            conv2d_f32(&s, batch, &x, &w, Some(&bias), f32::NEG_INFINITY, f32::INFINITY, &mut got).unwrap();
+            conv2d_f32(
+                &s,
+                batch,
+                &x,
+                &w,
+                Some(&bias),
+                f32::NEG_INFINITY,
+                f32::INFINITY,
+                &mut got,
+            )
+            .unwrap();
             for (i, (&g, &e)) in got.iter().zip(&want).enumerate() {
-                assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()) * s.k() as f32, "{s:?} at {i}: {g} vs {e}");
+                assert!(
+                    (g - e).abs() <= 1e-5 * (1.0 + e.abs()) * s.k() as f32,
+                    "{s:?} at {i}: {g} vs {e}"
+                );
             }
         }
     }
@@ -361,7 +512,15 @@ mod tests {
                 let want = reference_i8(&s, batch, &x, za, &w, zw);
                 let pw = PackedConvI8::pack(&s, &w, zw).unwrap();
                 let mut got = vec![0i32; want.len()];
-                conv2d_u8(&pw, batch, &x, za, &Epilogue::default(), Output::I32(&mut got)).unwrap();
+                conv2d_u8(
+                    &pw,
+                    batch,
+                    &x,
+                    za,
+                    &Epilogue::default(),
+                    Output::I32(&mut got),
+                )
+                .unwrap();
                 assert_eq!(got, want, "{s:?} za={za} zw={zw}");
                 let scale: Vec<f32> = (0..s.c_out).map(|c| 0.001 * (c + 1) as f32).collect();
                 let ep = Epilogue::scaled(&scale).relu().out_zero(2);
@@ -378,9 +537,35 @@ mod tests {
 
     #[test]
     fn bad_geometry_is_an_error() {
-        let s = Conv2d { c_in: 3, h: 2, w: 2, c_out: 4, kh: 3, kw: 3, stride: (1, 1), pad: (0, 0, 0, 0), dilation: (1, 1), groups: 1 };
-        assert!(conv2d_f32(&s, 1, &[0.0; 12], &[0.0; 108], None, 0.0, 1.0, &mut [0.0; 4]).is_err());
-        let s = Conv2d { groups: 2, h: 5, w: 5, ..s };
+        let s = Conv2d {
+            c_in: 3,
+            h: 2,
+            w: 2,
+            c_out: 4,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            pad: (0, 0, 0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        };
+        assert!(conv2d_f32(
+            &s,
+            1,
+            &[0.0; 12],
+            &[0.0; 108],
+            None,
+            0.0,
+            1.0,
+            &mut [0.0; 4]
+        )
+        .is_err());
+        let s = Conv2d {
+            groups: 2,
+            h: 5,
+            w: 5,
+            ..s
+        };
         assert!(PackedConvI8::pack(&s, &[0; 54], 0).is_err());
     }
 }

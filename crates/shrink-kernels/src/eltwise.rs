@@ -28,7 +28,8 @@ pub fn requant_u8(x: &[u8], qx: Quant, qy: Quant, out: &mut [u8]) -> Result<()> 
     check_len("requant_u8 output", x.len(), out.len())?;
     let m = qx.scale / qy.scale;
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = ((((v as i32 - qx.zero) as f32) * m).round_ties_even() as i32 + qy.zero).clamp(0, 255) as u8;
+        *o = ((((v as i32 - qx.zero) as f32) * m).round_ties_even() as i32 + qy.zero).clamp(0, 255)
+            as u8;
     }
     Ok(())
 }
@@ -45,16 +46,34 @@ mod tests {
         let n = 4096;
         let a: Vec<u8> = (0..n).map(|_| r.gen()).collect();
         let b: Vec<u8> = (0..n).map(|_| r.gen()).collect();
-        let (qa, qb, qy) = (Quant { scale: 0.02, zero: 128 }, Quant { scale: 0.05, zero: 10 }, Quant { scale: 0.07, zero: 100 });
+        let (qa, qb, qy) = (
+            Quant {
+                scale: 0.02,
+                zero: 128,
+            },
+            Quant {
+                scale: 0.05,
+                zero: 10,
+            },
+            Quant {
+                scale: 0.07,
+                zero: 100,
+            },
+        );
         let mut y = vec![0u8; n];
         add_u8(&a, qa, &b, qb, qy, &mut y).unwrap();
         for i in 0..n {
-            let real = qa.scale as f64 * (a[i] as f64 - 128.0) + qb.scale as f64 * (b[i] as f64 - 10.0);
+            let real =
+                qa.scale as f64 * (a[i] as f64 - 128.0) + qb.scale as f64 * (b[i] as f64 - 10.0);
             let exact = real / qy.scale as f64 + 100.0;
             let want = exact.round().clamp(0.0, 255.0);
             // Only exact ties may round differently (f32 vs f64): allow ±1 there.
             let tie = (exact - exact.floor() - 0.5).abs() < 1e-4;
-            assert!(y[i] as f64 == want || (tie && (y[i] as f64 - want).abs() <= 1.0), "{i}: {} vs {want}", y[i]);
+            assert!(
+                y[i] as f64 == want || (tie && (y[i] as f64 - want).abs() <= 1.0),
+                "{i}: {} vs {want}",
+                y[i]
+            );
         }
         assert!(add_u8(&a, qa, &b[..3], qb, qy, &mut y).is_err());
     }
@@ -62,7 +81,19 @@ mod tests {
     #[test]
     fn requant_u8_saturates() {
         let mut y = [0u8; 3];
-        requant_u8(&[0, 128, 255], Quant { scale: 1.0, zero: 128 }, Quant { scale: 0.25, zero: 128 }, &mut y).unwrap();
+        requant_u8(
+            &[0, 128, 255],
+            Quant {
+                scale: 1.0,
+                zero: 128,
+            },
+            Quant {
+                scale: 0.25,
+                zero: 128,
+            },
+            &mut y,
+        )
+        .unwrap();
         assert_eq!(y, [0, 128, 255]);
     }
 }

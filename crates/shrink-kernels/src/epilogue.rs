@@ -237,7 +237,10 @@ pub(crate) mod avx512 {
                 None => _mm512_setzero_ps(),
             };
             let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), s, b);
-            let v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(ep.lo)), _mm512_set1_ps(ep.hi));
+            let v = _mm512_min_ps(
+                _mm512_max_ps(v, _mm512_set1_ps(ep.lo)),
+                _mm512_set1_ps(ep.hi),
+            );
             let (qmin, qmax) = match out {
                 OutPtr::F32(p) => {
                     _mm512_mask_storeu_ps(p.add(base), m, v);

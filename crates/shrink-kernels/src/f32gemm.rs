@@ -93,7 +93,9 @@ pub fn reference(a: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32>
     let mut y = vec![0f32; m * n];
     for i in 0..m {
         for j in 0..n {
-            let s: f64 = (0..k).map(|t| a[i * k + t] as f64 * w[j * k + t] as f64).sum();
+            let s: f64 = (0..k)
+                .map(|t| a[i * k + t] as f64 * w[j * k + t] as f64)
+                .sum();
             y[i * n + j] = s as f32;
         }
     }
@@ -121,7 +123,14 @@ pub fn gemm(a: &[f32], m: usize, w: &PackedF32, ep: &F32Epilogue, out: &mut [f32
 }
 
 /// [`gemm`] on a chosen path.
-pub fn gemm_with(path: F32Path, a: &[f32], m: usize, w: &PackedF32, ep: &F32Epilogue, out: &mut [f32]) -> Result<()> {
+pub fn gemm_with(
+    path: F32Path,
+    a: &[f32],
+    m: usize,
+    w: &PackedF32,
+    ep: &F32Epilogue,
+    out: &mut [f32],
+) -> Result<()> {
     let (n, k) = (w.n, w.k);
     check_len("f32 activations (M×K)", m * k, a.len())?;
     check_len("f32 output (M×N)", m * n, out.len())?;
@@ -175,7 +184,7 @@ pub fn gemm_with(path: F32Path, a: &[f32], m: usize, w: &PackedF32, ep: &F32Epil
             let isa = cpu::clamp(isa);
             let optr = SendPtr(out.as_mut_ptr());
             let tasks = tiling::plan(m, n.div_ceil(NR), MR);
-            tiling::run(&tasks, |r0, r1, p| {
+            tiling::run(&tasks, usize::MAX, |r0, r1, p| {
                 let o = optr;
                 // SAFETY: disjoint in-bounds tiles; ISA clamped.
                 unsafe { panel_rows(isa, a, r0, r1, w, p, ep, o.0) }
@@ -196,7 +205,16 @@ unsafe impl Sync for SendPtr {}
 /// # Safety
 /// `isa` supported; `out` valid `M×N`, these elements ours alone.
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_rows(isa: Isa, a: &[f32], r0: usize, r1: usize, w: &PackedF32, p: usize, ep: &F32Epilogue, out: *mut f32) {
+unsafe fn panel_rows(
+    isa: Isa,
+    a: &[f32],
+    r0: usize,
+    r1: usize,
+    w: &PackedF32,
+    p: usize,
+    ep: &F32Epilogue,
+    out: *mut f32,
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Bf16 => {
@@ -216,7 +234,9 @@ unsafe fn panel_rows(isa: Isa, a: &[f32], r0: usize, r1: usize, w: &PackedF32, p
                     }
                 }
                 for (c, &s) in acc.iter().enumerate().take(cols) {
-                    let v = (s + ep.bias.map_or(0.0, |b| b[j0 + c])).max(ep.lo).min(ep.hi);
+                    let v = (s + ep.bias.map_or(0.0, |b| b[j0 + c]))
+                        .max(ep.lo)
+                        .min(ep.hi);
                     // SAFETY: row i, column j0+c in bounds and ours.
                     unsafe { *out.add(i * n + j0 + c) = v };
                 }
@@ -233,7 +253,15 @@ mod avx512 {
     /// # Safety
     /// AVX-512F; `out` valid `M×N`, rows `r0..r1` × panel `p` ours alone.
     #[target_feature(enable = "avx512f,avx512bw,fma")]
-    pub(super) unsafe fn panel_rows(a: &[f32], r0: usize, r1: usize, w: &PackedF32, p: usize, ep: &F32Epilogue, out: *mut f32) {
+    pub(super) unsafe fn panel_rows(
+        a: &[f32],
+        r0: usize,
+        r1: usize,
+        w: &PackedF32,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
         let mut i = r0;
         // SAFETY: tiles stay inside rows r0..r1 and the panel; forwarded.
         unsafe {
@@ -259,7 +287,14 @@ mod avx512 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,fma")]
-    unsafe fn store(v: [__m512; 2], i: usize, w: &PackedF32, p: usize, ep: &F32Epilogue, out: *mut f32) {
+    unsafe fn store(
+        v: [__m512; 2],
+        i: usize,
+        w: &PackedF32,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
         let j0 = p * NR;
         let cols = (w.n - j0).min(NR);
         for (h, &x) in v.iter().enumerate() {
@@ -275,7 +310,10 @@ mod avx512 {
                     None => _mm512_setzero_ps(),
                 };
                 let y = _mm512_add_ps(x, b);
-                let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(ep.lo)), _mm512_set1_ps(ep.hi));
+                let y = _mm512_min_ps(
+                    _mm512_max_ps(y, _mm512_set1_ps(ep.lo)),
+                    _mm512_set1_ps(ep.hi),
+                );
                 _mm512_mask_storeu_ps(out.add(i * w.n + j0 + 16 * h), m, y);
             }
         }
@@ -283,7 +321,14 @@ mod avx512 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,fma")]
-    unsafe fn tile<const R: usize>(a: &[f32], i0: usize, w: &PackedF32, p: usize, ep: &F32Epilogue, out: *mut f32) {
+    unsafe fn tile<const R: usize>(
+        a: &[f32],
+        i0: usize,
+        w: &PackedF32,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
         let k = w.k;
         let b = w.data.as_ptr().wrapping_add(p * k * NR);
         let ap = a.as_ptr().wrapping_add(i0 * k);
@@ -308,7 +353,14 @@ mod avx512 {
     /// One row: four k-interleaved accumulator pairs hide the FMA latency.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,fma")]
-    unsafe fn tile1(a: &[f32], i0: usize, w: &PackedF32, p: usize, ep: &F32Epilogue, out: *mut f32) {
+    unsafe fn tile1(
+        a: &[f32],
+        i0: usize,
+        w: &PackedF32,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
         let k = w.k;
         let b = w.data.as_ptr().wrapping_add(p * k * NR);
         let ap = a.as_ptr().wrapping_add(i0 * k);
@@ -322,13 +374,16 @@ mod avx512 {
                 // ahead keeps more cache-line misses in flight than the
                 // hardware prefetcher alone does.
                 for u in 0..8 {
-                    _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add((kk + 32) * NR + 16 * u) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        b.wrapping_add((kk + 32) * NR + 16 * u) as *const i8
+                    );
                 }
                 for u in 0..4 {
                     let av = _mm512_set1_ps(*ap.add(kk + u));
                     let bq = b.add((kk + u) * NR);
                     acc[2 * u] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bq), acc[2 * u]);
-                    acc[2 * u + 1] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bq.add(16)), acc[2 * u + 1]);
+                    acc[2 * u + 1] =
+                        _mm512_fmadd_ps(av, _mm512_loadu_ps(bq.add(16)), acc[2 * u + 1]);
                 }
                 kk += 4;
             }
@@ -360,7 +415,11 @@ mod tests {
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 1.0).collect();
         let exact = reference(&a, m, &w, n, k);
         let p = PackedF32::pack(&w, n, k).unwrap();
-        let ep = F32Epilogue { bias: Some(&bias), lo: 0.0, hi: 6.0 };
+        let ep = F32Epilogue {
+            bias: Some(&bias),
+            lo: 0.0,
+            hi: 6.0,
+        };
         let mut paths = vec![F32Path::GemmCrate];
         paths.extend(cpu::available().into_iter().map(F32Path::Own));
         for path in paths {
@@ -372,7 +431,10 @@ mod tests {
                     let tol = 2.0 * k as f32 * f32::EPSILON * mag + 1e-6;
                     let want = (exact[i * n + j] + bias[j]).clamp(0.0, 6.0);
                     let got = y[i * n + j];
-                    assert!((got - want).abs() <= tol, "{path:?} ({i},{j}) m={m} k={k} n={n}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{path:?} ({i},{j}) m={m} k={k} n={n}: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -380,7 +442,14 @@ mod tests {
 
     #[test]
     fn edge_shapes() {
-        for &(m, k, n) in &[(1, 1, 1), (1, 7, 33), (2, 16, 32), (9, 17, 65), (17, 100, 31), (1, 1000, 64)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (1, 7, 33),
+            (2, 16, 32),
+            (9, 17, 65),
+            (17, 100, 31),
+            (1, 1000, 64),
+        ] {
             check(m, k, n, (m * k + n) as u64);
         }
     }

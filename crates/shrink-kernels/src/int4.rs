@@ -13,7 +13,7 @@
 //! weight sums computed at packing: `− z_a·Σ w`.
 
 use crate::cpu::{self, Isa};
-use crate::{check_len, tiling, KernelError, Result};
+use crate::{check_len, scratch, tiling, KernelError, Result};
 
 /// Output columns per packed panel.
 pub const NR: usize = 32;
@@ -45,7 +45,11 @@ pub struct PackedI4 {
 #[inline]
 pub fn nibble(row: &[u8], i: usize) -> i32 {
     let b = row[i / 2];
-    let v = if i % 2 == 0 { b & 0x0F } else { b >> 4 } as i32;
+    let v = if i.is_multiple_of(2) {
+        b & 0x0F
+    } else {
+        b >> 4
+    } as i32;
     (v ^ 8) - 8
 }
 
@@ -74,10 +78,12 @@ impl PackedI4 {
     pub fn pack(w: &[u8], n: usize, k: usize, group: usize, scales: &[f32]) -> Result<Self> {
         let kb = k.div_ceil(2);
         check_len("int4 weights (N×ceil(K/2))", n * kb, w.len())?;
-        if n == 0 || k == 0 || group == 0 || (group != k && group % 8 != 0) {
+        if n == 0 || k == 0 || group == 0 || (group != k && !group.is_multiple_of(8)) {
             return Err(KernelError::Unsupported {
                 what: "int4 weights",
-                why: format!("N={n} K={k} group={group}: need N, K > 0 and group = K or a multiple of 8"),
+                why: format!(
+                    "N={n} K={k} group={group}: need N, K > 0 and group = K or a multiple of 8"
+                ),
             });
         }
         let groups = k.div_ceil(group);
@@ -94,7 +100,11 @@ impl PackedI4 {
                 let u = (nibble(row, kk) + 8) as u8;
                 let (o, r) = (kk / 8, kk % 8);
                 let at = p * (k8 / 8) * 128 + o * 128 + (c / 16) * 64 + (c % 16) * 4 + r % 4;
-                data[at] = if r < 4 { (data[at] & 0xF0) | u } else { (data[at] & 0x0F) | (u << 4) };
+                data[at] = if r < 4 {
+                    (data[at] & 0xF0) | u
+                } else {
+                    (data[at] & 0x0F) | (u << 4)
+                };
                 ws[(p * groups + kk / group) * NR + c] += nibble(row, kk);
             }
             for g in 0..groups {
@@ -152,7 +162,16 @@ impl Default for Int4Params<'_> {
 
 /// Straight from nibbles, group by group, in the documented float order.
 #[allow(clippy::too_many_arguments)]
-pub fn reference(a: &[u8], m: usize, k: usize, w: &[u8], n: usize, group: usize, scales: &[f32], pr: &Int4Params) -> Vec<f32> {
+pub fn reference(
+    a: &[u8],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+    group: usize,
+    scales: &[f32],
+    pr: &Int4Params,
+) -> Vec<f32> {
     let kb = k.div_ceil(2);
     let groups = k.div_ceil(group);
     let mut y = vec![0f32; m * n];
@@ -179,7 +198,14 @@ pub fn gemm(a: &[u8], m: usize, w: &PackedI4, pr: &Int4Params, out: &mut [f32]) 
 }
 
 /// [`gemm`] on a chosen path (lowered to what the CPU supports).
-pub fn gemm_with(isa: Isa, a: &[u8], m: usize, w: &PackedI4, pr: &Int4Params, out: &mut [f32]) -> Result<()> {
+pub fn gemm_with(
+    isa: Isa,
+    a: &[u8],
+    m: usize,
+    w: &PackedI4,
+    pr: &Int4Params,
+    out: &mut [f32],
+) -> Result<()> {
     let (n, k, k8) = (w.n, w.k, w.k8);
     check_len("int4 activations (M×K)", m * k, a.len())?;
     check_len("int4 output (M×N)", m * n, out.len())?;
@@ -190,21 +216,27 @@ pub fn gemm_with(isa: Isa, a: &[u8], m: usize, w: &PackedI4, pr: &Int4Params, ou
         return Ok(());
     }
     // Rows padded to whole octets, plus Σa per group for the nibble bias.
-    let mut ap = vec![0u8; m * k8];
-    let mut asum = vec![0i32; m * w.groups];
-    for i in 0..m {
-        ap[i * k8..i * k8 + k].copy_from_slice(&a[i * k..(i + 1) * k]);
-        for g in 0..w.groups {
-            asum[i * w.groups + g] = a[i * k + g * w.group..i * k + ((g + 1) * w.group).min(k)].iter().map(|&v| v as i32).sum();
+    let groups = w.groups;
+    scratch::with_zeroed::<u8, _>(m * k8, |ap| {
+        let mut asum = vec![0i32; m * groups];
+        for i in 0..m {
+            ap[i * k8..i * k8 + k].copy_from_slice(&a[i * k..(i + 1) * k]);
+            for g in 0..groups {
+                asum[i * groups + g] = a[i * k + g * w.group..i * k + ((g + 1) * w.group).min(k)]
+                    .iter()
+                    .map(|&v| v as i32)
+                    .sum();
+            }
         }
-    }
-    let isa = cpu::clamp(isa);
-    let optr = OutF32(out.as_mut_ptr());
-    let tasks = tiling::plan(m, n.div_ceil(NR), MR);
-    tiling::run(&tasks, |r0, r1, p| {
-        let o = optr;
-        // SAFETY: disjoint in-bounds tiles; ISA clamped.
-        unsafe { panel_rows(isa, &ap, &asum, r0, r1, w, p, pr, o.0) }
+        let ap = &*ap;
+        let isa = cpu::clamp(isa);
+        let optr = OutF32(out.as_mut_ptr());
+        let tasks = tiling::plan(m, n.div_ceil(NR), MR);
+        tiling::run(&tasks, usize::MAX, |r0, r1, p| {
+            let o = optr;
+            // SAFETY: disjoint in-bounds tiles; ISA clamped.
+            unsafe { panel_rows(isa, ap, &asum, r0, r1, w, p, pr, o.0) }
+        });
     });
     Ok(())
 }
@@ -220,7 +252,17 @@ unsafe impl Sync for OutF32 {}
 /// # Safety
 /// `isa` supported; `out` valid `M×N`, these elements ours alone.
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_rows(isa: Isa, ap: &[u8], asum: &[i32], r0: usize, r1: usize, w: &PackedI4, p: usize, pr: &Int4Params, out: *mut f32) {
+unsafe fn panel_rows(
+    isa: Isa,
+    ap: &[u8],
+    asum: &[i32],
+    r0: usize,
+    r1: usize,
+    w: &PackedI4,
+    p: usize,
+    pr: &Int4Params,
+    out: *mut f32,
+) {
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512 {
         // SAFETY: forwarded.
@@ -267,7 +309,16 @@ mod avx512 {
     /// AVX-512 F/BW/VNNI; `out` valid `M×N`, rows `r0..r1` × panel `p` ours.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    pub(super) unsafe fn panel_rows(ap: &[u8], asum: &[i32], r0: usize, r1: usize, w: &PackedI4, p: usize, pr: &Int4Params, out: *mut f32) {
+    pub(super) unsafe fn panel_rows(
+        ap: &[u8],
+        asum: &[i32],
+        r0: usize,
+        r1: usize,
+        w: &PackedI4,
+        p: usize,
+        pr: &Int4Params,
+        out: *mut f32,
+    ) {
         let mut i = r0;
         // SAFETY: forwarded; tiles stay in rows r0..r1.
         unsafe {
@@ -289,7 +340,15 @@ mod avx512 {
     #[inline]
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    unsafe fn tile<const R: usize>(ap: &[u8], asum: &[i32], i0: usize, w: &PackedI4, p: usize, pr: &Int4Params, out: *mut f32) {
+    unsafe fn tile<const R: usize>(
+        ap: &[u8],
+        asum: &[i32],
+        i0: usize,
+        w: &PackedI4,
+        p: usize,
+        pr: &Int4Params,
+        out: *mut f32,
+    ) {
         let k8 = w.k8;
         let oct = k8 / 8;
         let b = w.data.as_ptr().wrapping_add(p * oct * 128);
@@ -346,7 +405,10 @@ mod avx512 {
                         None => _mm512_setzero_ps(),
                     };
                     let y = _mm512_fmadd_ps(v, sa, bias);
-                    let y = _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(pr.lo)), _mm512_set1_ps(pr.hi));
+                    let y = _mm512_min_ps(
+                        _mm512_max_ps(y, _mm512_set1_ps(pr.lo)),
+                        _mm512_set1_ps(pr.hi),
+                    );
                     _mm512_mask_storeu_ps(out.add((i0 + r) * w.n + j0 + 16 * h), m, y);
                 }
             }
@@ -369,14 +431,24 @@ mod tests {
         let groups = k.div_ceil(group);
         let scales: Vec<f32> = (0..n * groups).map(|_| r.gen_range(0.001..0.1)).collect();
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.3 - 2.0).collect();
-        let pr = Int4Params { a_zero: 17, a_scale: 0.02, bias: Some(&bias), lo: -50.0, hi: 50.0 };
+        let pr = Int4Params {
+            a_zero: 17,
+            a_scale: 0.02,
+            bias: Some(&bias),
+            lo: -50.0,
+            hi: 50.0,
+        };
         let expect = reference(&a, m, k, &w, n, group, &scales, &pr);
         let p = PackedI4::pack(&w, n, k, group, &scales).unwrap();
         for isa in cpu::available() {
             let mut y = vec![0f32; m * n];
             gemm_with(isa, &a, m, &p, &pr, &mut y).unwrap();
             for (idx, (&g, &e)) in y.iter().zip(&expect).enumerate() {
-                assert_eq!(g.to_bits(), e.to_bits(), "{isa:?} m={m} k={k} n={n} group={group} at {idx}: {g} vs {e}");
+                assert_eq!(
+                    g.to_bits(),
+                    e.to_bits(),
+                    "{isa:?} m={m} k={k} n={n} group={group} at {idx}: {g} vs {e}"
+                );
             }
         }
     }
@@ -394,7 +466,15 @@ mod tests {
 
     #[test]
     fn edge_shapes() {
-        for &(m, k, n, g) in &[(1, 1, 1, 1), (1, 8, 5, 8), (2, 13, 33, 13), (5, 64, 40, 32), (1, 4096, 64, 128), (7, 100, 17, 16), (4, 96, 32, 96)] {
+        for &(m, k, n, g) in &[
+            (1, 1, 1, 1),
+            (1, 8, 5, 8),
+            (2, 13, 33, 13),
+            (5, 64, 40, 32),
+            (1, 4096, 64, 128),
+            (7, 100, 17, 16),
+            (4, 96, 32, 96),
+        ] {
             check(m, k, n, g, (m * k + n) as u64);
         }
     }

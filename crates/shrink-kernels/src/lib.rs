@@ -35,6 +35,7 @@ pub mod int4;
 pub mod int8;
 pub mod peak;
 pub mod pool;
+mod scratch;
 pub mod ternary;
 mod tiling;
 

@@ -43,7 +43,12 @@ pub enum Probe {
 
 impl Probe {
     /// Every probe.
-    pub const ALL: [Probe; 4] = [Probe::Fp32Fma, Probe::Int8Dpbusd, Probe::Bf16Dpbf16, Probe::BinaryXnor];
+    pub const ALL: [Probe; 4] = [
+        Probe::Fp32Fma,
+        Probe::Int8Dpbusd,
+        Probe::Bf16Dpbf16,
+        Probe::BinaryXnor,
+    ];
 
     /// The name used in reports.
     pub fn name(self) -> &'static str {
@@ -75,7 +80,9 @@ impl Probe {
                 Probe::Fp32Fma if f.avx512 => return Some(unsafe { x86::fma(iters) }),
                 Probe::Int8Dpbusd if f.avx512_vnni => return Some(unsafe { x86::dpbusd(iters) }),
                 Probe::Bf16Dpbf16 if f.avx512_bf16 => return Some(unsafe { x86::dpbf16(iters) }),
-                Probe::BinaryXnor if f.avx512_vpopcntdq => return Some(unsafe { x86::xnor(iters) }),
+                Probe::BinaryXnor if f.avx512_vpopcntdq => {
+                    return Some(unsafe { x86::xnor(iters) })
+                }
                 _ => {}
             }
         }
@@ -89,7 +96,12 @@ pub fn measure_all(reps: usize) -> Vec<(&'static str, Peak)> {
     Probe::ALL
         .into_iter()
         .filter(|p| p.run(1).is_some())
-        .map(|p| (p.name(), time(p.ops_per_iter(), reps, |n| p.run(n).unwrap_or(0))))
+        .map(|p| {
+            (
+                p.name(),
+                time(p.ops_per_iter(), reps, |n| p.run(n).unwrap_or(0)),
+            )
+        })
         .collect()
 }
 
@@ -102,7 +114,8 @@ mod x86 {
     pub(super) unsafe fn fma(n: u64) -> u64 {
         let m = _mm512_set1_ps(0.999_999);
         let c = _mm512_set1_ps(1e-7);
-        let mut a: [__m512; 12] = std::array::from_fn(|i| std::hint::black_box(_mm512_set1_ps(1.0 + i as f32)));
+        let mut a: [__m512; 12] =
+            std::array::from_fn(|i| std::hint::black_box(_mm512_set1_ps(1.0 + i as f32)));
         for _ in 0..n {
             for x in a.iter_mut() {
                 *x = _mm512_fmadd_ps(*x, m, c);
@@ -119,7 +132,8 @@ mod x86 {
     pub(super) unsafe fn dpbusd(n: u64) -> u64 {
         let u = std::hint::black_box(_mm512_set1_epi8(3));
         let w = std::hint::black_box(_mm512_set1_epi8(-2));
-        let mut a: [__m512i; 12] = std::array::from_fn(|i| std::hint::black_box(_mm512_set1_epi32(i as i32)));
+        let mut a: [__m512i; 12] =
+            std::array::from_fn(|i| std::hint::black_box(_mm512_set1_epi32(i as i32)));
         for _ in 0..n {
             for x in a.iter_mut() {
                 *x = _mm512_dpbusd_epi32(*x, u, w);
@@ -136,7 +150,8 @@ mod x86 {
     pub(super) unsafe fn dpbf16(n: u64) -> u64 {
         let u: __m512bh = std::mem::transmute(std::hint::black_box(_mm512_set1_epi16(0x3f80)));
         let w: __m512bh = std::mem::transmute(std::hint::black_box(_mm512_set1_epi16(0x3400)));
-        let mut a: [__m512; 12] = std::array::from_fn(|i| std::hint::black_box(_mm512_set1_ps(i as f32)));
+        let mut a: [__m512; 12] =
+            std::array::from_fn(|i| std::hint::black_box(_mm512_set1_ps(i as f32)));
         for _ in 0..n {
             for x in a.iter_mut() {
                 *x = _mm512_dpbf16_ps(*x, u, w);
@@ -153,8 +168,12 @@ mod x86 {
     /// popcount → add: 512 binary MACs each.
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
     pub(super) unsafe fn xnor(n: u64) -> u64 {
-        let buf: Vec<u64> = (0..64u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
-        let x: [__m512i; 8] = std::array::from_fn(|i| std::hint::black_box(_mm512_set1_epi64(0x0f0f_f0f0_3333_cccc ^ i as i64)));
+        let buf: Vec<u64> = (0..64u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let x: [__m512i; 8] = std::array::from_fn(|i| {
+            std::hint::black_box(_mm512_set1_epi64(0x0f0f_f0f0_3333_cccc ^ i as i64))
+        });
         let mut a = [_mm512_setzero_si512(); 8];
         for t in 0..n as usize {
             // SAFETY: (t & 7)·8 + 8 ≤ 64 words of `buf`.

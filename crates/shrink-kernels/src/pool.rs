@@ -20,20 +20,42 @@ pub struct Pool2d {
 impl Pool2d {
     /// Output height and width.
     pub fn out_hw(&self) -> (usize, usize) {
-        ((self.h + self.pad.0 + self.pad.2 - self.kh) / self.stride.0 + 1, (self.w + self.pad.1 + self.pad.3 - self.kw) / self.stride.1 + 1)
+        (
+            (self.h + self.pad.0 + self.pad.2 - self.kh) / self.stride.0 + 1,
+            (self.w + self.pad.1 + self.pad.3 - self.kw) / self.stride.1 + 1,
+        )
     }
     fn check(&self, in_len: usize, out_len: usize) -> Result<()> {
-        if [self.h, self.w, self.kh, self.kw, self.stride.0, self.stride.1].contains(&0)
+        if [
+            self.h,
+            self.w,
+            self.kh,
+            self.kw,
+            self.stride.0,
+            self.stride.1,
+        ]
+        .contains(&0)
             || self.h + self.pad.0 + self.pad.2 < self.kh
             || self.w + self.pad.1 + self.pad.3 < self.kw
             || self.pad.0 >= self.kh
             || self.pad.1 >= self.kw
         {
-            return Err(KernelError::Unsupported { what: "pool2d shape", why: format!("{self:?}") });
+            return Err(KernelError::Unsupported {
+                what: "pool2d shape",
+                why: format!("{self:?}"),
+            });
         }
         let (oh, ow) = self.out_hw();
-        check_len("pool2d input (planes×H×W)", self.planes * self.h * self.w, in_len)?;
-        check_len("pool2d output (planes×OH×OW)", self.planes * oh * ow, out_len)
+        check_len(
+            "pool2d input (planes×H×W)",
+            self.planes * self.h * self.w,
+            in_len,
+        )?;
+        check_len(
+            "pool2d output (planes×OH×OW)",
+            self.planes * oh * ow,
+            out_len,
+        )
     }
     /// Visits the in-bounds cells of output (oy, ox).
     #[inline]
@@ -79,7 +101,9 @@ pub fn avgpool_f32(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
             for ox in 0..ow {
                 let (ys, xs) = p.window(oy, ox);
                 let n = (ys.len() * xs.len()) as f32;
-                let s: f32 = ys.flat_map(|y| plane[y * p.w + xs.start..y * p.w + xs.end].iter()).sum();
+                let s: f32 = ys
+                    .flat_map(|y| plane[y * p.w + xs.start..y * p.w + xs.end].iter())
+                    .sum();
                 o[oy * ow + ox] = s / n;
             }
         }
@@ -94,15 +118,39 @@ mod tests {
     #[test]
     fn maxpool_u8_2x2_and_padded_3x3() {
         let x: Vec<u8> = (0..16).map(|v| (v * 37 % 251) as u8).collect();
-        let p = Pool2d { planes: 1, h: 4, w: 4, kh: 2, kw: 2, stride: (2, 2), pad: (0, 0, 0, 0) };
+        let p = Pool2d {
+            planes: 1,
+            h: 4,
+            w: 4,
+            kh: 2,
+            kw: 2,
+            stride: (2, 2),
+            pad: (0, 0, 0, 0),
+        };
         let mut y = [0u8; 4];
         maxpool(&p, &x, &mut y).unwrap();
         let want: Vec<u8> = [(0, 0), (0, 2), (2, 0), (2, 2)]
             .iter()
-            .map(|&(r, c)| *[x[r * 4 + c], x[r * 4 + c + 1], x[r * 4 + c + 4], x[r * 4 + c + 5]].iter().max().unwrap())
+            .map(|&(r, c)| {
+                *[
+                    x[r * 4 + c],
+                    x[r * 4 + c + 1],
+                    x[r * 4 + c + 4],
+                    x[r * 4 + c + 5],
+                ]
+                .iter()
+                .max()
+                .unwrap()
+            })
             .collect();
         assert_eq!(y.to_vec(), want);
-        let p = Pool2d { kh: 3, kw: 3, stride: (1, 1), pad: (1, 1, 1, 1), ..p };
+        let p = Pool2d {
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            pad: (1, 1, 1, 1),
+            ..p
+        };
         let mut y = [0u8; 16];
         maxpool(&p, &x, &mut y).unwrap();
         for r in 0..4usize {
@@ -121,7 +169,15 @@ mod tests {
     #[test]
     fn avgpool_excludes_padding() {
         let x = [1.0f32, 2.0, 3.0, 4.0];
-        let p = Pool2d { planes: 1, h: 2, w: 2, kh: 2, kw: 2, stride: (1, 1), pad: (1, 1, 0, 0) };
+        let p = Pool2d {
+            planes: 1,
+            h: 2,
+            w: 2,
+            kh: 2,
+            kw: 2,
+            stride: (1, 1),
+            pad: (1, 1, 0, 0),
+        };
         let mut y = [0f32; 4];
         avgpool_f32(&p, &x, &mut y).unwrap();
         assert_eq!(y, [1.0, 1.5, 2.0, 2.5]);
@@ -129,7 +185,15 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors() {
-        let p = Pool2d { planes: 1, h: 2, w: 2, kh: 3, kw: 3, stride: (1, 1), pad: (0, 0, 0, 0) };
+        let p = Pool2d {
+            planes: 1,
+            h: 2,
+            w: 2,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            pad: (0, 0, 0, 0),
+        };
         assert!(maxpool(&p, &[0u8; 4], &mut [0u8; 1]).is_err());
         let p = Pool2d { kh: 2, kw: 2, ..p };
         assert!(maxpool(&p, &[0u8; 3], &mut [0u8; 1]).is_err());

@@ -23,7 +23,12 @@ pub fn pack_ternary(codes: &[i8], rows: usize, k: usize) -> Result<Vec<u64>> {
                 1 => 0,
                 -1 => 1,
                 0 => continue,
-                c => return Err(KernelError::Unsupported { what: "ternary codes", why: format!("code {c} at row {r}, column {t} is not -1, 0 or 1") }),
+                c => {
+                    return Err(KernelError::Unsupported {
+                        what: "ternary codes",
+                        why: format!("code {c} at row {r}, column {t} is not -1, 0 or 1"),
+                    })
+                }
             };
             out[(r * 2 + plane) * wd + t / 64] |= 1 << (t % 64);
         }
@@ -50,25 +55,51 @@ impl TernaryWeights {
         let words = bits::words(k);
         let mut fix = Vec::with_capacity(n);
         for j in 0..n {
-            let (p, q) = (&w[(2 * j) * words..][..words], &w[(2 * j + 1) * words..][..words]);
+            let (p, q) = (
+                &w[(2 * j) * words..][..words],
+                &w[(2 * j + 1) * words..][..words],
+            );
             if p.iter().zip(q).any(|(a, b)| a & b != 0) {
-                return Err(KernelError::Unsupported { what: "ternary weights", why: format!("row {j} marks a weight both +1 and -1") });
+                return Err(KernelError::Unsupported {
+                    what: "ternary weights",
+                    why: format!("row {j} marks a weight both +1 and -1"),
+                });
             }
             let pc: i32 = p.iter().map(|v| v.count_ones() as i32).sum();
             let nc: i32 = q.iter().map(|v| v.count_ones() as i32).sum();
             fix.push(nc - pc);
         }
-        Ok(TernaryWeights { n, k, words, rows: w.to_vec(), blocked, fix })
+        Ok(TernaryWeights {
+            n,
+            k,
+            words,
+            rows: w.to_vec(),
+            blocked,
+            fix,
+        })
     }
 }
 
 /// Binary activations (`M × words`, row layout) × ternary weights, through the epilogue.
-pub fn gemm_binary(a: &[u64], m: usize, w: &TernaryWeights, ep: &Epilogue, out: Output) -> Result<()> {
+pub fn gemm_binary(
+    a: &[u64],
+    m: usize,
+    w: &TernaryWeights,
+    ep: &Epilogue,
+    out: Output,
+) -> Result<()> {
     gemm_binary_with(cpu::best(), a, m, w, ep, out)
 }
 
 /// [`gemm_binary`] on a chosen path.
-pub fn gemm_binary_with(isa: Isa, a: &[u64], m: usize, w: &TernaryWeights, ep: &Epilogue, mut out: Output) -> Result<()> {
+pub fn gemm_binary_with(
+    isa: Isa,
+    a: &[u64],
+    m: usize,
+    w: &TernaryWeights,
+    ep: &Epilogue,
+    mut out: Output,
+) -> Result<()> {
     let (n, k, wd) = (w.n, w.k, w.words);
     bits::check_rows("ternary×binary activations (M×words)", a, m, 1, k)?;
     check_len("ternary output (M×N)", m * n, out.len())?;
@@ -76,7 +107,7 @@ pub fn gemm_binary_with(isa: Isa, a: &[u64], m: usize, w: &TernaryWeights, ep: &
     let isa = cpu::clamp(isa);
     let optr = out.ptr();
     let tasks = tiling::plan(m, w.blocked.blocks(), 4);
-    tiling::run(&tasks, |r0, r1, b| {
+    tiling::run(&tasks, usize::MAX, |r0, r1, b| {
         let j0 = b * BLOCK;
         let cols = (n - j0).min(BLOCK);
         let (mut cp, mut cn) = ([0u32; BLOCK], [0u32; BLOCK]);
@@ -93,7 +124,9 @@ pub fn gemm_binary_with(isa: Isa, a: &[u64], m: usize, w: &TernaryWeights, ep: &
                 let _ = isa;
                 count::row_block::<false>(row, blk, c);
             }
-            let y: Vec<i32> = (0..cols).map(|c| 2 * cp[c] as i32 - 2 * cn[c] as i32 + w.fix[j0 + c]).collect();
+            let y: Vec<i32> = (0..cols)
+                .map(|c| 2 * cp[c] as i32 - 2 * cn[c] as i32 + w.fix[j0 + c])
+                .collect();
             // SAFETY: row i, columns j0..j0+cols are ours and in bounds.
             unsafe { store_scalar(ep, &y, optr, i, n, j0) };
         }
@@ -102,7 +135,14 @@ pub fn gemm_binary_with(isa: Isa, a: &[u64], m: usize, w: &TernaryWeights, ep: &
 }
 
 /// u8 activations (`M×K`, zero point `za`) × ternary weights, through the epilogue.
-pub fn gemm_u8(a: &[u8], m: usize, za: u8, w: &TernaryWeights, ep: &Epilogue, mut out: Output) -> Result<()> {
+pub fn gemm_u8(
+    a: &[u8],
+    m: usize,
+    za: u8,
+    w: &TernaryWeights,
+    ep: &Epilogue,
+    mut out: Output,
+) -> Result<()> {
     let (n, k, wd) = (w.n, w.k, w.words);
     check_len("ternary×u8 activations (M×K)", m * k, a.len())?;
     check_len("ternary output (M×N)", m * n, out.len())?;
@@ -110,13 +150,16 @@ pub fn gemm_u8(a: &[u8], m: usize, za: u8, w: &TernaryWeights, ep: &Epilogue, mu
     let isa = cpu::best();
     let optr = out.ptr();
     let tasks = tiling::plan(m, n.div_ceil(BLOCK), 1);
-    tiling::run(&tasks, |r0, r1, b| {
+    tiling::run(&tasks, usize::MAX, |r0, r1, b| {
         let (j0, j1) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
         let mut y = [0i32; BLOCK];
         for i in r0..r1 {
             let row = &a[i * k..(i + 1) * k];
             for j in j0..j1 {
-                let (p, q) = (&w.rows[(2 * j) * wd..][..wd], &w.rows[(2 * j + 1) * wd..][..wd]);
+                let (p, q) = (
+                    &w.rows[(2 * j) * wd..][..wd],
+                    &w.rows[(2 * j + 1) * wd..][..wd],
+                );
                 let sum = |mask: &[u64]| -> i32 {
                     #[cfg(target_arch = "x86_64")]
                     if isa >= Isa::Avx512 {
@@ -124,7 +167,11 @@ pub fn gemm_u8(a: &[u8], m: usize, za: u8, w: &TernaryWeights, ep: &Epilogue, mu
                         return unsafe { crate::binary_connect::masked_sum_u8_avx512(row, mask) };
                     }
                     let _ = isa;
-                    row.iter().enumerate().filter(|(t, _)| mask[t / 64] >> (t % 64) & 1 == 1).map(|(_, &v)| v as i32).sum()
+                    row.iter()
+                        .enumerate()
+                        .filter(|(t, _)| mask[t / 64] >> (t % 64) & 1 == 1)
+                        .map(|(_, &v)| v as i32)
+                        .sum()
                 };
                 // Σ w·(a − za) = Σ_P a − Σ_N a − za·(|P| − |N|)
                 y[j - j0] = sum(p) - sum(q) + za as i32 * w.fix[j];
@@ -174,12 +221,22 @@ mod tests {
         let centered: Vec<i32> = a.iter().map(|&v| v as i32 - za as i32).collect();
         let mut y = vec![0i32; m * n];
         gemm_u8(&a, m, za, &w, &Epilogue::default(), Output::I32(&mut y)).unwrap();
-        assert_eq!(y, reference(&centered, m, &codes, n, k), "u8 m={m} k={k} n={n}");
+        assert_eq!(
+            y,
+            reference(&centered, m, &codes, n, k),
+            "u8 m={m} k={k} n={n}"
+        );
     }
 
     #[test]
     fn edge_shapes() {
-        for &(m, k, n) in &[(1, 1, 1), (2, 63, 33), (5, 64, 32), (3, 130, 7), (1, 1000, 40)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (2, 63, 33),
+            (5, 64, 32),
+            (3, 130, 7),
+            (1, 1000, 40),
+        ] {
             check(m, k, n, (m + k + n) as u64);
         }
     }

@@ -28,15 +28,29 @@ pub(crate) fn plan(m: usize, panels: usize, mr: usize) -> Vec<(usize, usize, usi
     t
 }
 
-/// Runs `f` over the tasks, in parallel when there is more than one.
-pub(crate) fn run<F>(tasks: &[(usize, usize, usize, usize)], f: F)
+/// Rows per cache block: a block of activation rows of `row_bytes` each that
+/// fits in about a quarter of L2 (256 KiB), a multiple of `mr`.
+pub(crate) fn rows_per_block(row_bytes: usize, mr: usize) -> usize {
+    ((256 * 1024 / row_bytes.max(1)) / mr).max(1) * mr
+}
+
+/// Runs `f(r0, r1, panel)` over the tasks, in parallel when there is more
+/// than one. Inside a task, rows are visited in blocks of `mc` (outer) and
+/// panels inner, so a block of activations stays in L2 while every weight
+/// panel streams past it once.
+pub(crate) fn run<F>(tasks: &[(usize, usize, usize, usize)], mc: usize, f: F)
 where
     F: Fn(usize, usize, usize) + Sync,
 {
     use rayon::prelude::*;
     let one = |&(r0, r1, p0, p1): &(usize, usize, usize, usize)| {
-        for p in p0..p1 {
-            f(r0, r1, p);
+        let mut rb = r0;
+        while rb < r1 {
+            let re = rb.saturating_add(mc.max(1)).min(r1);
+            for p in p0..p1 {
+                f(rb, re, p);
+            }
+            rb = re;
         }
     };
     if tasks.len() == 1 {
@@ -52,7 +66,10 @@ mod tests {
 
     #[test]
     fn plan_covers_every_tile_once() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         for &(m, p) in &[(1, 128), (64, 10), (3136, 2), (1000, 33), (9, 1)] {
             let t = pool.install(|| plan(m, p, 8));
             let mut seen = vec![0u8; m * p];

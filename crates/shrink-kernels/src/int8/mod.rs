@@ -101,7 +101,15 @@ impl PackedI8 {
 }
 
 /// Plain triple loop over unpacked weights: the reference every path must equal.
-pub fn reference(a: &[u8], m: usize, k: usize, a_zero: u8, w: &[i8], n: usize, w_zero: i8) -> Vec<i32> {
+pub fn reference(
+    a: &[u8],
+    m: usize,
+    k: usize,
+    a_zero: u8,
+    w: &[i8],
+    n: usize,
+    w_zero: i8,
+) -> Vec<i32> {
     let mut y = vec![0i32; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -138,7 +146,14 @@ impl ZeroFix<'_> {
 }
 
 /// `out = epilogue(A·Wᵀ)` on the best path for this CPU, threaded with rayon.
-pub fn gemm(a: &[u8], m: usize, a_zero: u8, w: &PackedI8, ep: &Epilogue, out: Output) -> Result<()> {
+pub fn gemm(
+    a: &[u8],
+    m: usize,
+    a_zero: u8,
+    w: &PackedI8,
+    ep: &Epilogue,
+    out: Output,
+) -> Result<()> {
     gemm_with(cpu::best(), a, m, a_zero, w, ep, out)
 }
 
@@ -179,7 +194,7 @@ pub fn gemm_with(
     let isa = cpu::clamp(isa);
     let optr = out.ptr();
     let tasks = tiling::plan(m, w.panels(), MR);
-    tiling::run(&tasks, |r0, r1, p| {
+    tiling::run(&tasks, tiling::rows_per_block(k, MR), |r0, r1, p| {
         // SAFETY: tasks cover disjoint (row range × panel) tiles of the
         // output, all in bounds (checked lengths above), and the ISA was
         // clamped to what this CPU supports.

@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 /// Runs every available path with every output kind and compares to the
 /// reference followed by the scalar epilogue.
+#[allow(clippy::too_many_arguments)]
 fn check_all(a: &[u8], m: usize, k: usize, za: u8, w: &[i8], n: usize, zw: i8, relu: bool) {
     let expect = reference(a, m, k, za, w, n, zw);
     let packed = PackedI8::pack(w, n, k, zw).unwrap();
@@ -27,9 +28,21 @@ fn check_all(a: &[u8], m: usize, k: usize, za: u8, w: &[i8], n: usize, zw: i8, r
         gemm_with(isa, a, m, za, &packed, &ep, Output::I8(&mut s)).unwrap();
         for (idx, &acc) in expect.iter().enumerate() {
             let j = idx % n;
-            assert_eq!(f[idx].to_bits(), ep.float(acc, j).to_bits(), "{isa:?} f32 at {idx}");
-            assert_eq!(u[idx] as i32, ep.quant(acc, j, 0, 255), "{isa:?} u8 at {idx}");
-            assert_eq!(s[idx] as i32, ep.quant(acc, j, -128, 127), "{isa:?} i8 at {idx}");
+            assert_eq!(
+                f[idx].to_bits(),
+                ep.float(acc, j).to_bits(),
+                "{isa:?} f32 at {idx}"
+            );
+            assert_eq!(
+                u[idx] as i32,
+                ep.quant(acc, j, 0, 255),
+                "{isa:?} u8 at {idx}"
+            );
+            assert_eq!(
+                s[idx] as i32,
+                ep.quant(acc, j, -128, 127),
+                "{isa:?} i8 at {idx}"
+            );
         }
     }
 }
@@ -81,7 +94,10 @@ fn threaded_matches_single() {
     let (m, k, n) = (70, 96, 200);
     let (a, w) = random(m, k, n, 42);
     let packed = PackedI8::pack(&w, n, k, 0).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
     let mut y = vec![0i32; m * n];
     pool.install(|| gemm(&a, m, 5, &packed, &Epilogue::default(), Output::I32(&mut y)).unwrap());
     assert_eq!(y, reference(&a, m, k, 5, &w, n, 0));
@@ -92,10 +108,24 @@ fn bad_lengths_are_errors() {
     assert!(PackedI8::pack(&[1, 2, 3], 2, 2, 0).is_err());
     let p = PackedI8::pack(&[1, 2, 3, 4], 2, 2, 0).unwrap();
     let mut y = vec![0i32; 4];
-    let e = gemm(&[1, 2, 3], 2, 0, &p, &Epilogue::default(), Output::I32(&mut y));
+    let e = gemm(
+        &[1, 2, 3],
+        2,
+        0,
+        &p,
+        &Epilogue::default(),
+        Output::I32(&mut y),
+    );
     assert!(matches!(e, Err(crate::KernelError::Length { .. })));
     let scale = [1.0f32; 3];
-    let e = gemm(&[1, 2, 3, 4], 2, 0, &p, &Epilogue::scaled(&scale), Output::F32(&mut [0.0; 4]));
+    let e = gemm(
+        &[1, 2, 3, 4],
+        2,
+        0,
+        &p,
+        &Epilogue::scaled(&scale),
+        Output::F32(&mut [0.0; 4]),
+    );
     assert!(e.is_err());
 }
 
