@@ -455,6 +455,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn bf16_activations_equal_rounded_f32_activations() {
+        let mut r = ChaCha8Rng::seed_from_u64(9);
+        for &(m, k, n) in &[(3, 17, 40), (8, 64, 33), (1, 5, 7)] {
+            let a: Vec<f32> = (0..m * k).map(|_| r.gen::<f32>() - 0.5).collect();
+            let ah: Vec<bf16> = a.iter().map(|&v| bf16::from_f32(v)).collect();
+            let w: Vec<bf16> = (0..n * k)
+                .map(|_| bf16::from_f32(r.gen::<f32>() - 0.5))
+                .collect();
+            let p = PackedBf16::pack(&w, n, k).unwrap();
+            let (mut y1, mut y2) = (vec![0f32; m * n], vec![0f32; m * n]);
+            gemm_bf16_act(&ah, m, &p, &F32Epilogue::default(), &mut y1).unwrap();
+            let back: Vec<f32> = ah.iter().map(|v| v.to_f32()).collect();
+            gemm(&back, m, &p, &F32Epilogue::default(), &mut y2).unwrap();
+            assert_eq!(y1, y2);
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]
