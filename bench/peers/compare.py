@@ -152,5 +152,9 @@ for k in sorted({k[0] for k in rows if k[0].startswith("bitserial_w")}, key=lamb
     base = base or per
     w(f"| w{wb}a{ab} | {wb * ab} | {ms:.2f} | {per:.3f} | {per / base:.2f} |")
 w("")
+import os
+notes = os.path.join(os.path.dirname(out_md), "kernels-notes.md")
+if os.path.exists(notes):
+    w(open(notes).read())
 open(out_md, "w").write("\n".join(out) + "\n")
 print("\n".join(out))
