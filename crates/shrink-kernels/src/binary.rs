@@ -302,6 +302,20 @@ mod tests {
     }
 
     #[test]
+    fn sign_layout_matches_the_agreed_format() {
+        // bit j of word w = element 64w + j, 1 = +1; padding bits 0.
+        let mut x = vec![-1.0f32; 70];
+        x[0] = 1.0;
+        x[63] = 0.0;
+        x[64] = 2.0;
+        x[69] = 0.5;
+        assert_eq!(
+            pack_signs(&x, 1, 70).unwrap(),
+            vec![1 | 1 << 63, 1 | 1 << 5]
+        );
+    }
+
+    #[test]
     fn all_plus_and_all_minus() {
         let k = 100;
         let plus = pack_signs(&vec![1.0; 3 * k], 3, k).unwrap();

@@ -360,6 +360,28 @@ mod tests {
     }
 
     #[test]
+    fn plane_layout_matches_the_agreed_format() {
+        // 3-bit two's complement, K = 66 (two words, 2 padding-free bits in word 1).
+        // Codes: column 0 = -1 (111), column 1 = 2 (010), column 65 = -4 (100), others 0.
+        let mut codes = vec![0i32; 66];
+        codes[0] = -1;
+        codes[1] = 2;
+        codes[65] = -4;
+        let p = pack_planes(
+            &codes,
+            1,
+            66,
+            Planes {
+                bits: 3,
+                signed: true,
+            },
+        )
+        .unwrap();
+        // [row 0][plane b][word w]
+        assert_eq!(p, vec![0b01, 0, 0b11, 0, 0b01, 0b10]);
+    }
+
+    #[test]
     fn every_bit_width_pair() {
         for wb in 1..=8 {
             for ab in 1..=8 {
