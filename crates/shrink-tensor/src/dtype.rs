@@ -22,6 +22,11 @@ pub enum DType {
     Bool,
     I4,
     U4,
+    /// 8-bit floats (see [`crate::Float8`]), one raw code per byte.
+    F8E4M3FN,
+    F8E4M3FNUZ,
+    F8E5M2,
+    F8E5M2FNUZ,
     String,
 }
 
@@ -33,13 +38,21 @@ impl DType {
             DType::F32 | DType::I32 | DType::U32 => 32,
             DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 16,
             DType::I8 | DType::U8 | DType::Bool => 8,
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => 8,
             DType::I4 | DType::U4 => 4,
             DType::String => 0,
         }
     }
 
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16) || self.is_float8()
+    }
+
+    pub fn is_float8(self) -> bool {
+        matches!(
+            self,
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ
+        )
     }
 
     pub fn is_int(self) -> bool {
@@ -82,13 +95,17 @@ impl DType {
             DType::U32 => 12,
             DType::U64 => 13,
             DType::BF16 => 16,
+            DType::F8E4M3FN => 17,
+            DType::F8E4M3FNUZ => 18,
+            DType::F8E5M2 => 19,
+            DType::F8E5M2FNUZ => 20,
             DType::U4 => 21,
             DType::I4 => 22,
         }
     }
 
     /// Inverse of [`DType::onnx_code`]; `None` for types shrink does not support
-    /// (complex, float8), so callers can name the offending tensor in their error.
+    /// (complex), so callers can name the offending tensor in their error.
     pub fn from_onnx_code(code: i32) -> Option<DType> {
         Some(match code {
             1 => DType::F32,
@@ -105,6 +122,10 @@ impl DType {
             12 => DType::U32,
             13 => DType::U64,
             16 => DType::BF16,
+            17 => DType::F8E4M3FN,
+            18 => DType::F8E4M3FNUZ,
+            19 => DType::F8E5M2,
+            20 => DType::F8E5M2FNUZ,
             21 => DType::U4,
             22 => DType::I4,
             _ => return None,
@@ -128,6 +149,10 @@ impl DType {
             DType::Bool => "bool",
             DType::I4 => "i4",
             DType::U4 => "u4",
+            DType::F8E4M3FN => "f8e4m3fn",
+            DType::F8E4M3FNUZ => "f8e4m3fnuz",
+            DType::F8E5M2 => "f8e5m2",
+            DType::F8E5M2FNUZ => "f8e5m2fnuz",
             DType::String => "string",
         }
     }
@@ -150,6 +175,8 @@ mod tests {
                 assert_eq!(dt.onnx_code(), code);
             }
         }
-        assert_eq!(DType::from_onnx_code(17), None); // float8e4m3fn
+        assert_eq!(DType::from_onnx_code(17), Some(DType::F8E4M3FN));
+        assert_eq!(DType::from_onnx_code(20), Some(DType::F8E5M2FNUZ));
+        assert_eq!(DType::from_onnx_code(14), None); // complex64
     }
 }

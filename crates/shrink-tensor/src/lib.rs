@@ -7,9 +7,11 @@
 //! only move copies somewhere less visible.
 
 mod dtype;
+mod float8;
 mod tensor;
 
 pub use dtype::DType;
+pub use float8::Float8;
 pub use half::{bf16, f16};
 pub use tensor::{strides_of, Element, Tensor, TensorData};
 

@@ -1,4 +1,4 @@
-use crate::{DType, Result, TensorError};
+use crate::{DType, Float8, Result, TensorError};
 use half::{bf16, f16};
 
 /// Typed storage of a tensor, one variant per [`DType`].
@@ -21,6 +21,11 @@ pub enum TensorData {
     I4(Vec<i8>),
     /// Unsigned 4-bit values in 0..=15, one per byte.
     U4(Vec<u8>),
+    /// Raw [`Float8::E4M3FN`] codes (see [`crate::Float8`] for the other three).
+    F8E4M3FN(Vec<u8>),
+    F8E4M3FNUZ(Vec<u8>),
+    F8E5M2(Vec<u8>),
+    F8E5M2FNUZ(Vec<u8>),
     String(Vec<String>),
 }
 
@@ -44,6 +49,10 @@ macro_rules! dispatch_data {
             $crate::TensorData::Bool($v) => $body,
             $crate::TensorData::I4($v) => $body,
             $crate::TensorData::U4($v) => $body,
+            $crate::TensorData::F8E4M3FN($v) => $body,
+            $crate::TensorData::F8E4M3FNUZ($v) => $body,
+            $crate::TensorData::F8E5M2($v) => $body,
+            $crate::TensorData::F8E5M2FNUZ($v) => $body,
             $crate::TensorData::String($v) => $body,
         }
     };
@@ -70,12 +79,43 @@ macro_rules! map_data {
             $crate::TensorData::Bool($v) => $crate::TensorData::Bool($body),
             $crate::TensorData::I4($v) => $crate::TensorData::I4($body),
             $crate::TensorData::U4($v) => $crate::TensorData::U4($body),
+            $crate::TensorData::F8E4M3FN($v) => $crate::TensorData::F8E4M3FN($body),
+            $crate::TensorData::F8E4M3FNUZ($v) => $crate::TensorData::F8E4M3FNUZ($body),
+            $crate::TensorData::F8E5M2($v) => $crate::TensorData::F8E5M2($body),
+            $crate::TensorData::F8E5M2FNUZ($v) => $crate::TensorData::F8E5M2FNUZ($body),
             $crate::TensorData::String($v) => $crate::TensorData::String($body),
         }
     };
 }
 
 impl TensorData {
+    /// Wraps raw float8 codes in the variant of `dtype`; `None` unless
+    /// `dtype` is one of the float8 types.
+    pub fn try_from_float8_codes(dtype: DType, codes: Vec<u8>) -> Option<TensorData> {
+        Some(match dtype {
+            DType::F8E4M3FN => TensorData::F8E4M3FN(codes),
+            DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(codes),
+            DType::F8E5M2 => TensorData::F8E5M2(codes),
+            DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(codes),
+            _ => return None,
+        })
+    }
+
+    fn from_float8_codes(dtype: DType, codes: Vec<u8>) -> TensorData {
+        Self::try_from_float8_codes(dtype, codes).expect("caller checked dtype is float8")
+    }
+
+    /// The raw codes of a float8 buffer, `None` for every other type.
+    pub fn float8_codes(&self) -> Option<&[u8]> {
+        match self {
+            TensorData::F8E4M3FN(v)
+            | TensorData::F8E4M3FNUZ(v)
+            | TensorData::F8E5M2(v)
+            | TensorData::F8E5M2FNUZ(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             TensorData::F32(_) => DType::F32,
@@ -93,6 +133,10 @@ impl TensorData {
             TensorData::Bool(_) => DType::Bool,
             TensorData::I4(_) => DType::I4,
             TensorData::U4(_) => DType::U4,
+            TensorData::F8E4M3FN(_) => DType::F8E4M3FN,
+            TensorData::F8E4M3FNUZ(_) => DType::F8E4M3FNUZ,
+            TensorData::F8E5M2(_) => DType::F8E5M2,
+            TensorData::F8E5M2FNUZ(_) => DType::F8E5M2FNUZ,
             TensorData::String(_) => DType::String,
         }
     }
@@ -123,6 +167,10 @@ impl TensorData {
             DType::Bool => TensorData::Bool(vec![false; n]),
             DType::I4 => TensorData::I4(vec![0; n]),
             DType::U4 => TensorData::U4(vec![0; n]),
+            // Code 0 is +0 in every float8 format.
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => {
+                TensorData::from_float8_codes(dtype, vec![0; n])
+            }
             DType::String => TensorData::String(vec![String::new(); n]),
         }
     }
@@ -146,6 +194,13 @@ impl TensorData {
             TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
             TensorData::U64(v) => v.iter().map(|&x| x as f64).collect(),
             TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
+            TensorData::F8E4M3FN(v)
+            | TensorData::F8E4M3FNUZ(v)
+            | TensorData::F8E5M2(v)
+            | TensorData::F8E5M2FNUZ(v) => {
+                let f = Float8::of(self.dtype()).expect("float8 variant");
+                v.iter().map(|&c| f.decode(c) as f64).collect()
+            }
             TensorData::String(v) => v
                 .iter()
                 .map(|s| s.trim().parse::<f64>().unwrap_or(f64::NAN))
@@ -171,10 +226,28 @@ impl TensorData {
 
     /// ONNX `Cast` semantics: floats to integers truncate toward zero and
     /// saturate, anything to bool is `x != 0`, bool to numbers is 0/1,
-    /// strings parse as numbers and numbers print as strings.
+    /// strings parse as numbers and numbers print as strings; float8 targets
+    /// saturate (Cast's default `saturate=1`).
     pub fn cast(&self, to: DType) -> TensorData {
+        self.cast_saturate(to, true)
+    }
+
+    /// [`TensorData::cast`] with ONNX's `saturate` flag, which only matters
+    /// when `to` is a float8 type: with it, out-of-range values (infinities
+    /// included) become the largest finite value; without it, infinity (E5M2)
+    /// or NaN. Values are rounded to float8 once, from their exact f64 value,
+    /// so every source type gets the correctly rounded result.
+    pub fn cast_saturate(&self, to: DType, saturate: bool) -> TensorData {
         if self.dtype() == to {
             return self.clone();
+        }
+        if let Some(f) = Float8::of(to) {
+            let codes = self
+                .to_f64_vec()
+                .into_iter()
+                .map(|x| f.encode(x, saturate))
+                .collect();
+            return TensorData::from_float8_codes(to, codes);
         }
         if to == DType::String {
             return TensorData::String(match self {
@@ -236,7 +309,12 @@ impl TensorData {
             DType::U64 => TensorData::U64(v.iter().map(|&x| x as u64).collect()),
             DType::I4 => TensorData::I4(v.iter().map(|&x| (x as i64).clamp(-8, 7) as i8).collect()),
             DType::U4 => TensorData::U4(v.iter().map(|&x| (x as i64).clamp(0, 15) as u8).collect()),
-            DType::Bool | DType::String => unreachable!("handled above"),
+            DType::Bool
+            | DType::String
+            | DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ => unreachable!("handled above"),
         }
     }
 }
@@ -272,6 +350,10 @@ fn from_i64(v: &[i64], to: DType) -> TensorData {
         DType::U64 => TensorData::U64(v.iter().map(|&x| x as u64).collect()),
         DType::I4 => TensorData::I4(v.iter().map(|&x| (x.clamp(-8, 7)) as i8).collect()),
         DType::U4 => TensorData::U4(v.iter().map(|&x| (x.clamp(0, 15)) as u8).collect()),
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => {
+            let f = Float8::of(to).expect("float8 dtype");
+            TensorData::from_float8_codes(to, v.iter().map(|&x| f.encode(x as f64, true)).collect())
+        }
         DType::Bool => TensorData::Bool(v.iter().map(|&x| x != 0).collect()),
         DType::String => TensorData::String(v.iter().map(|x| x.to_string()).collect()),
     }
@@ -460,6 +542,15 @@ impl Tensor {
         }
     }
 
+    /// [`Tensor::cast`] with ONNX's `saturate` flag for float8 targets
+    /// (see [`TensorData::cast_saturate`]).
+    pub fn cast_saturate(&self, to: DType, saturate: bool) -> Tensor {
+        Tensor {
+            shape: self.shape.clone(),
+            data: self.data.cast_saturate(to, saturate),
+        }
+    }
+
     /// The elements converted to f32 (a copy unless already f32).
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match &self.data {
@@ -527,6 +618,30 @@ mod tests {
         assert_eq!(big.cast(DType::I64).as_slice::<i64>().unwrap(), &[i64::MAX]);
         let h = t.cast(DType::F16).cast(DType::F32);
         assert_eq!(h.as_slice::<f32>().unwrap()[2], 2.5);
+    }
+
+    #[test]
+    fn float8_casts_go_through_exact_values() {
+        let t = Tensor::from_vec(vec![5], vec![1.0f32, -0.3, 500.0, f32::NAN, -1e-9]).unwrap();
+        let e = t.cast(DType::F8E4M3FN);
+        assert_eq!(e.dtype(), DType::F8E4M3FN);
+        assert_eq!(e.nbytes(), 5);
+        // 0.3 lies between 0.28125 and 0.3125; 0.3125 is nearer. 500 saturates.
+        assert_eq!(e.data().float8_codes().unwrap(), &[0x38, 0xAA, 0x7E, 0x7F, 0x80]);
+        let back = e.cast(DType::F32).to_f32_vec();
+        assert_eq!(&back[..3], &[1.0, -0.3125, 448.0]);
+        assert!(back[3].is_nan());
+        assert_eq!(back[4], 0.0);
+        assert!(back[4].is_sign_negative());
+        let ns = t.cast_saturate(DType::F8E5M2, false).cast(DType::F32).to_f32_vec();
+        assert_eq!(ns[2], 512.0);
+        let big = Tensor::from_vec(vec![1], vec![100000i64]).unwrap();
+        assert!(big.cast_saturate(DType::F8E4M3FNUZ, false).to_f32_vec()[0].is_nan());
+        assert_eq!(big.cast(DType::F8E5M2FNUZ).to_f32_vec(), vec![57344.0]);
+        // float8 -> float8 and -> integer.
+        assert_eq!(e.cast(DType::F8E5M2).to_f32_vec()[2], 448.0);
+        assert_eq!(e.cast(DType::I32).to_i64_vec()[..3], [1, 0, 448]);
+        assert_eq!(Tensor::zeros(DType::F8E5M2, vec![2]).to_f32_vec(), vec![0.0, 0.0]);
     }
 
     #[test]
