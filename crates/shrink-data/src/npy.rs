@@ -399,7 +399,11 @@ fn encode_le(d: &TensorData, out: &mut Vec<u8>) {
             .for_each(|x: &bf16| out.extend_from_slice(&x.to_bits().to_le_bytes())),
         TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
         TensorData::I4(v) => out.extend(v.iter().map(|&x| x as u8)),
-        TensorData::U4(v) => out.extend_from_slice(v),
+        TensorData::U4(v)
+        | TensorData::F8E4M3FN(v)
+        | TensorData::F8E4M3FNUZ(v)
+        | TensorData::F8E5M2(v)
+        | TensorData::F8E5M2FNUZ(v) => out.extend_from_slice(v),
         TensorData::String(_) => {}
         TensorData::F32(v) => v
             .iter()

@@ -345,7 +345,14 @@ fn encode(d: &TensorData, out: &mut Vec<u8>) {
         TensorData::U16(v) => put!(v),
         TensorData::U8(v) => out.extend_from_slice(v),
         TensorData::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
-        TensorData::I4(_) | TensorData::U4(_) | TensorData::String(_) => {}
+        // Not writable as safetensors (see `dtype_name`).
+        TensorData::I4(_)
+        | TensorData::U4(_)
+        | TensorData::F8E4M3FN(_)
+        | TensorData::F8E4M3FNUZ(_)
+        | TensorData::F8E5M2(_)
+        | TensorData::F8E5M2FNUZ(_)
+        | TensorData::String(_) => {}
     }
 }
 

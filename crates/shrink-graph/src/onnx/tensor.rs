@@ -104,7 +104,10 @@ pub(crate) fn sparse_to_dense(s: &SparseTensorProto, base_dir: Option<&Path>) ->
             }
         };
     }
-    scatter!(F32, F64, F16, BF16, I8, U8, I16, U16, I32, U32, I64, U64, Bool, I4, U4, String);
+    scatter!(
+        F32, F64, F16, BF16, I8, U8, I16, U16, I32, U32, I64, U64, Bool, I4, U4, F8E4M3FN, F8E4M3FNUZ,
+        F8E5M2, F8E5M2FNUZ, String
+    );
     Ok(Tensor::new(shape, dense)?)
 }
 
@@ -137,7 +140,11 @@ pub(crate) fn encode_raw(data: &TensorData) -> Vec<u8> {
         TensorData::F16(v) => le!(v),
         TensorData::BF16(v) => le!(v),
         TensorData::I8(v) => le!(v),
-        TensorData::U8(v) => v.clone(),
+        TensorData::U8(v)
+        | TensorData::F8E4M3FN(v)
+        | TensorData::F8E4M3FNUZ(v)
+        | TensorData::F8E5M2(v)
+        | TensorData::F8E5M2FNUZ(v) => v.clone(),
         TensorData::I16(v) => le!(v),
         TensorData::U16(v) => le!(v),
         TensorData::I32(v) => le!(v),
@@ -184,7 +191,7 @@ fn display_name(name: &str) -> &str {
 }
 
 /// Maps an ONNX data type code, naming `what` and the ONNX type when shrink
-/// has no equivalent (float8, complex).
+/// has no equivalent (complex).
 pub(crate) fn dtype_from_code(code: i32, what: impl FnOnce() -> String) -> Result<DType> {
     DType::from_onnx_code(code).ok_or_else(|| {
         let onnx_name = tensor_proto::DataType::try_from(code)
@@ -253,6 +260,10 @@ fn decode_raw(dtype: DType, bytes: &[u8], numel: usize) -> Result<TensorData, St
                 .collect(),
         ),
         DType::U4 => TensorData::U4(unpack_nibbles(bytes, numel)),
+        // Float8 raw data is the codes themselves, one byte each.
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => {
+            TensorData::try_from_float8_codes(dtype, bytes.to_vec()).expect("float8 dtype")
+        }
         DType::String => unreachable!("rejected by raw_len"),
     })
 }
@@ -306,6 +317,11 @@ fn decode_typed(t: &TensorProto, dtype: DType, numel: usize) -> Result<TensorDat
                 .map(|&x| bf16::from_bits(x as u16))
                 .collect(),
         ),
+        // Float8 codes travel one per int32_data entry.
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ => {
+            let codes = i32s(numel)?.iter().map(|&x| x as u8).collect();
+            TensorData::try_from_float8_codes(dtype, codes).expect("float8 dtype")
+        }
         // 4-bit values are packed two per int32_data entry, like raw bytes.
         DType::I4 | DType::U4 => {
             let bytes: Vec<u8> = i32s(numel.div_ceil(2))?.iter().map(|&x| x as u8).collect();
@@ -456,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn size_mismatch_and_float8_are_errors_naming_the_tensor() {
+    fn size_mismatch_and_complex_are_errors_naming_the_tensor() {
         let p = TensorProto {
             name: "w".into(),
             dims: vec![3],
@@ -467,14 +483,41 @@ mod tests {
         let e = tensor_from_proto(&p, None).unwrap_err().to_string();
         assert!(e.contains("'w'") && e.contains("12"), "{e}");
         let p = TensorProto {
-            name: "f8".into(),
+            name: "c".into(),
             dims: vec![1],
-            data_type: 17,
-            raw_data: vec![0],
+            data_type: 14,
+            raw_data: vec![0; 8],
             ..Default::default()
         };
         let e = tensor_from_proto(&p, None).unwrap_err().to_string();
-        assert!(e.contains("'f8'") && e.contains("FLOAT8E4M3FN"), "{e}");
+        assert!(e.contains("'c'") && e.contains("COMPLEX64"), "{e}");
+    }
+
+    #[test]
+    fn float8_reads_raw_and_int32_data_and_writes_raw() {
+        // E5M2 codes: 1.0, -2.0, +inf, NaN; onnx's make_tensor stores them
+        // one per int32_data entry, numpy_helper.from_array as raw bytes.
+        let codes = vec![0x3c, 0xc0, 0x7c, 0x7f];
+        let p = TensorProto {
+            name: "f8".into(),
+            dims: vec![4],
+            data_type: 19,
+            int32_data: codes.iter().map(|&c| c as i32).collect(),
+            ..Default::default()
+        };
+        let t = tensor_from_proto(&p, None).unwrap();
+        assert_eq!(t.data(), &TensorData::F8E5M2(codes.clone()));
+        let v = t.to_f32_vec();
+        assert_eq!(&v[..3], &[1.0, -2.0, f32::INFINITY]);
+        assert!(v[3].is_nan());
+        let p = tensor_to_proto("f8", &t);
+        assert_eq!((p.data_type, &p.raw_data), (19, &codes));
+        assert_eq!(tensor_from_proto(&p, None).unwrap(), t);
+        let short = TensorProto {
+            raw_data: vec![0; 3],
+            ..p
+        };
+        assert!(tensor_from_proto(&short, None).is_err());
     }
 
     #[test]

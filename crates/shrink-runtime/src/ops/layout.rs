@@ -125,6 +125,10 @@ pub(crate) fn join_blocks(
         TensorData::Bool(_) => arm!(Bool),
         TensorData::I4(_) => arm!(I4),
         TensorData::U4(_) => arm!(U4),
+        TensorData::F8E4M3FN(_) => arm!(F8E4M3FN),
+        TensorData::F8E4M3FNUZ(_) => arm!(F8E4M3FNUZ),
+        TensorData::F8E5M2(_) => arm!(F8E5M2),
+        TensorData::F8E5M2FNUZ(_) => arm!(F8E5M2FNUZ),
         TensorData::String(_) => arm!(String),
     })
 }

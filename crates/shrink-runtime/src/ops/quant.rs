@@ -13,7 +13,7 @@ use super::linalg::{float_tensor, floats, int8_values};
 use super::norm::resolve_axis;
 use super::{OpContext, Registry};
 use crate::Result;
-use shrink_tensor::{f16, DType, Tensor, TensorData};
+use shrink_tensor::{f16, DType, Float8, Tensor, TensorData};
 
 pub(super) fn register(r: &mut Registry) {
     r.add("", "QuantizeLinear", quantize_linear);
@@ -157,6 +157,9 @@ fn quantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Te
             .ok_or_else(|| ctx.error(format!("output_dtype {code} is not a supported type")))?,
         _ => DType::U8,
     };
+    if let Some(f) = Float8::of(zp.map_or(default, |z| z.dtype())) {
+        return Ok(vec![quantize_float8(ctx, x, scale, zp, f)?]);
+    }
     let p = QuantParams::new(ctx, x.shape(), scale.shape())?;
     let sv = floats(ctx, scale, "y_scale")?;
     let (zv, dt) = zero_point(ctx, zp, sv.len(), default)?;
@@ -176,11 +179,60 @@ fn quantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Te
     Ok(vec![int_tensor(dt, x.shape().to_vec(), y)?])
 }
 
+/// QuantizeLinear to a float8 type. ONNX defines it as `x / y_scale`
+/// (computed in f32) converted to float8 with round-to-nearest-even and the
+/// op's `saturate` attribute; the zero point only names the output type and
+/// must be zero (there is no float8 "offset" arithmetic).
+fn quantize_float8(
+    ctx: &OpContext,
+    x: &Tensor,
+    scale: &Tensor,
+    zp: Option<&Tensor>,
+    f: Float8,
+) -> Result<Tensor> {
+    let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
+    let saturate = ctx.node.attr_int("saturate", 1).map_err(attr)? != 0;
+    let p = QuantParams::new(ctx, x.shape(), scale.shape())?;
+    let sv = floats(ctx, scale, "y_scale")?;
+    float8_zero_point(ctx, zp, sv.len())?;
+    let xv = floats(ctx, x, "x")?;
+    let codes = xv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| f.encode_f32(v / sv[p.index(i)], saturate))
+        .collect();
+    let data = TensorData::try_from_float8_codes(f.dtype(), codes)
+        .ok_or_else(|| ctx.error(format!("{} is not a float8 type", f.dtype())))?;
+    Ok(Tensor::new(x.shape().to_vec(), data)?)
+}
+
+/// Checks a float8 zero point: the scale's element count and all zeros, which
+/// ONNX requires for float8 (the formats carry no offset).
+fn float8_zero_point(ctx: &OpContext, zp: Option<&Tensor>, scale_len: usize) -> Result<()> {
+    let Some(z) = zp else { return Ok(()) };
+    if z.len() != scale_len {
+        return Err(ctx.error(format!(
+            "zero point has {} elements but the scale has {scale_len}",
+            z.len()
+        )));
+    }
+    if let Some(v) = z.to_f64_vec().into_iter().find(|&v| v != 0.0) {
+        return Err(ctx.error(format!(
+            "a {} zero point must be 0, found {v}",
+            z.dtype()
+        )));
+    }
+    Ok(())
+}
+
 fn dequantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
     let scale = ctx.required(inputs, 1)?;
     let zp = inputs.get(2).copied().flatten();
-    int_range(ctx, x.dtype())?;
+    let float8 = Float8::of(x.dtype()).is_some();
+    if !float8 {
+        int_range(ctx, x.dtype())?;
+    }
     if let Some(z) = zp {
         if z.dtype() != x.dtype() {
             return Err(ctx.error(format!(
@@ -192,6 +244,17 @@ fn dequantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<
     }
     let p = QuantParams::new(ctx, x.shape(), scale.shape())?;
     let sv = floats(ctx, scale, "x_scale")?;
+    if float8 {
+        // Float8 codes decode exactly to f32; the zero point must be 0.
+        float8_zero_point(ctx, zp, sv.len())?;
+        let y: Vec<f32> = x
+            .to_f32_vec()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v * sv[p.index(i)])
+            .collect();
+        return Ok(vec![float_tensor(scale.dtype(), x.shape().to_vec(), y)?]);
+    }
     let (zv, _) = zero_point(ctx, zp, sv.len(), x.dtype())?;
     let xv = x.to_i64_vec();
     let y: Vec<f32> = xv

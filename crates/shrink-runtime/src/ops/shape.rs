@@ -429,12 +429,22 @@ fn cast(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         .ok_or_else(|| ctx.error("missing 'to' attribute"))?;
     let to = DType::from_onnx_code(code as i32)
         .ok_or_else(|| ctx.error(format!("target type code {code} is not supported")))?;
-    Ok(vec![cast_tensor(x, to)])
+    Ok(vec![cast_tensor(x, to, saturate(ctx)?)])
+}
+
+/// Cast's `saturate` attribute (opset 19, default 1): whether out-of-range
+/// values cast to a float8 type clamp to its largest finite value.
+fn saturate(ctx: &OpContext) -> Result<bool> {
+    let s = ctx
+        .node
+        .attr_int("saturate", 1)
+        .map_err(|e| ctx.error(e.to_string()))?;
+    Ok(s != 0)
 }
 
 /// ONNX Cast; floats print as the shortest string that reads back to the same
 /// value *in their own type* (`0.039187793`, not the f64 expansion of it).
-fn cast_tensor(x: &Tensor, to: DType) -> Tensor {
+fn cast_tensor(x: &Tensor, to: DType, saturate: bool) -> Tensor {
     let short = |v: f32| {
         if v.is_nan() {
             "NaN".to_string()
@@ -450,13 +460,14 @@ fn cast_tensor(x: &Tensor, to: DType) -> Tensor {
     };
     match strings.map(|s| Tensor::new(x.shape().to_vec(), TensorData::String(s))) {
         Some(Ok(t)) => t,
-        _ => x.cast(to),
+        _ => x.cast_saturate(to, saturate),
     }
 }
 
 fn cast_like(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
-    Ok(vec![cast_tensor(x, ctx.required(inputs, 1)?.dtype())])
+    let to = ctx.required(inputs, 1)?.dtype();
+    Ok(vec![cast_tensor(x, to, saturate(ctx)?)])
 }
 
 /// A shape given as a 1-D integer tensor.
