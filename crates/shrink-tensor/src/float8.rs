@@ -247,7 +247,11 @@ mod tests {
                 );
                 assert_eq!(f.is_nan(c), want.is_nan(), "{f:?} {c:#04x}");
                 if got == 0.0 {
-                    assert_eq!(got.is_sign_negative(), c == 0x80, "{f:?} {c:#04x} sign of 0");
+                    assert_eq!(
+                        got.is_sign_negative(),
+                        c == 0x80,
+                        "{f:?} {c:#04x} sign of 0"
+                    );
                 }
             }
         }
@@ -308,10 +312,7 @@ mod tests {
             for x in beyond {
                 assert_eq!(f.encode(x, true), max_code, "{f:?} {x}");
                 assert_eq!(f.encode(-x, true), max_neg, "{f:?} -{x}");
-                let (p, n) = (
-                    f.decode(f.encode(x, false)),
-                    f.decode(f.encode(-x, false)),
-                );
+                let (p, n) = (f.decode(f.encode(x, false)), f.decode(f.encode(-x, false)));
                 if f == Float8::E5M2 {
                     assert_eq!((p, n), (f32::INFINITY, f32::NEG_INFINITY), "{x}");
                 } else {

@@ -627,13 +627,19 @@ mod tests {
         assert_eq!(e.dtype(), DType::F8E4M3FN);
         assert_eq!(e.nbytes(), 5);
         // 0.3 lies between 0.28125 and 0.3125; 0.3125 is nearer. 500 saturates.
-        assert_eq!(e.data().float8_codes().unwrap(), &[0x38, 0xAA, 0x7E, 0x7F, 0x80]);
+        assert_eq!(
+            e.data().float8_codes().unwrap(),
+            &[0x38, 0xAA, 0x7E, 0x7F, 0x80]
+        );
         let back = e.cast(DType::F32).to_f32_vec();
         assert_eq!(&back[..3], &[1.0, -0.3125, 448.0]);
         assert!(back[3].is_nan());
         assert_eq!(back[4], 0.0);
         assert!(back[4].is_sign_negative());
-        let ns = t.cast_saturate(DType::F8E5M2, false).cast(DType::F32).to_f32_vec();
+        let ns = t
+            .cast_saturate(DType::F8E5M2, false)
+            .cast(DType::F32)
+            .to_f32_vec();
         assert_eq!(ns[2], 512.0);
         let big = Tensor::from_vec(vec![1], vec![100000i64]).unwrap();
         assert!(big.cast_saturate(DType::F8E4M3FNUZ, false).to_f32_vec()[0].is_nan());
@@ -641,7 +647,10 @@ mod tests {
         // float8 -> float8 and -> integer.
         assert_eq!(e.cast(DType::F8E5M2).to_f32_vec()[2], 448.0);
         assert_eq!(e.cast(DType::I32).to_i64_vec()[..3], [1, 0, 448]);
-        assert_eq!(Tensor::zeros(DType::F8E5M2, vec![2]).to_f32_vec(), vec![0.0, 0.0]);
+        assert_eq!(
+            Tensor::zeros(DType::F8E5M2, vec![2]).to_f32_vec(),
+            vec![0.0, 0.0]
+        );
     }
 
     #[test]

@@ -105,8 +105,8 @@ pub(crate) fn sparse_to_dense(s: &SparseTensorProto, base_dir: Option<&Path>) ->
         };
     }
     scatter!(
-        F32, F64, F16, BF16, I8, U8, I16, U16, I32, U32, I64, U64, Bool, I4, U4, F8E4M3FN, F8E4M3FNUZ,
-        F8E5M2, F8E5M2FNUZ, String
+        F32, F64, F16, BF16, I8, U8, I16, U16, I32, U32, I64, U64, Bool, I4, U4, F8E4M3FN,
+        F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, String
     );
     Ok(Tensor::new(shape, dense)?)
 }

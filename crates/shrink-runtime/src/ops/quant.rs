@@ -217,10 +217,7 @@ fn float8_zero_point(ctx: &OpContext, zp: Option<&Tensor>, scale_len: usize) -> 
         )));
     }
     if let Some(v) = z.to_f64_vec().into_iter().find(|&v| v != 0.0) {
-        return Err(ctx.error(format!(
-            "a {} zero point must be 0, found {v}",
-            z.dtype()
-        )));
+        return Err(ctx.error(format!("a {} zero point must be 0, found {v}", z.dtype())));
     }
     Ok(())
 }
@@ -468,5 +465,36 @@ mod tests {
         let y = requantize(&[5, 7, -5, 1000], &[0.5], |_| 0, 10, 0, 255);
         // 2.5 → 2, 3.5 → 4, -2.5 → -2, 500 → saturates at 255.
         assert_eq!(y, vec![12, 14, 8, 255]);
+    }
+
+    /// Per-axis float8 quantisation with and without saturation; expected
+    /// codes worked out by hand from the E4M3FN table (x / scale, then RNE).
+    #[test]
+    fn float8_quantize_is_rne_with_saturate_and_rejects_offsets() {
+        use super::super::testing::{run_op, run_op_err};
+        use shrink_graph::{Attr, Node};
+        let x = Tensor::from_vec(vec![2, 2], vec![0.3f32, -1000.0, 3.0, 1000.0]).unwrap();
+        let scale = Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap();
+        let zp = Tensor::new(vec![2], TensorData::F8E4M3FN(vec![0, 0])).unwrap();
+        let node = || {
+            Node::new("q", "QuantizeLinear", &["x", "s", "z"], &["y"]).with("axis", Attr::Int(0))
+        };
+        let sat = run_op(node(), &[&x, &scale, &zp]);
+        // 0.3 -> 0.3125 (0x2A); -1000 -> -448; 1.5 -> 0x3C; 500 -> 448.
+        assert_eq!(
+            sat[0].data(),
+            &TensorData::F8E4M3FN(vec![0x2A, 0xFE, 0x3C, 0x7E])
+        );
+        let y = run_op(node().with("saturate", Attr::Int(0)), &[&x, &scale, &zp]);
+        let codes = y[0].data().float8_codes().unwrap();
+        assert_eq!(&codes[..3], &[0x2A, 0xFF, 0x3C]);
+        assert!(Float8::E4M3FN.is_nan(codes[3]));
+        let dq =
+            Node::new("d", "DequantizeLinear", &["y", "s", "z"], &["x"]).with("axis", Attr::Int(0));
+        let back = run_op(dq, &[&sat[0], &scale, &zp]);
+        assert_eq!(back[0].to_f32_vec(), vec![0.3125, -448.0, 3.0, 896.0]);
+        let bad = Tensor::new(vec![2], TensorData::F8E4M3FN(vec![0, 0x38])).unwrap();
+        let e = run_op_err(node(), &[&x, &scale, &bad]);
+        assert!(e.contains("must be 0"), "{e}");
     }
 }
