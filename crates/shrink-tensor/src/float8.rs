@@ -228,7 +228,7 @@ mod tests {
             Float8::E4M3FNUZ | Float8::E5M2FNUZ if code == 0x80 => return f64::NAN,
             _ => {}
         }
-        let frac = mf / 2f64.powi(m_bits as i32);
+        let frac = mf / 2f64.powi(m_bits);
         if ef == 0 {
             s * frac * 2f64.powf((1 - bias) as f64)
         } else {
