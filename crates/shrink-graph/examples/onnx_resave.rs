@@ -18,7 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.drain(..2);
     }
     if args.is_empty() || args.len() % 2 != 0 {
-        return Err("usage: onnx_resave [--external-threshold BYTES] IN.onnx OUT.onnx [IN OUT ...]".into());
+        return Err(
+            "usage: onnx_resave [--external-threshold BYTES] IN.onnx OUT.onnx [IN OUT ...]".into(),
+        );
     }
     let mut failed = 0;
     for pair in args.chunks(2) {

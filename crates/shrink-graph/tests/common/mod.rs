@@ -81,3 +81,29 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Models of the backend data's other suites: light/*.onnx (real CNNs with
+/// weights replaced by ConstantOfShape), simple/, pytorch-converted/ and
+/// pytorch-operator/ (one model.onnx per test directory).
+pub fn backend_other_models() -> Vec<PathBuf> {
+    let root = backend_node_dir()
+        .parent()
+        .expect("onnx-backend dir")
+        .to_path_buf();
+    let mut v = Vec::new();
+    for suite in ["light", "simple", "pytorch-converted", "pytorch-operator"] {
+        let Ok(rd) = std::fs::read_dir(root.join(suite)) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.expect("dir entry").path();
+            if p.extension().is_some_and(|x| x == "onnx") {
+                v.push(p);
+            } else if p.join("model.onnx").is_file() {
+                v.push(p.join("model.onnx"));
+            }
+        }
+    }
+    v.sort();
+    v
+}
