@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opts.external_data_threshold = Some(args[1].parse()?);
         args.drain(..2);
     }
-    if args.is_empty() || args.len() % 2 != 0 {
+    if args.is_empty() || !args.chunks_exact(2).remainder().is_empty() {
         return Err(
             "usage: onnx_resave [--external-threshold BYTES] IN.onnx OUT.onnx [IN OUT ...]".into(),
         );
