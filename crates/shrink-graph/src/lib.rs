@@ -8,10 +8,12 @@
 
 pub mod analysis;
 mod dce;
+pub mod builders;
 mod graph;
 mod infer;
 pub mod onnx;
 mod validate;
+pub mod safetensors;
 
 pub use dce::eliminate_dead_nodes;
 pub use graph::{captured_names, node_uses, Attr, Dim, Graph, Node, ValueInfo};
