@@ -567,6 +567,9 @@ fn slice_len(n: i64, start: i64, end: i64, step: i64) -> i64 {
 
 fn slice(node: &Node, env: &Env, opset: i64) -> Option<Vec<Dim>> {
     let x = env.shape(node.input(0)?)?;
+    if let Some(out) = slice_to_symbol(node, env, x, opset) {
+        return Some(out);
+    }
     let r = x.len();
     let (starts, ends, axes, steps) = slice_params(node, env, opset)?;
     let mut out = x.clone();
@@ -579,6 +582,34 @@ fn slice(node: &Node, env: &Env, opset: i64) -> Option<Vec<Dim>> {
             _ => unknown_dim(),
         };
     }
+    Some(out)
+}
+
+/// `x[0:seq]` along one axis where `seq` is a symbolic length from `Shape`
+/// (position embeddings cut to the sequence length): the result has length
+/// `seq`, assuming the model is run within its table size.
+fn slice_to_symbol(node: &Node, env: &Env, x: &[Dim], opset: i64) -> Option<Vec<Dim>> {
+    if opset < 10 {
+        return None;
+    }
+    let ends = env.syms.get(node.input(2)?)?;
+    let [SymInt::Sym(sym)] = ends.items.as_slice() else {
+        return None;
+    };
+    let starts = env.ints(node.input(1)?)?;
+    let axis = match node.input(3) {
+        Some(n) => *env.ints(n)?.first()?,
+        None => 0,
+    };
+    let step = match node.input(4) {
+        Some(n) => *env.ints(n)?.first()?,
+        None => 1,
+    };
+    if starts != [0] || step != 1 {
+        return None;
+    }
+    let mut out = x.to_vec();
+    out[axis_of(axis, x.len())?] = Dim::Symbol(sym.clone());
     Some(out)
 }
 

@@ -107,3 +107,19 @@ pub fn backend_other_models() -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// `$SHRINK_CACHE/minilm` (all-MiniLM-L6-v2 config, tokenizer, safetensors).
+pub fn minilm_dir() -> PathBuf {
+    let cache = std::env::var("SHRINK_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME is not set")).join(".cache/shrink")
+        });
+    let d = cache.join("minilm");
+    assert!(
+        d.join("model.safetensors").is_file(),
+        "{} is missing: run scripts/fetch-assets minilm",
+        d.display()
+    );
+    d
+}
