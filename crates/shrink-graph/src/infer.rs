@@ -1357,6 +1357,42 @@ fn propagate_values(node: &Node, env: &mut Env) {
                 items: data.items.get(s..e.max(s))?.to_vec(),
             })
         })(),
+        "Size" => node
+            .input(0)
+            .and_then(|n| env.shape(n))
+            .and_then(|x| {
+                x.iter()
+                    .try_fold(1i64, |acc, d| Some(acc * d.known()? as i64))
+            })
+            .map(|n| SymVal {
+                scalar: true,
+                items: vec![SymInt::Val(n)],
+            }),
+        "Neg" => get(0).and_then(|v| {
+            let items = v
+                .ints()?
+                .into_iter()
+                .map(|x| SymInt::Val(x.wrapping_neg()))
+                .collect();
+            Some(SymVal {
+                scalar: v.scalar,
+                items,
+            })
+        }),
+        // Integer fills describe shapes (e.g. a run of ones for reduced axes).
+        "ConstantOfShape" => (|| {
+            let shape = get(0)?.ints()?;
+            let fill = match node.attr_tensor("value").ok()? {
+                Some(t) if t.dtype().is_int() && t.len() == 1 => t.to_i64_vec()[0],
+                _ => return None,
+            };
+            let [n] = shape.as_slice() else { return None };
+            let n = usize::try_from(*n).ok().filter(|&n| n <= 64)?;
+            Some(SymVal {
+                scalar: false,
+                items: vec![SymInt::Val(fill); n],
+            })
+        })(),
         "Add" | "Sub" | "Mul" | "Div" => (|| {
             let a = get(0)?;
             let b = get(1)?;

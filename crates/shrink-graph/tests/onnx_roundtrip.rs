@@ -181,3 +181,19 @@ fn missing_file_is_an_io_error_naming_it() {
     let e = onnx::load_tensor_pb("/nonexistent/input_0.pb").unwrap_err();
     assert!(e.to_string().contains("input_0.pb"), "{e}");
 }
+
+#[test]
+fn truncated_tensor_pb_is_an_error_naming_the_file() {
+    let tmp = TempDir::new("pb");
+    let src = common::backend_node_dir()
+        .join("test_conv_with_strides_padding/test_data_set_0/input_0.pb");
+    let bytes = std::fs::read(&src).unwrap();
+    let t = onnx::load_tensor_pb(&src).unwrap();
+    assert_eq!(t.shape(), &[1, 1, 7, 5]);
+    for cut in [1, 10, bytes.len() / 2, bytes.len() - 1] {
+        let p = tmp.path().join(format!("cut{cut}.pb"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = onnx::load_tensor_pb(&p).unwrap_err().to_string();
+        assert!(e.contains(&format!("cut{cut}.pb")), "{e}");
+    }
+}
