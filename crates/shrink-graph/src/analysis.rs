@@ -204,30 +204,36 @@ fn macs_of(
         // Each output element: C_in/group * prod(kernel) MACs = prod(W.shape[1..]).
         "Conv" | "ConvInteger" => {
             let w = input(1)?;
-            Some(sizes.per_sample(out0()?)? * known_product(&w[1..])?)
+            sizes
+                .per_sample(out0()?)?
+                .checked_mul(known_product(&w[1..])?)
         }
         "QLinearConv" => {
             let w = input(3)?;
-            Some(sizes.per_sample(out0()?)? * known_product(&w[1..])?)
+            sizes
+                .per_sample(out0()?)?
+                .checked_mul(known_product(&w[1..])?)
         }
         // Each input element scatters into (M/group) * prod(kernel) outputs.
         "ConvTranspose" => {
             let w = input(1)?;
-            Some(sizes.per_sample(input(0)?)? * known_product(&w[1..])?)
+            sizes
+                .per_sample(input(0)?)?
+                .checked_mul(known_product(&w[1..])?)
         }
         "Gemm" => {
             let a = input(0)?;
             let trans_a = n.attr_int("transA", 0).ok()? != 0;
             let k = sizes.dim(if trans_a { a.first()? } else { a.get(1)? })?;
-            Some(sizes.per_sample(out0()?)? * k)
+            sizes.per_sample(out0()?)?.checked_mul(k)
         }
         "MatMul" | "MatMulInteger" => {
             let k = sizes.dim(input(0)?.last()?)?;
-            Some(sizes.per_sample(out0()?)? * k)
+            sizes.per_sample(out0()?)?.checked_mul(k)
         }
         "QLinearMatMul" => {
             let k = sizes.dim(input(0)?.last()?)?;
-            Some(sizes.per_sample(out0()?)? * k)
+            sizes.per_sample(out0()?)?.checked_mul(k)
         }
         "LSTM" | "GRU" | "RNN" => {
             let x = input(0)?;
@@ -242,8 +248,8 @@ fn macs_of(
             let seq = sizes.dim(seq)?;
             let b = sizes.dim(b)?;
             // Per step, direction and sequence in the batch: gates*H*(I + H) MACs.
-            let per_step = known_product(w)? + known_product(r)?;
-            Some(seq * b * per_step)
+            let per_step = known_product(w)?.checked_add(known_product(r)?)?;
+            seq.checked_mul(b)?.checked_mul(per_step)
         }
         _ => Some(0),
     }

@@ -169,7 +169,14 @@ fn random_and_bit_flipped_bytes_never_panic() {
         let pos =
             (noise[2 * k] as usize * 251 + noise[2 * k + 1] as usize * 65_537 + k * 977) % b.len();
         b[pos] ^= 1 << (k % 8);
-        let _ = onnx::from_bytes(&b, None);
+        // Whatever decodes must survive every pass without panicking.
+        if let Ok(mut g) = onnx::from_bytes(&b, None) {
+            let _ = shrink_graph::validate(&g);
+            let _ = shrink_graph::analysis::layer_stats(&g);
+            shrink_graph::infer_shapes(&mut g).unwrap();
+            shrink_graph::eliminate_dead_nodes(&mut g);
+            let _ = onnx::to_bytes(&g);
+        }
     }
 }
 
