@@ -208,11 +208,7 @@ impl Dataset {
         };
         let mut out = raw;
         for (i, x) in out.iter_mut().enumerate() {
-            let c = if per_channel == 0 {
-                0
-            } else {
-                (i / per_channel) % channels.max(1)
-            };
+            let c = i.checked_div(per_channel).unwrap_or(0) % channels.max(1);
             *x = (*x / s.scale - pick(&s.mean, c, "mean")?) / pick(&s.std, c, "std")?;
         }
         Ok(Tensor::from_vec(shape, out)?)
