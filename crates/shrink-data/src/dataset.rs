@@ -383,6 +383,42 @@ mod tests {
     }
 
     #[test]
+    fn npz_and_cifar_specs() {
+        let dir = std::env::temp_dir().join(format!("shrink-ds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let x = Tensor::from_vec(vec![3, 2, 2], (0..12u8).collect()).unwrap();
+        let y = Tensor::from_vec(vec![3], vec![2i64, 0, 1]).unwrap();
+        let ytest = Tensor::from_vec(vec![3], vec![9i64, 9, 9]).unwrap();
+        let f = dir.join("d.npz");
+        npy::write_npz(&f, &[("x", &x), ("y", &y), ("y_test", &ytest)], true).unwrap();
+        let spec = format!("npz:{}", f.display());
+        let train = Dataset::open(&spec, Split::Train).unwrap();
+        assert_eq!(train.images, x);
+        assert_eq!(train.labels, vec![2, 0, 1]);
+        // A split-specific array wins over the plain one.
+        assert_eq!(
+            Dataset::open(&spec, Split::Test).unwrap().labels,
+            vec![9, 9, 9]
+        );
+        npy::write_npz(&f, &[("x", &x)], false).unwrap();
+        let e = Dataset::open(&spec, Split::Train).unwrap_err().to_string();
+        assert!(e.contains("d.npz") && e.contains("x and y"), "{e}");
+
+        let mut rec = vec![7u8];
+        rec.extend((0..3072).map(|p| (p % 251) as u8));
+        std::fs::write(dir.join("test_batch.bin"), [rec.clone(), rec].concat()).unwrap();
+        let c = Dataset::open(&format!("cifar10:{}", dir.display()), Split::Test).unwrap();
+        assert_eq!(c.images.shape(), &[2, 3, 32, 32]);
+        assert_eq!(c.labels, vec![7, 7]);
+        let (bx, _) = c.batches(8).next().unwrap().unwrap();
+        assert_eq!(bx.shape(), &[2, 3, 32, 32]);
+        // Training batches are absent here: the error names the missing file.
+        let e = Dataset::open(&format!("cifar10:{}", dir.display()), Split::Train).unwrap_err();
+        assert!(e.to_string().contains("data_batch_1.bin"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn missing_directory_points_to_fetch_assets() {
         let e = Dataset::open("mnist:/nonexistent/shrink-dir", Split::Test).unwrap_err();
         assert!(e.to_string().contains("scripts/fetch-assets"), "{e}");
