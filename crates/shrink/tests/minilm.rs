@@ -141,3 +141,42 @@ fn embed_cli_agrees_with_reference() {
     let r01 = cosine(&want[..dim], &want[7 * dim..8 * dim]);
     assert!((c01 - r01).abs() < 1e-4, "{c01} vs {r01}");
 }
+
+#[test]
+fn token_type_ids_input_gives_the_same_embeddings() {
+    use shrink_graph::builders::bert::{bert_encoder_with, BertConfig, BertOptions};
+    use shrink_graph::safetensors::SafeTensors;
+    let dir = model_dir();
+    let config = BertConfig::from_file(dir.join("config.json")).unwrap();
+    let weights = SafeTensors::open(dir.join("model.safetensors")).unwrap();
+    let with_types = bert_encoder_with(
+        &config,
+        &weights,
+        &BertOptions {
+            token_type_ids: true,
+        },
+    )
+    .unwrap();
+    let session = Session::new(with_types, SessionOptions::default()).unwrap();
+    let ids = reference("public_input_ids.npy");
+    let mask = reference("public_attention_mask.npy");
+    let want = reference("public_embeddings.npy");
+    let dim = want.shape()[1];
+    let (n, len) = (8, 40);
+    let out = session
+        .run_named(vec![
+            ("input_ids".into(), rows(&ids, 0, n, len)),
+            ("attention_mask".into(), rows(&mask, 0, n, len)),
+            (
+                "token_type_ids".into(),
+                Tensor::zeros(shrink_tensor::DType::I64, vec![n, len]),
+            ),
+        ])
+        .unwrap();
+    let got = out[1].as_slice::<f32>().unwrap();
+    let want = want.as_slice::<f32>().unwrap();
+    for r in 0..n {
+        let c = cosine(&got[r * dim..(r + 1) * dim], &want[r * dim..(r + 1) * dim]);
+        assert!(c >= 0.99999, "sentence {r}: cosine {c}");
+    }
+}
