@@ -66,13 +66,14 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The project's shared read-only data (`shared/data`, with the Fashion-MNIST
-/// models and the MiniLM references): `$SHRINK_SHARED`, else the first
+/// models and the MiniLM references): `$SHRINK_SHARED/data` (the variable
+/// names the `shared/` directory), else the first
 /// `shared/data` found walking up from the working directory, then from this
 /// crate's source tree. A checkout keeps `shared/` beside the repository, in
 /// CI as on a developer's machine, so tests find it without configuration.
 pub fn shared_data_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("SHRINK_SHARED").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
+        return Some(PathBuf::from(d).join("data"));
     }
     let starts = [
         std::env::current_dir().ok(),
