@@ -271,11 +271,18 @@ fn col2im(col: &[f32], channels: usize, win: &Window, x: &mut [f32]) {
 /// One output plane of a depthwise conv: `x` is the input plane, `w` its
 /// kernel, `ranges` the [`Window::valid`] spans of each kernel column; `y`
 /// must hold the bias (or zeros) on entry.
+///
+/// Per output row and kernel row, the columns where every kernel column
+/// lands inside the input are done in one pass with the taps unrolled (3×3
+/// and 5×5 kernels, the common ones); the few border columns tap by tap.
 fn depthwise_plane(x: &[f32], w: &[f32], win: &Window, ranges: &[(usize, usize, isize)], y: &mut [f32]) {
     let [_, ih, iw] = win.input;
     let [kd, kh, kw] = win.kernel;
     let [od, oh, ow] = win.output;
-    let sw = win.stride[2];
+    let (sw, dw) = (win.stride[2], win.dilation[2]);
+    // Columns where all kernel columns are valid.
+    let inner_lo = ranges.iter().map(|r| r.0).max().unwrap_or(0);
+    let inner_hi = ranges.iter().map(|r| r.1).min().unwrap_or(0).max(inner_lo);
     for z in 0..od {
         for a in 0..kd {
             let Some(zi) = win.index(0, z, a) else { continue };
@@ -285,24 +292,48 @@ fn depthwise_plane(x: &[f32], w: &[f32], win: &Window, ranges: &[(usize, usize, 
                     let Some(yi) = win.index(1, yo, b) else { continue };
                     let src = &x[(zi * ih + yi) * iw..(zi * ih + yi + 1) * iw];
                     let wrow = &w[(a * kh + b) * kw..(a * kh + b + 1) * kw];
+                    // Border columns, tap by tap.
                     for (&wv, &(lo, hi, off)) in wrow.iter().zip(ranges) {
-                        if lo >= hi {
-                            continue;
-                        }
-                        let start = (lo as isize * sw as isize + off) as usize;
-                        let d = &mut dst[lo..hi];
-                        if sw == 1 {
-                            for (o, s) in d.iter_mut().zip(&src[start..]) {
-                                *o += wv * s;
+                        let edges = [(lo, hi.min(inner_lo)), (lo.max(inner_hi), hi)];
+                        for (l, h) in edges {
+                            for o in l..h {
+                                dst[o] += wv * src[(o as isize * sw as isize + off) as usize];
                             }
-                        } else {
-                            for (o, s) in d.iter_mut().zip(src[start..].iter().step_by(sw)) {
-                                *o += wv * s;
+                        }
+                    }
+                    if inner_lo >= inner_hi {
+                        continue;
+                    }
+                    let start = (inner_lo as isize * sw as isize + ranges[0].2) as usize;
+                    let d = &mut dst[inner_lo..inner_hi];
+                    match (kw, dw) {
+                        (3, 1) => row_taps::<3>(d, &src[start..], wrow, sw),
+                        (5, 1) => row_taps::<5>(d, &src[start..], wrow, sw),
+                        _ => {
+                            for (e, &wv) in wrow.iter().enumerate() {
+                                let s = &src[start + e * dw..];
+                                for (o, v) in d.iter_mut().zip(s.iter().step_by(sw)) {
+                                    *o += wv * v;
+                                }
                             }
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// `d[o] += Σ_e w[e] · src[o·stride + e]` for a kernel row of `K` taps.
+fn row_taps<const K: usize>(d: &mut [f32], src: &[f32], w: &[f32], stride: usize) {
+    let Ok(w) = <&[f32; K]>::try_from(w) else { return };
+    for (o, win) in d.iter_mut().zip(src.windows(K).step_by(stride)) {
+        if let Ok(win) = <&[f32; K]>::try_from(win) {
+            let mut acc = *o;
+            for e in 0..K {
+                acc += w[e] * win[e];
+            }
+            *o = acc;
         }
     }
 }
