@@ -637,10 +637,17 @@ impl PhasePlanes {
         for (r, row) in x.chunks(iw).take(ih).enumerate() {
             let pr = r + pt;
             let (phase_r, i) = (pr % sh, pr / sh);
-            for (cidx, &v) in row.iter().enumerate() {
-                let pc = cidx + pl;
-                let p = phase_r * sw + pc % sw;
-                self.phases[p * plane + i * pw + pc / sw] = v;
+            // Column phase q takes input columns c ≡ q - pl (mod sw).
+            for q in 0..sw.min(iw) {
+                let c0 = (q + sw - pl % sw) % sw;
+                if c0 >= iw {
+                    continue;
+                }
+                let base = (phase_r * sw + q) * plane + i * pw + (c0 + pl) / sw;
+                let dst = &mut self.phases[base..base + pw - (c0 + pl) / sw];
+                for (d, &v) in dst.iter_mut().zip(row[c0..].iter().step_by(sw)) {
+                    *d = v;
+                }
             }
         }
         let len = oh * pw;
