@@ -12,10 +12,14 @@ use shrink_tensor::Tensor;
 
 /// Deterministic values in [-1, 1) (a fixed LCG, no RNG dependency).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -40,7 +44,16 @@ fn session(node: Node, weights: Vec<(&str, Tensor)>, threads: usize) -> Session 
 }
 
 /// (name, C, H=W, M, kernel, stride, pad, group)
-type ConvCase = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+type ConvCase = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
 
 const CONVS: &[ConvCase] = &[
     ("lenet5_conv1", 1, 28, 6, 5, 1, 2, 1),
@@ -88,7 +101,11 @@ fn matmul(c: &mut Criterion) {
     let cases: &[(&str, Vec<usize>, Vec<usize>)] = &[
         ("minilm_qkv_128", vec![1, 128, 384], vec![384, 384]),
         ("minilm_ffn_up_128", vec![1, 128, 384], vec![384, 1536]),
-        ("minilm_scores_128", vec![1, 12, 128, 32], vec![1, 12, 32, 128]),
+        (
+            "minilm_scores_128",
+            vec![1, 12, 128, 32],
+            vec![1, 12, 32, 128],
+        ),
         ("lenet5_fc1_b256", vec![256, 400], vec![400, 120]),
         ("lenet5_fc1_b1", vec![1, 400], vec![400, 120]),
     ];
