@@ -103,6 +103,9 @@ fn batch_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     Ok(out)
 }
 
+/// One normalised row with its output, input, and mean / inverse-std slots.
+type RowItem<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut f32, &'a mut f32));
+
 fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
     let scale = ctx.required(inputs, 1)?;
@@ -142,7 +145,7 @@ fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     let mut y = vec![0f32; xv.len()];
     let mut means = vec![0f32; rows];
     let mut inv = vec![0f32; rows];
-    let row = |((yr, xr), (m, is)): ((&mut [f32], &[f32]), (&mut f32, &mut f32))| {
+    let row = |((yr, xr), (m, is)): RowItem| {
         let n = cols as f32;
         let mean = xr.iter().sum::<f32>() / n;
         let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
@@ -176,7 +179,7 @@ fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         }
     }
     let mut stat_shape = xs[..axis].to_vec();
-    stat_shape.extend(std::iter::repeat(1).take(xs.len() - axis));
+    stat_shape.extend(std::iter::repeat_n(1, xs.len() - axis));
     let dt = x.dtype();
     Ok(vec![
         float_tensor(dt, xs.to_vec(), y)?,
