@@ -33,9 +33,14 @@ pub struct Binary {
 impl Binary {
     /// XNOR-Net weights: signs with one α per output channel (axis 0).
     pub fn xnor() -> Binary {
+        Binary::xnor_along(0)
+    }
+
+    /// XNOR-Net signs with one α per index of `axis` (the output-channel axis).
+    pub fn xnor_along(axis: usize) -> Binary {
         Binary {
             kind: BinaryKind::PlusMinus { scaled: true },
-            granularity: Granularity::PerChannel { axis: 0 },
+            granularity: Granularity::PerChannel { axis },
             stochastic: None,
         }
     }
