@@ -1,1 +1,81 @@
-//! shrink-data (under construction)
+//! Datasets and text inputs for shrink's models.
+//!
+//! Everything here turns files on disk into [`Tensor`]s: the IDX files of the
+//! MNIST family, CIFAR-10's binary batches, NumPy's `.npy`/`.npz` (the lingua
+//! franca for reference activations produced by Python), and sentences through
+//! a Hugging Face `tokenizer.json`. Readers validate headers against file
+//! lengths and report the file in every error, because a truncated download is
+//! the most common way these inputs go wrong.
+
+pub mod cifar;
+pub mod dataset;
+pub mod idx;
+pub mod npy;
+pub mod text;
+
+pub use dataset::{Batches, Dataset, Scaling, Split};
+pub use shrink_tensor::{DType, Tensor};
+pub use text::{Encoding, Tokenizer};
+
+use std::path::{Path, PathBuf};
+
+/// Errors of the data layer; every variant names the file (or spec) concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+    #[error("dataset '{spec}': {msg}")]
+    Spec { spec: String, msg: String },
+    #[error("tokenizer {path}: {msg}")]
+    Tokenizer { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Tensor(#[from] shrink_tensor::TensorError),
+}
+
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+impl DataError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> DataError {
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn format(path: &Path, msg: impl Into<String>) -> DataError {
+        DataError::Format {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// The asset cache: `$SHRINK_CACHE`, else `~/.cache/shrink`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SHRINK_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".cache").join("shrink")
+}
+
+/// Reads a whole file, transparently gunzipping names ending in `.gz`.
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::format(path, format!("bad gzip stream: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}

@@ -10,9 +10,13 @@ use shrink_graph::{Graph, Node};
 use shrink_tensor::Tensor;
 use std::collections::HashMap;
 
+mod args;
+mod broadcast;
 mod control;
 mod conv;
+mod dispatch;
 mod elementwise;
+mod layout;
 mod linalg;
 mod logic;
 mod norm;
@@ -21,7 +25,10 @@ mod quant;
 mod reduce;
 mod resize;
 mod rnn;
+mod scalar;
 mod shape;
+#[cfg(test)]
+mod testing;
 mod unary;
 
 /// What an op sees besides its inputs.
