@@ -158,9 +158,9 @@ fn posit8_matches_softposit_exhaustively() {
     let p2 = Posit::new(8, 2).unwrap();
     let e1 = |c: u32| PxE1::<8>::from_bits(c << 24);
     let e2 = |c: u32| PxE2::<8>::from_bits(c << 24);
-    // SoftPosit's generic PxE1/PxE2<N> add disagrees with the exact rounding in a few
-    // places (e.g. p8e1 minpos + 2^-9 gives 2^-10, below both operands); every
-    // disagreement must be one where the exact reference sides with us.
+    // SoftPosit's generic PxE1/PxE2<N> disagree with the exact rounding in places
+    // (e.g. p8e1 add: minpos + 2^-9 gives 2^-10, below both operands); for es 1/2 the
+    // exact reference decides and SoftPosit's mul is counted for information.
     let mut softposit_wrong = 0;
     for a in 0u32..256 {
         let sa = P8E0::from_bits(a as u8);
@@ -173,30 +173,28 @@ fn posit8_matches_softposit_exhaustively() {
             let sb = P8E0::from_bits(b as u8);
             assert_eq!(p0.add(a, b), (sa + sb).to_bits() as u32, "p8e0 add {a:#x} {b:#x}");
             assert_eq!(p0.mul(a, b), (sa * sb).to_bits() as u32, "p8e0 mul {a:#x} {b:#x}");
-            for (es, p, ours_soft) in [
-                (1, p1, [(p1.add(a, b), (e1(a) + e1(b)).to_bits() >> 24), (p1.mul(a, b), (e1(a) * e1(b)).to_bits() >> 24)]),
-                (2, p2, [(p2.add(a, b), (e2(a) + e2(b)).to_bits() >> 24), (p2.mul(a, b), (e2(a) * e2(b)).to_bits() >> 24)]),
-            ] {
-                let _ = p;
-                if a == 0x80 || b == 0x80 {
-                    assert_eq!(ours_soft[0].0, ours_soft[0].1);
-                    continue;
-                }
+            if a == 0x80 || b == 0x80 {
+                continue;
+            }
+            for es in [1u32, 2] {
+                let p = if es == 1 { p1 } else { p2 };
                 let (va, vb) = (ref_decode(8, es, a as u64), ref_decode(8, es, b as u64));
                 let (s, t) = two_sum(va, vb);
-                let exact = [ref_round(8, es, s, t), ref_round(8, es, va * vb, 0.0)];
-                for (i, (ours, soft)) in ours_soft.into_iter().enumerate() {
-                    assert_eq!(ours, exact[i], "p8e{es} op {i} {a:#x} {b:#x}");
-                    if ours != soft {
-                        softposit_wrong += 1;
-                    }
-                }
+                let exact_add = ref_round(8, es, s, t);
+                let exact_mul = ref_round(8, es, va * vb, 0.0);
+                assert_eq!(p.add(a, b), exact_add, "p8e{es} add {a:#x} {b:#x}");
+                assert_eq!(p.mul(a, b), exact_mul, "p8e{es} mul {a:#x} {b:#x}");
+                let soft_mul = if es == 1 { (e1(a) * e1(b)).to_bits() } else { (e2(a) * e2(b)).to_bits() } >> 24;
+                softposit_wrong += (soft_mul != exact_mul) as usize;
+                // SoftPosit's PxE1/PxE2 add is not usable as a reference: its subtraction
+                // loops forever (`while frac64 >> 61 == 0` reached with frac64 = 0) for some
+                // operand pairs, not only x + (−x); add for es 1/2 is checked against the exact
+                // reference above, and against SoftPosit's P8E0 and P16E1 elsewhere.
             }
         }
     }
-    // keep this visible: if SoftPosit is fixed, the count drops and nothing else changes
-    eprintln!("softposit PxE1/PxE2<8> results off the exact rounding: {softposit_wrong} of {}", 4 * 65536);
-    assert!(softposit_wrong < 65536 / 10, "too many disagreements ({softposit_wrong}): suspect our side");
+    // information only: SoftPosit 0.4 PxE1<8> mul is plainly wrong (1.5 · 1.5 gives 256)
+    eprintln!("softposit PxE1/PxE2<8> mul results off the exact rounding: {softposit_wrong} of {}", 2 * 255 * 255);
 }
 
 #[test]
