@@ -27,18 +27,49 @@ pub struct Cost {
     pub um2: f64,
 }
 
-pub const INT8_ADD: Cost = Cost { pj: 0.03, um2: 36.0 };
-pub const INT16_ADD: Cost = Cost { pj: 0.05, um2: 67.0 };
-pub const INT32_ADD: Cost = Cost { pj: 0.1, um2: 137.0 };
-pub const FP16_ADD: Cost = Cost { pj: 0.4, um2: 1360.0 };
-pub const FP32_ADD: Cost = Cost { pj: 0.9, um2: 4184.0 };
-pub const INT8_MULT: Cost = Cost { pj: 0.2, um2: 282.0 };
-pub const INT32_MULT: Cost = Cost { pj: 3.1, um2: 3495.0 };
-pub const FP16_MULT: Cost = Cost { pj: 1.1, um2: 1640.0 };
-pub const FP32_MULT: Cost = Cost { pj: 3.7, um2: 7700.0 };
+pub const INT8_ADD: Cost = Cost {
+    pj: 0.03,
+    um2: 36.0,
+};
+pub const INT16_ADD: Cost = Cost {
+    pj: 0.05,
+    um2: 67.0,
+};
+pub const INT32_ADD: Cost = Cost {
+    pj: 0.1,
+    um2: 137.0,
+};
+pub const FP16_ADD: Cost = Cost {
+    pj: 0.4,
+    um2: 1360.0,
+};
+pub const FP32_ADD: Cost = Cost {
+    pj: 0.9,
+    um2: 4184.0,
+};
+pub const INT8_MULT: Cost = Cost {
+    pj: 0.2,
+    um2: 282.0,
+};
+pub const INT32_MULT: Cost = Cost {
+    pj: 3.1,
+    um2: 3495.0,
+};
+pub const FP16_MULT: Cost = Cost {
+    pj: 1.1,
+    um2: 1640.0,
+};
+pub const FP32_MULT: Cost = Cost {
+    pj: 3.7,
+    um2: 7700.0,
+};
 
 /// SRAM read of 64 bits by array size (bytes, pJ).
-pub const SRAM_READ_64B: [(f64, f64); 3] = [(8.0 * 1024.0, 10.0), (32.0 * 1024.0, 20.0), (1024.0 * 1024.0, 100.0)];
+pub const SRAM_READ_64B: [(f64, f64); 3] = [
+    (8.0 * 1024.0, 10.0),
+    (32.0 * 1024.0, 20.0),
+    (1024.0 * 1024.0, 100.0),
+];
 
 /// DRAM access of 64 bits: the table gives a range.
 pub const DRAM_64B_PJ: (f64, f64) = (1300.0, 2600.0);
@@ -52,16 +83,26 @@ pub fn int_add(bits: u32) -> Cost {
         _ => (32.0, INT32_ADD),
     };
     let f = bits as f64 / anchor;
-    Cost { pj: c.pj * f, um2: c.um2 * f }
+    Cost {
+        pj: c.pj * f,
+        um2: c.um2 * f,
+    }
 }
 
 /// Integer multiply of a `w`-bit by an `a`-bit operand: ∝ w·a (an array
 /// multiplier has one partial-product cell per bit pair — bits² for equal
 /// widths), anchored at the 8-bit point up to 8 bits and the 32-bit point above.
 pub fn int_mult(w: u32, a: u32) -> Cost {
-    let (anchor, c) = if w.max(a) <= 8 { (8.0, INT8_MULT) } else { (32.0, INT32_MULT) };
+    let (anchor, c) = if w.max(a) <= 8 {
+        (8.0, INT8_MULT)
+    } else {
+        (32.0, INT32_MULT)
+    };
     let f = (w as f64 * a as f64) / (anchor * anchor);
-    Cost { pj: c.pj * f, um2: c.um2 * f }
+    Cost {
+        pj: c.pj * f,
+        um2: c.um2 * f,
+    }
 }
 
 /// Full adders in the (M+1)×(M+1) array of a float multiplier with M stored
@@ -90,8 +131,14 @@ mod tests {
     fn scaling_laws() {
         // add ∝ bits
         assert!((int_add(4).pj - 0.015).abs() < 1e-12);
-        assert!((int_add(12).pj - 0.05 * 12.0 / 16.0).abs() < 1e-12, "anchored at 16 bits");
-        assert!((int_add(64).pj - 0.2).abs() < 1e-12, "beyond the table: 32-bit law");
+        assert!(
+            (int_add(12).pj - 0.05 * 12.0 / 16.0).abs() < 1e-12,
+            "anchored at 16 bits"
+        );
+        assert!(
+            (int_add(64).pj - 0.2).abs() < 1e-12,
+            "beyond the table: 32-bit law"
+        );
         assert!((int_add(2).pj * 4.0 - int_add(8).pj).abs() < 1e-12);
         // mult ∝ bits²
         assert!((int_mult(4, 4).pj - 0.05).abs() < 1e-12);

@@ -25,7 +25,11 @@ pub enum EnergyError {
     #[error("unknown precision '{0}' (expected fp32, fp16, bf16, intN with N in 1..=32, positN[eE], flex16)")]
     Precision(String),
     #[error("node '{node}' ({op}): {msg}")]
-    Node { node: String, op: String, msg: String },
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("invalid memory size '{0}' (examples: 256KiB, 1MiB, 32768)")]
     Size(String),
     #[error("{0}")]

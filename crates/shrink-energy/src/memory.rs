@@ -41,7 +41,11 @@ impl MemoryConfig {
 /// SRAM access energy per 64 bits for an array of `bytes` (power-law fit through the table).
 pub fn sram_pj_per_64b(bytes: f64) -> f64 {
     let t = SRAM_READ_64B;
-    let seg = if bytes <= t[1].0 { (t[0], t[1]) } else { (t[1], t[2]) };
+    let seg = if bytes <= t[1].0 {
+        (t[0], t[1])
+    } else {
+        (t[1], t[2])
+    };
     let ((s0, e0), (s1, e1)) = seg;
     let k = (e1 / e0).ln() / (s1 / s0).ln();
     e0 * (bytes.max(1.0) / s0).powf(k)
@@ -51,10 +55,19 @@ pub fn sram_pj_per_64b(bytes: f64) -> f64 {
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let (num, mult) = [("kib", 1u64 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("kb", 1 << 10), ("mb", 1 << 20), ("k", 1 << 10), ("m", 1 << 20), ("b", 1)]
-        .iter()
-        .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
-        .unwrap_or((lower.clone(), 1));
+    let (num, mult) = [
+        ("kib", 1u64 << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("kb", 1 << 10),
+        ("mb", 1 << 20),
+        ("k", 1 << 10),
+        ("m", 1 << 20),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| lower.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((lower.clone(), 1));
     let v: f64 = num.parse().map_err(|_| EnergyError::Size(s.to_string()))?;
     if !(v.is_finite() && v >= 0.0) {
         return Err(EnergyError::Size(s.to_string()));

@@ -102,8 +102,11 @@ pub struct EnergyReport {
 /// Prices one inference of `layers`.
 pub fn estimate(layers: &[LayerWork], asg: &Assignment, mem: &MemoryConfig) -> EnergyReport {
     let keep = 1.0 - asg.weight_sparsity.clamp(0.0, 1.0);
-    let wbits = |l: &LayerWork, w: Precision| l.weights as f64 * keep * (w.bits() + if keep < 1.0 { asg.index_bits } else { 0 }) as f64;
-    let act_bits = |l: &LayerWork, a: Precision| ((l.input_elems + l.output_elems) * a.bits() as u64) as f64;
+    let wbits = |l: &LayerWork, w: Precision| {
+        l.weights as f64 * keep * (w.bits() + if keep < 1.0 { asg.index_bits } else { 0 }) as f64
+    };
+    let act_bits =
+        |l: &LayerWork, a: Precision| ((l.input_elems + l.output_elems) * a.bits() as u64) as f64;
     let sram_bits = mem.sram_bytes as f64 * 8.0;
     let peak_acts = layers
         .iter()
@@ -189,9 +192,20 @@ mod tests {
     #[test]
     fn hand_computed_small_case() {
         // one layer, everything on chip: 1000 MACs int8, 1000 weights, 10+10 activations
-        let l = vec![LayerWork { name: "l".into(), op: "Gemm".into(), macs: 1000, weights: 1000, input_elems: 10, output_elems: 10 }];
+        let l = vec![LayerWork {
+            name: "l".into(),
+            op: "Gemm".into(),
+            macs: 1000,
+            weights: 1000,
+            input_elems: 10,
+            output_elems: 10,
+        }];
         let mem = MemoryConfig::new(8192);
-        let r = estimate(&l, &Assignment::uniform(Precision::Int(8), Precision::Int(8)), &mem);
+        let r = estimate(
+            &l,
+            &Assignment::uniform(Precision::Int(8), Precision::Int(8)),
+            &mem,
+        );
         assert!((r.total.compute_pj - 230.0).abs() < 1e-9);
         // SRAM 8 KiB = 10 pJ / 64 bit: (8000 + 160) bits → 1275 pJ
         assert!((r.total.onchip_pj - (8160.0 / 64.0 * 10.0)).abs() < 1e-9);
@@ -202,9 +216,17 @@ mod tests {
     #[test]
     fn weights_spill_to_dram_when_sram_is_full() {
         let mem = MemoryConfig::new(256 * 1024);
-        let r4 = estimate(&mlp(), &Assignment::uniform(Precision::Int(4), Precision::Int(8)), &mem);
+        let r4 = estimate(
+            &mlp(),
+            &Assignment::uniform(Precision::Int(4), Precision::Int(8)),
+            &mem,
+        );
         assert!(r4.layers.iter().all(|l| l.weights_on_chip));
-        let r32 = estimate(&mlp(), &Assignment::uniform(Precision::Fp32, Precision::Fp32), &mem);
+        let r32 = estimate(
+            &mlp(),
+            &Assignment::uniform(Precision::Fp32, Precision::Fp32),
+            &mem,
+        );
         assert!(!r32.layers[0].weights_on_chip, "fc1 fp32 is 941 kB");
         assert!(r32.layers[1].weights_on_chip && r32.layers[2].weights_on_chip);
         assert!(r32.total.offchip_pj > r32.layers[0].weight_bytes * 8.0 / 64.0 * 1300.0 - 1e-6);
@@ -212,7 +234,11 @@ mod tests {
         let mut s = Assignment::uniform(Precision::Int(8), Precision::Int(8));
         s.weight_sparsity = 0.5;
         let rs = estimate(&mlp(), &s, &mem);
-        let rd = estimate(&mlp(), &Assignment::uniform(Precision::Int(8), Precision::Int(8)), &mem);
+        let rd = estimate(
+            &mlp(),
+            &Assignment::uniform(Precision::Int(8), Precision::Int(8)),
+            &mem,
+        );
         assert!((rs.total.compute_pj * 2.0 - rd.total.compute_pj).abs() < 1e-6);
     }
 }

@@ -64,7 +64,8 @@ impl Precision {
             Precision::Fp16 => horowitz::FP16_MULT,
             _ => {
                 let m = self.mantissa_bits().unwrap_or(10);
-                let f = horowitz::float_multiplier_full_adders(m) as f64 / horowitz::float_multiplier_full_adders(10) as f64;
+                let f = horowitz::float_multiplier_full_adders(m) as f64
+                    / horowitz::float_multiplier_full_adders(10) as f64;
                 Cost {
                     pj: horowitz::FP16_MULT.pj * f,
                     um2: horowitz::FP16_MULT.um2 * f,
@@ -151,7 +152,9 @@ impl FromStr for Precision {
                 } else if let Some(rest) = l.strip_prefix("posit") {
                     // positN (es = 2, the 2022 standard) or positNeE
                     let (n, es) = match rest.split_once('e') {
-                        Some((n, e)) => (n.parse().map_err(|_| bad())?, e.parse().map_err(|_| bad())?),
+                        Some((n, e)) => {
+                            (n.parse().map_err(|_| bad())?, e.parse().map_err(|_| bad())?)
+                        }
                         None => (rest.parse().map_err(|_| bad())?, 2),
                     };
                     if !(2..=32).contains(&n) || es > 4 {
@@ -199,10 +202,16 @@ mod tests {
         assert!((bf.mult_pj - 1.1 * 64.0 / 121.0).abs() < 1e-12);
         assert!((bf.mult_um2 - 1640.0 * 64.0 / 121.0).abs() < 1e-9);
         // posit16 es1: M = 12 → 169 full adders
-        let p = mac(Precision::Posit { n: 16, es: 1 }, Precision::Posit { n: 16, es: 1 });
+        let p = mac(
+            Precision::Posit { n: 16, es: 1 },
+            Precision::Posit { n: 16, es: 1 },
+        );
         assert!((p.mult_pj - 1.1 * 169.0 / 121.0).abs() < 1e-12);
         // mixed: int4 weights with fp16 activations compute in fp16
-        assert_eq!(mac(Precision::Int(4), Precision::Fp16), mac(Precision::Fp16, Precision::Fp16));
+        assert_eq!(
+            mac(Precision::Int(4), Precision::Fp16),
+            mac(Precision::Fp16, Precision::Fp16)
+        );
         // w4a8 integer MAC: 4×8 multiplier, 8-bit add
         assert!((mac(Precision::Int(4), Precision::Int(8)).pj() - (0.1 + 0.03)).abs() < 1e-12);
     }
@@ -211,10 +220,20 @@ mod tests {
     fn parses_names() {
         assert_eq!("int4".parse::<Precision>().unwrap(), Precision::Int(4));
         assert_eq!("FP32".parse::<Precision>().unwrap(), Precision::Fp32);
-        assert_eq!("posit8e0".parse::<Precision>().unwrap(), Precision::Posit { n: 8, es: 0 });
-        assert_eq!("posit16".parse::<Precision>().unwrap(), Precision::Posit { n: 16, es: 2 });
+        assert_eq!(
+            "posit8e0".parse::<Precision>().unwrap(),
+            Precision::Posit { n: 8, es: 0 }
+        );
+        assert_eq!(
+            "posit16".parse::<Precision>().unwrap(),
+            Precision::Posit { n: 16, es: 2 }
+        );
         assert!("int0".parse::<Precision>().is_err());
         assert!("posit8e5".parse::<Precision>().is_err());
-        assert!("fp8".parse::<Precision>().unwrap_err().to_string().contains("fp8"));
+        assert!("fp8"
+            .parse::<Precision>()
+            .unwrap_err()
+            .to_string()
+            .contains("fp8"));
     }
 }

@@ -36,16 +36,28 @@ pub struct SweepResult {
 /// SRAM sizes swept by default: 32 KiB … 4 MiB.
 pub const DEFAULT_SRAM: [u64; 6] = [32 << 10, 64 << 10, 128 << 10, 256 << 10, 1 << 20, 4 << 20];
 
-pub fn sweep(layers: &[LayerWork], sram_sizes: &[u64], dram_pj_per_64b: f64, min_bits: u32) -> SweepResult {
+pub fn sweep(
+    layers: &[LayerWork],
+    sram_sizes: &[u64],
+    dram_pj_per_64b: f64,
+    min_bits: u32,
+) -> SweepResult {
     let bits: Vec<u32> = (1..=8).collect();
     let mut cells = Vec::new();
     let mut minimum = Vec::new();
     for &s in sram_sizes {
-        let mem = MemoryConfig { sram_bytes: s, dram_pj_per_64b };
+        let mem = MemoryConfig {
+            sram_bytes: s,
+            dram_pj_per_64b,
+        };
         let mut best: Option<SweepCell> = None;
         for &w in &bits {
             for &a in &bits {
-                let r = estimate(layers, &Assignment::uniform(Precision::Int(w), Precision::Int(a)), &mem);
+                let r = estimate(
+                    layers,
+                    &Assignment::uniform(Precision::Int(w), Precision::Int(a)),
+                    &mem,
+                );
                 let c = SweepCell {
                     sram_bytes: s,
                     weight_bits: w,
@@ -76,18 +88,43 @@ mod tests {
 
     #[test]
     fn grid_is_monotonic_in_bits_and_minimum_respects_floor() {
-        let layers = vec![LayerWork { name: "fc".into(), op: "Gemm".into(), macs: 200_000, weights: 200_000, input_elems: 1000, output_elems: 200 }];
+        let layers = vec![LayerWork {
+            name: "fc".into(),
+            op: "Gemm".into(),
+            macs: 200_000,
+            weights: 200_000,
+            input_elems: 1000,
+            output_elems: 200,
+        }];
         let r = sweep(&layers, &[64 << 10, 1 << 20], 1300.0, 2);
         assert_eq!(r.cells.len(), 2 * 64);
         for c in &r.cells {
             if c.weight_bits < 8 {
-                let next = r.cells.iter().find(|d| d.sram_bytes == c.sram_bytes && d.weight_bits == c.weight_bits + 1 && d.act_bits == c.act_bits).unwrap();
+                let next = r
+                    .cells
+                    .iter()
+                    .find(|d| {
+                        d.sram_bytes == c.sram_bytes
+                            && d.weight_bits == c.weight_bits + 1
+                            && d.act_bits == c.act_bits
+                    })
+                    .unwrap();
                 assert!(next.total_pj > c.total_pj);
             }
         }
-        assert!(r.minimum.iter().all(|m| m.weight_bits == 2 && m.act_bits == 2));
+        assert!(r
+            .minimum
+            .iter()
+            .all(|m| m.weight_bits == 2 && m.act_bits == 2));
         // 64 KiB holds 2-bit weights (50 kB) but not 3-bit (75 kB): the jump shows the DRAM cliff
-        let at = |w| r.cells.iter().find(|c| c.sram_bytes == 64 << 10 && c.weight_bits == w && c.act_bits == 8).unwrap().energy.offchip_pj;
+        let at = |w| {
+            r.cells
+                .iter()
+                .find(|c| c.sram_bytes == 64 << 10 && c.weight_bits == w && c.act_bits == 8)
+                .unwrap()
+                .energy
+                .offchip_pj
+        };
         assert!(at(3) > 10.0 * at(2));
     }
 }

@@ -54,7 +54,9 @@ fn window_out(n: &Node, input: &[usize], kernel: &[usize], ceil: bool) -> Result
     let strides = ints(n, "strides")?.unwrap_or(vec![1; sp]);
     let dil = ints(n, "dilations")?.unwrap_or(vec![1; sp]);
     let pads = ints(n, "pads")?.unwrap_or(vec![0; 2 * sp]);
-    let auto = n.attr_str("auto_pad", "NOTSET").map_err(|e| node_err(n, e.to_string()))?;
+    let auto = n
+        .attr_str("auto_pad", "NOTSET")
+        .map_err(|e| node_err(n, e.to_string()))?;
     let mut out = Vec::with_capacity(sp);
     for i in 0..sp {
         let x = input[2 + i] as i64;
@@ -72,7 +74,10 @@ fn window_out(n: &Node, input: &[usize], kernel: &[usize], ceil: bool) -> Result
             }
         };
         if o <= 0 {
-            return Err(node_err(n, format!("window leaves no output for input {input:?}")));
+            return Err(node_err(
+                n,
+                format!("window leaves no output for input {input:?}"),
+            ));
         }
         out.push(o as usize);
     }
@@ -83,8 +88,16 @@ fn broadcast(a: &[usize], b: &[usize]) -> Vec<usize> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let x = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let y = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let x = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             x.max(y)
         })
         .collect()
@@ -93,7 +106,12 @@ fn broadcast(a: &[usize], b: &[usize]) -> Vec<usize> {
 /// Per-layer work of a graph, in node order.
 pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
     let mut shapes: Shapes = HashMap::new();
-    for v in g.inputs.iter().chain(g.value_info.values()).chain(g.outputs.iter()) {
+    for v in g
+        .inputs
+        .iter()
+        .chain(g.value_info.values())
+        .chain(g.outputs.iter())
+    {
         if let Some(s) = &v.shape {
             shapes.insert(v.name.clone(), dims(s));
         }
@@ -105,7 +123,15 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
     for n in &g.nodes {
         let shape_of = |i: usize| n.input(i).and_then(|name| shapes.get(name)).cloned();
         let need = |i: usize| -> Result<Vec<usize>> {
-            shape_of(i).ok_or_else(|| node_err(n, format!("shape of input {i} ('{}') is unknown", n.input(i).unwrap_or(""))))
+            shape_of(i).ok_or_else(|| {
+                node_err(
+                    n,
+                    format!(
+                        "shape of input {i} ('{}') is unknown",
+                        n.input(i).unwrap_or("")
+                    ),
+                )
+            })
         };
         let weight_elems = |from: usize| -> u64 {
             (from..n.inputs.len())
@@ -119,7 +145,10 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
                 let x = need(0)?;
                 let w = need(1)?;
                 if x.len() < 3 || w.len() != x.len() {
-                    return Err(node_err(n, format!("input {x:?} and weight {w:?} ranks do not match")));
+                    return Err(node_err(
+                        n,
+                        format!("input {x:?} and weight {w:?} ranks do not match"),
+                    ));
                 }
                 let sp = window_out(n, &x, &w[2..], false)?;
                 let mut o = vec![x[0], w[0]];
@@ -139,10 +168,19 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
                 let a = need(0)?;
                 let b = need(1)?;
                 let (m, k, nn, batch) = if n.op_type == "Gemm" {
-                    let ta = n.attr_int("transA", 0).map_err(|e| node_err(n, e.to_string()))? != 0;
-                    let tb = n.attr_int("transB", 0).map_err(|e| node_err(n, e.to_string()))? != 0;
+                    let ta = n
+                        .attr_int("transA", 0)
+                        .map_err(|e| node_err(n, e.to_string()))?
+                        != 0;
+                    let tb = n
+                        .attr_int("transB", 0)
+                        .map_err(|e| node_err(n, e.to_string()))?
+                        != 0;
                     if a.len() != 2 || b.len() != 2 {
-                        return Err(node_err(n, format!("Gemm needs 2-D inputs, got {a:?} and {b:?}")));
+                        return Err(node_err(
+                            n,
+                            format!("Gemm needs 2-D inputs, got {a:?} and {b:?}"),
+                        ));
                     }
                     let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
                     let nn = if tb { b[0] } else { b[1] };
@@ -154,13 +192,19 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
                     let k = *a.last().unwrap_or(&1);
                     let m = if a.len() >= 2 { a[a.len() - 2] } else { 1 };
                     let nn = if b.len() >= 2 { b[b.len() - 1] } else { 1 };
-                    let batch = broadcast(&a[..a.len().saturating_sub(2)], &b[..b.len().saturating_sub(2)]);
+                    let batch = broadcast(
+                        &a[..a.len().saturating_sub(2)],
+                        &b[..b.len().saturating_sub(2)],
+                    );
                     (m, k, nn, prod(&batch) as usize)
                 };
                 let mut o: Vec<usize> = if n.op_type == "Gemm" {
                     vec![m, nn]
                 } else {
-                    let mut s = broadcast(&a[..a.len().saturating_sub(2)], &b[..b.len().saturating_sub(2)]);
+                    let mut s = broadcast(
+                        &a[..a.len().saturating_sub(2)],
+                        &b[..b.len().saturating_sub(2)],
+                    );
                     if a.len() >= 2 {
                         s.push(m);
                     }
@@ -174,7 +218,12 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
                 }
                 let weights = weight_elems(1);
                 // an activation×activation MatMul (attention) reads both operands as activations
-                let input_elems = prod(&a) + if g.initializers.contains_key(n.input(1).unwrap_or("")) { 0 } else { prod(&b) };
+                let input_elems = prod(&a)
+                    + if g.initializers.contains_key(n.input(1).unwrap_or("")) {
+                        0
+                    } else {
+                        prod(&b)
+                    };
                 layers.push(LayerWork {
                     name: n.name.clone(),
                     op: n.op_type.clone(),
@@ -192,7 +241,10 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
                     .iter()
                     .map(|&v| v as usize)
                     .collect();
-                let ceil = n.attr_int("ceil_mode", 0).map_err(|e| node_err(n, e.to_string()))? != 0;
+                let ceil = n
+                    .attr_int("ceil_mode", 0)
+                    .map_err(|e| node_err(n, e.to_string()))?
+                    != 0;
                 let mut o = vec![x[0], x[1]];
                 o.extend(window_out(n, &x, &k, ceil)?);
                 Some(o)
@@ -204,8 +256,15 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
             }),
             "Flatten" => shape_of(0).map(|x| {
                 let axis = n.attr_int("axis", 1).unwrap_or(1);
-                let axis = if axis < 0 { axis + x.len() as i64 } else { axis } as usize;
-                vec![prod(&x[..axis.min(x.len())]) as usize, prod(&x[axis.min(x.len())..]) as usize]
+                let axis = if axis < 0 {
+                    axis + x.len() as i64
+                } else {
+                    axis
+                } as usize;
+                vec![
+                    prod(&x[..axis.min(x.len())]) as usize,
+                    prod(&x[axis.min(x.len())..]) as usize,
+                ]
             }),
             "Reshape" => match (shape_of(0), n.input(1).and_then(|s| g.initializers.get(s))) {
                 (Some(x), Some(t)) => {
@@ -214,10 +273,21 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
                     let mut o: Vec<usize> = spec
                         .iter()
                         .enumerate()
-                        .map(|(i, &v)| if v == 0 { x.get(i).copied().unwrap_or(1) } else { v.max(1) as usize })
+                        .map(|(i, &v)| {
+                            if v == 0 {
+                                x.get(i).copied().unwrap_or(1)
+                            } else {
+                                v.max(1) as usize
+                            }
+                        })
                         .collect();
                     if let Some(p) = spec.iter().position(|&v| v == -1) {
-                        let known: u64 = o.iter().enumerate().filter(|(i, _)| *i != p).map(|(_, &d)| d as u64).product();
+                        let known: u64 = o
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| *i != p)
+                            .map(|(_, &d)| d as u64)
+                            .product();
                         o[p] = (total / known.max(1)) as usize;
                     }
                     Some(o)
@@ -229,11 +299,17 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
                 None => x.iter().rev().copied().collect(),
             }),
             "Concat" => {
-                let axis = n.attr_int("axis", 0).map_err(|e| node_err(n, e.to_string()))?;
+                let axis = n
+                    .attr_int("axis", 0)
+                    .map_err(|e| node_err(n, e.to_string()))?;
                 let ins: Option<Vec<Vec<usize>>> = (0..n.inputs.len()).map(shape_of).collect();
                 ins.and_then(|ins| {
                     let mut o = ins.first()?.clone();
-                    let a = if axis < 0 { axis + o.len() as i64 } else { axis } as usize;
+                    let a = if axis < 0 {
+                        axis + o.len() as i64
+                    } else {
+                        axis
+                    } as usize;
                     o[a] = ins.iter().map(|s| s[a]).sum();
                     Some(o)
                 })
@@ -255,30 +331,55 @@ pub fn layer_work(g: &Graph) -> Result<Vec<LayerWork>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shrink_graph::{Attr, Tensor, ValueInfo};
     use shrink_graph::DType;
+    use shrink_graph::{Attr, Tensor, ValueInfo};
 
     fn init(g: &mut Graph, name: &str, shape: Vec<usize>) {
         let n = shape.iter().product();
-        g.initializers.insert(name.into(), Tensor::from_vec(shape, vec![0.5f32; n]).unwrap());
+        g.initializers.insert(
+            name.into(),
+            Tensor::from_vec(shape, vec![0.5f32; n]).unwrap(),
+        );
     }
 
     #[test]
     fn conv_pool_gemm_by_hand() {
         // LeNet-5 front: conv 5x5x6 pad 2 on 1x28x28, maxpool 2, conv 5x5x16, flatten, gemm 400→120
         let mut g = Graph::default();
-        g.inputs.push(ValueInfo::new("x", DType::F32, vec![Dim::Symbol("N".into()), Dim::Known(1), Dim::Known(28), Dim::Known(28)]));
+        g.inputs.push(ValueInfo::new(
+            "x",
+            DType::F32,
+            vec![
+                Dim::Symbol("N".into()),
+                Dim::Known(1),
+                Dim::Known(28),
+                Dim::Known(28),
+            ],
+        ));
         init(&mut g, "w1", vec![6, 1, 5, 5]);
         init(&mut g, "b1", vec![6]);
         init(&mut g, "w2", vec![16, 6, 5, 5]);
         init(&mut g, "w3", vec![120, 400]);
-        g.nodes.push(Node::new("c1", "Conv", &["x", "w1", "b1"], &["y1"]).with("pads", Attr::Ints(vec![2, 2, 2, 2])));
+        g.nodes.push(
+            Node::new("c1", "Conv", &["x", "w1", "b1"], &["y1"])
+                .with("pads", Attr::Ints(vec![2, 2, 2, 2])),
+        );
         g.nodes.push(Node::new("r1", "Relu", &["y1"], &["y2"]));
-        g.nodes.push(Node::new("p1", "MaxPool", &["y2"], &["y3"]).with("kernel_shape", Attr::Ints(vec![2, 2])).with("strides", Attr::Ints(vec![2, 2])));
-        g.nodes.push(Node::new("c2", "Conv", &["y3", "w2"], &["y4"]));
-        g.nodes.push(Node::new("p2", "MaxPool", &["y4"], &["y5"]).with("kernel_shape", Attr::Ints(vec![2, 2])).with("strides", Attr::Ints(vec![2, 2])));
+        g.nodes.push(
+            Node::new("p1", "MaxPool", &["y2"], &["y3"])
+                .with("kernel_shape", Attr::Ints(vec![2, 2]))
+                .with("strides", Attr::Ints(vec![2, 2])),
+        );
+        g.nodes
+            .push(Node::new("c2", "Conv", &["y3", "w2"], &["y4"]));
+        g.nodes.push(
+            Node::new("p2", "MaxPool", &["y4"], &["y5"])
+                .with("kernel_shape", Attr::Ints(vec![2, 2]))
+                .with("strides", Attr::Ints(vec![2, 2])),
+        );
         g.nodes.push(Node::new("f", "Flatten", &["y5"], &["y6"]));
-        g.nodes.push(Node::new("fc", "Gemm", &["y6", "w3"], &["y7"]).with("transB", Attr::Int(1)));
+        g.nodes
+            .push(Node::new("fc", "Gemm", &["y6", "w3"], &["y7"]).with("transB", Attr::Int(1)));
         let l = layer_work(&g).unwrap();
         assert_eq!(l.len(), 3);
         assert_eq!(l[0].macs, 6 * 28 * 28 * 25);

@@ -7,9 +7,19 @@ use shrink_energy::{estimate, layer_work, Assignment, MemoryConfig, Precision};
 use std::path::PathBuf;
 
 fn model() -> shrink_graph::Graph {
-    let rel = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/fashion/lenet300100.onnx");
-    let p = if rel.exists() { rel } else { PathBuf::from("/work/shared/data/fashion/lenet300100.onnx") };
-    shrink_graph::onnx::load(&p).unwrap_or_else(|e| panic!("{}: {e} (shared Fashion-MNIST models missing?)", p.display()))
+    let rel = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/fashion/lenet300100.onnx");
+    let p = if rel.exists() {
+        rel
+    } else {
+        PathBuf::from("/work/shared/data/fashion/lenet300100.onnx")
+    };
+    shrink_graph::onnx::load(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (shared Fashion-MNIST models missing?)",
+            p.display()
+        )
+    })
 }
 
 /// (K, N) of the three Gemm layers.
@@ -25,7 +35,11 @@ fn layer_work_matches_the_architecture() {
         assert_eq!(w.weights, k * n + n, "weights + bias");
         assert_eq!((w.input_elems, w.output_elems), (k, n));
     }
-    assert_eq!(l.iter().map(|w| w.weights).sum::<u64>(), 266_610, "parameter count in the data README");
+    assert_eq!(
+        l.iter().map(|w| w.weights).sum::<u64>(),
+        266_610,
+        "parameter count in the data README"
+    );
 }
 
 /// The model of `shrink_energy::model` written out for this MLP: SRAM reserves the
@@ -64,15 +78,28 @@ fn fp32_int8_int4_at_256kib() {
     let f32r = run(Precision::Fp32, Precision::Fp32);
     let i8r = run(Precision::Int(8), Precision::Int(8));
     let i4r = run(Precision::Int(4), Precision::Int(8));
-    for (r, (wb, ab, mac)) in [(&f32r, (32, 32, 4.6)), (&i8r, (8, 8, 0.23)), (&i4r, (4, 8, 0.1 + 0.03))] {
+    for (r, (wb, ab, mac)) in [
+        (&f32r, (32, 32, 4.6)),
+        (&i8r, (8, 8, 0.23)),
+        (&i4r, (4, 8, 0.1 + 0.03)),
+    ] {
         let (c, on, off) = by_hand(wb, ab, mac);
-        assert!((r.total.compute_pj - c).abs() < 1e-6 * c, "compute {} vs {c}", r.total.compute_pj);
+        assert!(
+            (r.total.compute_pj - c).abs() < 1e-6 * c,
+            "compute {} vs {c}",
+            r.total.compute_pj
+        );
         assert!((r.total.onchip_pj - on).abs() < 1e-6 * on);
         assert!((r.total.offchip_pj - off).abs() < 1e-6 * off.max(1.0));
     }
     // where the weights live: fp32 fc1 (942 kB) streams from DRAM; int8's 266.6 kB
     // overflow 256 KiB so fc2 streams; int4 (133 kB) fits entirely
-    let on_chip = |r: &shrink_energy::EnergyReport| r.layers.iter().map(|l| l.weights_on_chip).collect::<Vec<_>>();
+    let on_chip = |r: &shrink_energy::EnergyReport| {
+        r.layers
+            .iter()
+            .map(|l| l.weights_on_chip)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(on_chip(&f32r), vec![false, true, true]);
     assert_eq!(on_chip(&i8r), vec![true, false, true]);
     assert_eq!(on_chip(&i4r), vec![true, true, true]);
@@ -89,7 +116,10 @@ fn fp32_int8_int4_at_256kib() {
     assert!(f32r.total.total_pj() > f32_lo && f32r.total.total_pj() < f32_hi);
     assert!(i8r.total.total_pj() > i8_lo && i8r.total.total_pj() < i8_hi);
     let ratio = f32r.total.total_pj() / i8r.total.total_pj();
-    assert!(ratio > f32_lo / i8_hi && ratio < f32_hi / i8_lo, "fp32/int8 = {ratio}");
+    assert!(
+        ratio > f32_lo / i8_hi && ratio < f32_hi / i8_lo,
+        "fp32/int8 = {ratio}"
+    );
     // int4 weights remove the last DRAM stream: off-chip is only the model's I/O
     assert!((i4r.total.offchip_pj - (784.0 + 10.0) * 8.0 / 64.0 * 1300.0).abs() < 1e-6);
     assert!(i8r.total.total_pj() / i4r.total.total_pj() > 2.0);

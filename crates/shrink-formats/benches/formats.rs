@@ -20,7 +20,9 @@ fn bench_format<F: Format>(c: &mut Criterion, f: F, x: &[f32]) {
     let mut g = c.benchmark_group(Format::name(&f));
     g.throughput(Throughput::Bytes((x.len() * 4) as u64));
     g.sample_size(10);
-    g.bench_function("encode", |b| b.iter(|| f.encode(black_box(x), &shape).unwrap()));
+    g.bench_function("encode", |b| {
+        b.iter(|| f.encode(black_box(x), &shape).unwrap())
+    });
     let e = f.encode(x, &shape).unwrap();
     g.bench_function("decode", |b| b.iter(|| f.decode(black_box(&e)).unwrap()));
     g.finish();
@@ -30,8 +32,16 @@ fn formats(c: &mut Criterion) {
     let x = weights();
     bench_format(c, Fp16::default(), &x);
     bench_format(c, Bf16::default(), &x);
-    bench_format(c, IntQ::symmetric(8, Granularity::PerChannel { axis: 0 }), &x);
-    bench_format(c, IntQ::symmetric(4, Granularity::PerGroup { axis: 1, group: 64 }), &x);
+    bench_format(
+        c,
+        IntQ::symmetric(8, Granularity::PerChannel { axis: 0 }),
+        &x,
+    );
+    bench_format(
+        c,
+        IntQ::symmetric(4, Granularity::PerGroup { axis: 1, group: 64 }),
+        &x,
+    );
     bench_format(c, Posit::new(8, 0).unwrap(), &x);
     bench_format(c, Posit::new(16, 1).unwrap(), &x);
     bench_format(c, Posit::new(32, 2).unwrap(), &x);

@@ -71,7 +71,9 @@ impl Format for Binary {
     fn encode(&self, values: &[f32], shape: &[usize]) -> Result<BinaryTensor> {
         check_shape(values.len(), shape, "binarise")?;
         if matches!(self.granularity, Granularity::PerGroup { .. }) {
-            return Err(FormatError::Invalid("binary scales are per tensor or per channel".into()));
+            return Err(FormatError::Invalid(
+                "binary scales are per tensor or per channel".into(),
+            ));
         }
         let map = SlotMap::new(shape, self.granularity)?;
         let mut sum = vec![0f64; map.slots()];
@@ -81,9 +83,11 @@ impl Format for Binary {
             count[s] += 1;
         });
         let alpha: Vec<f32> = match self.kind {
-            BinaryKind::PlusMinus { scaled: true } => {
-                sum.iter().zip(&count).map(|(s, &c)| (s / c as f64) as f32).collect()
-            }
+            BinaryKind::PlusMinus { scaled: true } => sum
+                .iter()
+                .zip(&count)
+                .map(|(s, &c)| (s / c as f64) as f32)
+                .collect(),
             _ => vec![1.0; map.slots()],
         };
         let mut rng = self.stochastic.map(SplitMix64::new);
@@ -132,14 +136,20 @@ mod tests {
 
     #[test]
     fn xnor_alpha_is_the_l2_optimum_per_channel() {
-        let w: Vec<f32> = (0..12).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1 * (1 + i / 4) as f32).collect();
+        let w: Vec<f32> = (0..12)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1 * (1 + i / 4) as f32)
+            .collect();
         let b = Binary::xnor();
         let e = b.encode(&w, &[3, 4]).unwrap();
         for c in 0..3 {
             let row = &w[c * 4..c * 4 + 4];
             let alpha = row.iter().map(|x| x.abs()).sum::<f32>() / 4.0;
             assert!((e.alpha[c] - alpha).abs() < 1e-7);
-            let err = |a: f32| row.iter().map(|&x| (x - a * if x >= 0.0 { 1.0 } else { -1.0 }).powi(2)).sum::<f32>();
+            let err = |a: f32| {
+                row.iter()
+                    .map(|&x| (x - a * if x >= 0.0 { 1.0 } else { -1.0 }).powi(2))
+                    .sum::<f32>()
+            };
             assert!(err(alpha) <= err(alpha * 1.01) && err(alpha) <= err(alpha * 0.99));
         }
         let d = b.decode(&e).unwrap();
@@ -165,7 +175,15 @@ mod tests {
             // E[decoded] = 2p − 1 = x inside [−1, 1]: unbiased there
             assert_eq!(e, b.encode(&vec![x; n], &[n]).unwrap());
         }
-        let z = Binary { kind: BinaryKind::ZeroOne, granularity: Granularity::PerTensor, stochastic: None };
-        assert_eq!(z.decode(&z.encode(&[0.2, 0.7, -1.0, 3.0], &[4]).unwrap()).unwrap(), vec![0.0, 1.0, 0.0, 1.0]);
+        let z = Binary {
+            kind: BinaryKind::ZeroOne,
+            granularity: Granularity::PerTensor,
+            stochastic: None,
+        };
+        assert_eq!(
+            z.decode(&z.encode(&[0.2, 0.7, -1.0, 3.0], &[4]).unwrap())
+                .unwrap(),
+            vec![0.0, 1.0, 0.0, 1.0]
+        );
     }
 }

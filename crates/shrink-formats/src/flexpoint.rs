@@ -95,10 +95,17 @@ impl Flex16 {
     }
 
     /// Encodes with a given exponent field (nearest-even, clipping counted).
-    pub fn encode_with_field(&self, values: &[f32], shape: &[usize], field: i32) -> Result<FlexTensor> {
+    pub fn encode_with_field(
+        &self,
+        values: &[f32],
+        shape: &[usize],
+        field: i32,
+    ) -> Result<FlexTensor> {
         check_shape(values.len(), shape, "encode as flex16+5")?;
         if !(FIELD_MIN..=FIELD_MAX).contains(&field) {
-            return Err(FormatError::Invalid(format!("exponent field {field} does not fit in 5 bits")));
+            return Err(FormatError::Invalid(format!(
+                "exponent field {field} does not fit in 5 bits"
+            )));
         }
         let unit = pow2(field + self.bias);
         let mut clipped = 0;
@@ -151,7 +158,10 @@ impl Format for Flex16 {
     }
     fn decode(&self, e: &FlexTensor) -> Result<Vec<f32>> {
         let unit = pow2(e.exponent());
-        Ok(e.mantissas.iter().map(|&m| (m as f64 * unit) as f32).collect())
+        Ok(e.mantissas
+            .iter()
+            .map(|&m| (m as f64 * unit) as f32)
+            .collect())
     }
 }
 
@@ -228,7 +238,12 @@ mod tests {
             assert!(((a - b).abs() as f64) <= unit / 2.0 + 1e-12);
         }
         // decoded values re-encode to the same codes
-        assert_eq!(f.encode_with_field(&d, &[1000], e.field as i32).unwrap().mantissas, e.mantissas);
+        assert_eq!(
+            f.encode_with_field(&d, &[1000], e.field as i32)
+                .unwrap()
+                .mantissas,
+            e.mantissas
+        );
     }
 
     #[test]
@@ -236,12 +251,22 @@ mod tests {
         let f = Flex16::default();
         let mut r = SplitMix64::new(1);
         let a: Vec<f32> = (0..4096).map(|_| (r.next_f64() - 0.5) as f32).collect();
-        let b: Vec<f32> = (0..4096).map(|_| (r.next_f64() * 8.0 - 4.0) as f32).collect();
-        let (ea, eb) = (f.encode(&a, &[4096]).unwrap(), f.encode(&b, &[4096]).unwrap());
+        let b: Vec<f32> = (0..4096)
+            .map(|_| (r.next_f64() * 8.0 - 4.0) as f32)
+            .collect();
+        let (ea, eb) = (
+            f.encode(&a, &[4096]).unwrap(),
+            f.encode(&b, &[4096]).unwrap(),
+        );
         let (sum, exp) = ea.dot(&eb).unwrap();
         let (da, db) = (f.decode(&ea).unwrap(), f.decode(&eb).unwrap());
         // decoded values are m·2^e exactly; their products sum exactly in i128 units
-        let exact: i128 = ea.mantissas.iter().zip(&eb.mantissas).map(|(&x, &y)| x as i128 * y as i128).sum();
+        let exact: i128 = ea
+            .mantissas
+            .iter()
+            .zip(&eb.mantissas)
+            .map(|(&x, &y)| x as i128 * y as i128)
+            .sum();
         assert_eq!(sum as i128, exact);
         let f64dot: f64 = da.iter().zip(&db).map(|(x, y)| *x as f64 * *y as f64).sum();
         assert!((sum as f64 * 2f64.powi(exp) - f64dot).abs() < 1e-9);
@@ -254,7 +279,9 @@ mod tests {
         for step in 0..200 {
             // magnitude grows 2% per step (a weight tensor during training)
             let scale = 0.01 * 1.02f64.powi(step);
-            let x: Vec<f32> = (0..256).map(|_| ((r.next_f64() - 0.5) * 2.0 * scale) as f32).collect();
+            let x: Vec<f32> = (0..256)
+                .map(|_| ((r.next_f64() - 0.5) * 2.0 * scale) as f32)
+                .collect();
             let t = af.encode(&x, &[256]).unwrap();
             assert_eq!(t.clipped, 0);
             if step > 10 {

@@ -209,21 +209,40 @@ mod tests {
 
     #[test]
     fn stochastic_is_unbiased_and_reproducible() {
-        for (x, is_bf) in [(0.1f32, false), (1000.3, false), (-3.0e-6, false), (0.1, true), (-7.7e20, true)] {
+        for (x, is_bf) in [
+            (0.1f32, false),
+            (1000.3, false),
+            (-3.0e-6, false),
+            (0.1, true),
+            (-7.7e20, true),
+        ] {
             let n = 1_000_000;
             let fmt_codes = |seed| -> Vec<u16> {
                 let v = vec![x; n];
                 if is_bf {
-                    Bf16 { rounding: Rounding::Stochastic { seed } }.encode(&v, &[n]).unwrap().codes
+                    Bf16 {
+                        rounding: Rounding::Stochastic { seed },
+                    }
+                    .encode(&v, &[n])
+                    .unwrap()
+                    .codes
                 } else {
-                    Fp16 { rounding: Rounding::Stochastic { seed } }.encode(&v, &[n]).unwrap().codes
+                    Fp16 {
+                        rounding: Rounding::Stochastic { seed },
+                    }
+                    .encode(&v, &[n])
+                    .unwrap()
+                    .codes
                 }
             };
             let codes = fmt_codes(3);
             let val = |c: u16| if is_bf { B16::value(c) } else { F16::value(c) } as f64;
             let mean: f64 = codes.iter().map(|&c| val(c)).sum::<f64>() / n as f64;
             let lo = codes.iter().map(|&c| val(c)).fold(f64::INFINITY, f64::min);
-            let hi = codes.iter().map(|&c| val(c)).fold(f64::NEG_INFINITY, f64::max);
+            let hi = codes
+                .iter()
+                .map(|&c| val(c))
+                .fold(f64::NEG_INFINITY, f64::max);
             let ulp = hi - lo;
             assert!(ulp > 0.0, "{x}: both neighbours must occur");
             assert!(((mean - x as f64) / ulp).abs() < 1e-3, "{x}: mean {mean}");
@@ -234,6 +253,10 @@ mod tests {
     #[test]
     fn rejects_empty_and_floor() {
         assert!(Fp16::default().encode(&[], &[0]).is_err());
-        assert!(Bf16 { rounding: Rounding::Floor }.encode(&[1.0], &[1]).is_err());
+        assert!(Bf16 {
+            rounding: Rounding::Floor
+        }
+        .encode(&[1.0], &[1])
+        .is_err());
     }
 }

@@ -232,7 +232,12 @@ impl QuantParams {
     }
 
     /// Codes for `values` under these parameters.
-    pub fn quantize(&self, values: &[f32], shape: &[usize], rounding: Rounding) -> Result<Vec<i32>> {
+    pub fn quantize(
+        &self,
+        values: &[f32],
+        shape: &[usize],
+        rounding: Rounding,
+    ) -> Result<Vec<i32>> {
         check_shape(values.len(), shape, "quantize")?;
         self.validate(shape)?;
         let (qmin, qmax) = code_range(self.bits, self.scheme)?;
@@ -434,12 +439,20 @@ mod tests {
     #[test]
     fn every_code_round_trips_for_every_width_and_scheme() {
         for bits in 1..=16 {
-            for scheme in [Scheme::SymmetricNarrow, Scheme::SymmetricFull, Scheme::Affine] {
+            for scheme in [
+                Scheme::SymmetricNarrow,
+                Scheme::SymmetricFull,
+                Scheme::Affine,
+            ] {
                 let Ok((qmin, qmax)) = code_range(bits, scheme) else {
                     assert_eq!((bits, scheme), (1, Scheme::SymmetricNarrow));
                     continue;
                 };
-                let zp = if scheme == Scheme::Affine { (qmax + 1) / 3 } else { 0 };
+                let zp = if scheme == Scheme::Affine {
+                    (qmax + 1) / 3
+                } else {
+                    0
+                };
                 let p = QuantParams {
                     bits,
                     scheme,
@@ -450,7 +463,10 @@ mod tests {
                 let codes: Vec<i32> = (qmin..=qmax).collect();
                 let shape = [codes.len()];
                 let vals = p.dequantize(&codes, &shape).unwrap();
-                assert_eq!(p.quantize(&vals, &shape, Rounding::NearestEven).unwrap(), codes);
+                assert_eq!(
+                    p.quantize(&vals, &shape, Rounding::NearestEven).unwrap(),
+                    codes
+                );
             }
         }
     }
@@ -468,15 +484,22 @@ mod tests {
                 scale: vec![s],
                 zero_point: vec![0],
             };
-            let mut xs: Vec<f32> = (0..2000).map(|_| (r.next_f64() * 30.0 - 15.0) as f32).collect();
+            let mut xs: Vec<f32> = (0..2000)
+                .map(|_| (r.next_f64() * 30.0 - 15.0) as f32)
+                .collect();
             // exact ties: (q + 0.5)·s computed in f32 may not be exact, so use scale 0.25
             let codes = p.quantize(&xs, &[xs.len()], Rounding::NearestEven).unwrap();
             for (x, q) in xs.iter().zip(&codes) {
                 assert_eq!(*q, nearest(*x, s, 0, qmin, qmax), "x={x} bits={bits}");
             }
-            let p2 = QuantParams { scale: vec![0.25], ..p };
+            let p2 = QuantParams {
+                scale: vec![0.25],
+                ..p
+            };
             xs = (qmin..qmax).map(|q| (q as f32 + 0.5) * 0.25).collect();
-            let codes = p2.quantize(&xs, &[xs.len()], Rounding::NearestEven).unwrap();
+            let codes = p2
+                .quantize(&xs, &[xs.len()], Rounding::NearestEven)
+                .unwrap();
             for (x, q) in xs.iter().zip(&codes) {
                 assert_eq!(*q, nearest(*x, 0.25, 0, qmin, qmax), "tie x={x}");
                 assert_eq!(q % 2, 0);
@@ -509,14 +532,24 @@ mod tests {
             scheme: Scheme::SymmetricNarrow,
             granularity: Granularity::PerTensor,
             rounding: Rounding::Stochastic { seed: 11 },
-            source: ScaleSource::Range { min: -2.0, max: 2.0 },
+            source: ScaleSource::Range {
+                min: -2.0,
+                max: 2.0,
+            },
         };
         let e = IntQ(cfg).encode(&x, &[n]).unwrap();
         let d = IntQ(cfg).decode(&e).unwrap();
         let s = e.params.scale[0] as f64;
         let mean_err: f64 = x.iter().zip(&d).map(|(a, b)| (*b - *a) as f64).sum::<f64>() / n as f64;
-        assert!((mean_err / s).abs() < 1e-3, "mean error {mean_err} (scale {s})");
-        assert_eq!(IntQ(cfg).encode(&x, &[n]).unwrap(), e, "same seed, same codes");
+        assert!(
+            (mean_err / s).abs() < 1e-3,
+            "mean error {mean_err} (scale {s})"
+        );
+        assert_eq!(
+            IntQ(cfg).encode(&x, &[n]).unwrap(),
+            e,
+            "same seed, same codes"
+        );
     }
 
     #[test]
@@ -524,7 +557,10 @@ mod tests {
         // [2, 3, 4] tensor, channel axis 1: scale of channel c is max|x[:, c, :]| / 127.
         let x: Vec<f32> = (0..24).map(|i| (i as f32 - 11.0) * 0.5).collect();
         let shape = [2, 3, 4];
-        let p = IntQ::symmetric(8, Granularity::PerChannel { axis: 1 }).0.params_for(&x, &shape).unwrap();
+        let p = IntQ::symmetric(8, Granularity::PerChannel { axis: 1 })
+            .0
+            .params_for(&x, &shape)
+            .unwrap();
         for c in 0..3 {
             let m = (0..2)
                 .flat_map(|o| (0..4).map(move |i| o * 12 + c * 4 + i))
@@ -538,7 +574,14 @@ mod tests {
         assert_eq!(p.scale.len(), 12);
         for slot in 0..12 {
             let m = x[2 * slot].abs().max(x[2 * slot + 1].abs());
-            assert_eq!(p.scale[slot], if m > 0.0 { (m as f64 / 7.0) as f32 } else { 1.0 });
+            assert_eq!(
+                p.scale[slot],
+                if m > 0.0 {
+                    (m as f64 / 7.0) as f32
+                } else {
+                    1.0
+                }
+            );
         }
         let d = g.decode(&g.encode(&x, &shape).unwrap()).unwrap();
         for (a, b) in x.iter().zip(&d) {
@@ -570,20 +613,36 @@ mod tests {
         let scales = i8_scales_per_row(&x, cols).unwrap();
         let mut fast = vec![0i8; rows * cols];
         quantize_i8_per_channel(&x, cols, &scales, &mut fast).unwrap();
-        let e = IntQ::symmetric(8, Granularity::PerChannel { axis: 0 }).encode(&x, &[rows, cols]).unwrap();
+        let e = IntQ::symmetric(8, Granularity::PerChannel { axis: 0 })
+            .encode(&x, &[rows, cols])
+            .unwrap();
         assert_eq!(e.params.scale, scales);
         assert_eq!(fast.iter().map(|&q| q as i32).collect::<Vec<_>>(), e.codes);
         let mut back = vec![0f32; rows * cols];
         dequantize_i8_per_channel(&fast, cols, &scales, &mut back);
-        assert_eq!(back, IntQ::symmetric(8, Granularity::PerChannel { axis: 0 }).decode(&e).unwrap());
+        assert_eq!(
+            back,
+            IntQ::symmetric(8, Granularity::PerChannel { axis: 0 })
+                .decode(&e)
+                .unwrap()
+        );
     }
 
     #[test]
     fn invalid_parameters_are_clear_errors() {
         let x = [1.0f32, 2.0];
-        assert_eq!(IntQ::symmetric(0, Granularity::PerTensor).encode(&x, &[2]), Err(FormatError::Bits(0)));
-        assert_eq!(IntQ::symmetric(17, Granularity::PerTensor).encode(&x, &[2]), Err(FormatError::Bits(17)));
-        assert_eq!(IntQ::symmetric(8, Granularity::PerTensor).encode(&[], &[0]), Err(FormatError::Empty("choose quantization parameters for")));
+        assert_eq!(
+            IntQ::symmetric(0, Granularity::PerTensor).encode(&x, &[2]),
+            Err(FormatError::Bits(0))
+        );
+        assert_eq!(
+            IntQ::symmetric(17, Granularity::PerTensor).encode(&x, &[2]),
+            Err(FormatError::Bits(17))
+        );
+        assert_eq!(
+            IntQ::symmetric(8, Granularity::PerTensor).encode(&[], &[0]),
+            Err(FormatError::Empty("choose quantization parameters for"))
+        );
         for bad in [0.0, f32::NAN] {
             let p = QuantParams {
                 bits: 8,

@@ -60,7 +60,10 @@ mod tests {
         assert!((e.mse - 1.25 / 3.0).abs() < 1e-12);
         assert!((e.sqnr_db - 10.0 * (9.0f64 / 1.25).log10()).abs() < 1e-12);
         assert_eq!(e.max_abs, 1.0);
-        assert_eq!(ErrorStats::between(&[1.0], &[1.0]).unwrap().sqnr_db, f64::INFINITY);
+        assert_eq!(
+            ErrorStats::between(&[1.0], &[1.0]).unwrap().sqnr_db,
+            f64::INFINITY
+        );
         assert!(ErrorStats::between(&[], &[]).is_err());
     }
 
@@ -69,9 +72,13 @@ mod tests {
         // uniform data on [-1, 1], step Δ = 1/qmax: SQNR = 10·log10((1/3) / (Δ²/12)),
         // i.e. ≈ 6.02 dB per bit
         let n = 100_000;
-        let x: Vec<f32> = (0..n).map(|i| (i as f32 + 0.5) / n as f32 * 2.0 - 1.0).collect();
+        let x: Vec<f32> = (0..n)
+            .map(|i| (i as f32 + 0.5) / n as f32 * 2.0 - 1.0)
+            .collect();
         for b in 4..=12u32 {
-            let s = ErrorStats::of(&IntQ::symmetric(b, Granularity::PerTensor), &x, &[n]).unwrap().sqnr_db;
+            let s = ErrorStats::of(&IntQ::symmetric(b, Granularity::PerTensor), &x, &[n])
+                .unwrap()
+                .sqnr_db;
             let step = 1.0 / ((1u32 << (b - 1)) - 1) as f64;
             let theory = 10.0 * ((1.0 / 3.0) / (step * step / 12.0)).log10();
             assert!((s - theory).abs() < 0.1, "bits {b}: {s} vs {theory}");

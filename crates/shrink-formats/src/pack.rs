@@ -70,7 +70,8 @@ fn code_bounds(bits: u32, signed: bool) -> Result<(i32, i32)> {
     Ok(if signed {
         if bits < 2 {
             return Err(FormatError::Invalid(
-                "signed bit planes need at least 2 bits (use unsigned or pack_signs for 1 bit)".into(),
+                "signed bit planes need at least 2 bits (use unsigned or pack_signs for 1 bit)"
+                    .into(),
             ));
         }
         (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
@@ -149,11 +150,19 @@ impl BitPlanes {
 
     /// Packs byte codes (i8 two's complement when `signed`, else u8 values as i8
     /// bit patterns) of at most 8 bits; the fast path, ≥ 2 GB/s.
-    pub fn from_bytes(codes: &[u8], rows: usize, cols: usize, bits: u32, signed: bool) -> Result<BitPlanes> {
+    pub fn from_bytes(
+        codes: &[u8],
+        rows: usize,
+        cols: usize,
+        bits: u32,
+        signed: bool,
+    ) -> Result<BitPlanes> {
         check_matrix(codes.len(), rows, cols)?;
         let (lo, hi) = code_bounds(bits, signed)?;
         if bits > 8 {
-            return Err(FormatError::Invalid(format!("{bits}-bit codes do not fit in bytes")));
+            return Err(FormatError::Invalid(format!(
+                "{bits}-bit codes do not fit in bytes"
+            )));
         }
         let in_range = |&c: &u8| {
             let v = if signed { c as i8 as i32 } else { c as i32 };
@@ -169,7 +178,10 @@ impl BitPlanes {
         let wpr = Self::words_for(cols);
         let bits_us = bits as usize;
         let mut data = vec![0u64; rows * bits_us * wpr];
-        for (row, out) in codes.chunks_exact(cols).zip(data.chunks_exact_mut(bits_us * wpr)) {
+        for (row, out) in codes
+            .chunks_exact(cols)
+            .zip(data.chunks_exact_mut(bits_us * wpr))
+        {
             let mut chunks = row.chunks_exact(64);
             let mut w = 0;
             for chunk in &mut chunks {
@@ -207,7 +219,13 @@ impl BitPlanes {
     }
 
     /// Packs codes of up to 16 bits (general path, scalar).
-    pub fn from_codes(codes: &[i32], rows: usize, cols: usize, bits: u32, signed: bool) -> Result<BitPlanes> {
+    pub fn from_codes(
+        codes: &[i32],
+        rows: usize,
+        cols: usize,
+        bits: u32,
+        signed: bool,
+    ) -> Result<BitPlanes> {
         check_matrix(codes.len(), rows, cols)?;
         let (lo, hi) = code_bounds(bits, signed)?;
         if let Some(i) = codes.iter().position(|c| !(lo..=hi).contains(c)) {
@@ -286,35 +304,54 @@ pub fn pack_signs(values: &[f32], rows: usize, cols: usize) -> Result<BitPlanes>
 /// Dense packing of unsigned codes of 1, 2 or 4 bits, lowest bits first.
 pub fn pack_dense(codes: &[u8], bits: u32) -> Result<Vec<u8>> {
     if ![1, 2, 4].contains(&bits) {
-        return Err(FormatError::Invalid(format!("dense packing takes 1, 2 or 4 bits, not {bits}")));
+        return Err(FormatError::Invalid(format!(
+            "dense packing takes 1, 2 or 4 bits, not {bits}"
+        )));
     }
     if let Some(i) = codes.iter().position(|&c| (c as u32) >> bits != 0) {
-        return Err(FormatError::Invalid(format!("code {} at index {i} needs more than {bits} bits", codes[i])));
+        return Err(FormatError::Invalid(format!(
+            "code {} at index {i} needs more than {bits} bits",
+            codes[i]
+        )));
     }
     let per = (8 / bits) as usize;
     Ok(codes
         .chunks(per)
-        .map(|ch| ch.iter().enumerate().fold(0u8, |acc, (j, &c)| acc | (c << (j as u32 * bits))))
+        .map(|ch| {
+            ch.iter()
+                .enumerate()
+                .fold(0u8, |acc, (j, &c)| acc | (c << (j as u32 * bits)))
+        })
         .collect())
 }
 
 /// Inverse of [`pack_dense`] for `n` codes.
 pub fn unpack_dense(packed: &[u8], bits: u32, n: usize) -> Result<Vec<u8>> {
     if ![1, 2, 4].contains(&bits) {
-        return Err(FormatError::Invalid(format!("dense packing takes 1, 2 or 4 bits, not {bits}")));
+        return Err(FormatError::Invalid(format!(
+            "dense packing takes 1, 2 or 4 bits, not {bits}"
+        )));
     }
     let per = (8 / bits) as usize;
     if packed.len() < n.div_ceil(per) {
-        return Err(FormatError::Invalid(format!("{} bytes cannot hold {n} {bits}-bit codes", packed.len())));
+        return Err(FormatError::Invalid(format!(
+            "{} bytes cannot hold {n} {bits}-bit codes",
+            packed.len()
+        )));
     }
     let mask = ((1u32 << bits) - 1) as u8;
-    Ok((0..n).map(|i| (packed[i / per] >> ((i % per) as u32 * bits)) & mask).collect())
+    Ok((0..n)
+        .map(|i| (packed[i / per] >> ((i % per) as u32 * bits)) & mask)
+        .collect())
 }
 
 /// int4 (two's complement, −8..=7) two per byte: low nibble = even index.
 pub fn pack_int4(codes: &[i8]) -> Result<Vec<u8>> {
     if let Some(i) = codes.iter().position(|c| !(-8..=7).contains(c)) {
-        return Err(FormatError::Invalid(format!("code {} at index {i} is not an int4", codes[i])));
+        return Err(FormatError::Invalid(format!(
+            "code {} at index {i} is not an int4",
+            codes[i]
+        )));
     }
     Ok(codes
         .chunks(2)
@@ -405,7 +442,9 @@ mod tests {
 
     #[test]
     fn signs_and_dense_and_int4() {
-        let v: Vec<f32> = (0..70).map(|i| if i % 3 == 0 { -1.0 } else { 0.5 }).collect();
+        let v: Vec<f32> = (0..70)
+            .map(|i| if i % 3 == 0 { -1.0 } else { 0.5 })
+            .collect();
         let p = pack_signs(&v, 1, 70).unwrap();
         assert_eq!(p.words_per_row, 2);
         for (j, x) in v.iter().enumerate() {
@@ -427,6 +466,9 @@ mod tests {
         assert!(pack_dense(&[4], 2).is_err());
         assert!(BitPlanes::from_bytes(&[200], 1, 1, 4, false).is_err());
         assert!(BitPlanes::from_codes(&[], 0, 0, 4, false).is_err());
-        assert_eq!(BitPlanes::from_codes(&[1], 1, 1, 17, false), Err(FormatError::Bits(17)));
+        assert_eq!(
+            BitPlanes::from_codes(&[1], 1, 1, 17, false),
+            Err(FormatError::Bits(17))
+        );
     }
 }

@@ -98,12 +98,21 @@ impl Posit {
         let mut b = (mag as u64) << (65 - self.n);
         let body = self.n - 1;
         let ones = b >> 63 == 1;
-        let m = if ones { b.leading_ones() } else { b.leading_zeros() }.min(body);
+        let m = if ones {
+            b.leading_ones()
+        } else {
+            b.leading_zeros()
+        }
+        .min(body);
         let k = if ones { m as i32 - 1 } else { -(m as i32) };
         let used = (m + 1).min(body);
         let rem = body - used;
         b = if used >= 64 { 0 } else { b << used };
-        let e = if self.es == 0 { 0 } else { (b >> (64 - self.es)) as i32 };
+        let e = if self.es == 0 {
+            0
+        } else {
+            (b >> (64 - self.es)) as i32
+        };
         b <<= self.es;
         let fb = rem.saturating_sub(self.es);
         let frac = if fb == 0 { 0 } else { b >> (64 - fb) };
@@ -214,9 +223,12 @@ impl Posit {
         match (self.decode_parts(a), self.decode_parts(b)) {
             (Decoded::NaR, _) | (_, Decoded::NaR) => self.nar(),
             (Decoded::Zero, _) | (_, Decoded::Zero) => 0,
-            (Decoded::Real(x), Decoded::Real(y)) => {
-                self.round_exact(x.neg != y.neg, x.sig as u128 * y.sig as u128, x.exp + y.exp, false)
-            }
+            (Decoded::Real(x), Decoded::Real(y)) => self.round_exact(
+                x.neg != y.neg,
+                x.sig as u128 * y.sig as u128,
+                x.exp + y.exp,
+                false,
+            ),
         }
     }
 
@@ -337,7 +349,11 @@ impl Quire {
         let wide = [
             (m << bit) as u64,
             ((m << bit) >> 64) as u64,
-            if bit == 0 { 0 } else { (m >> (128 - bit)) as u64 },
+            if bit == 0 {
+                0
+            } else {
+                (m >> (128 - bit)) as u64
+            },
         ];
         let mut carry = 0u64;
         let n = self.limbs.len();

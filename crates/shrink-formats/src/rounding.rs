@@ -123,7 +123,11 @@ mod tests {
             }
             err += q - v;
         }
-        assert!((err / n as f64).abs() < 1e-3, "mean error {}", err / n as f64);
+        assert!(
+            (err / n as f64).abs() < 1e-3,
+            "mean error {}",
+            err / n as f64
+        );
         let mut r2 = Rounder::new(Rounding::Stochastic { seed: 7 });
         let again: Vec<f64> = (0..100)
             .map(|i| r2.round((i as f64 * 0.618_033_988_7).fract() * 10.0 - 5.0))

@@ -68,7 +68,9 @@ impl Format for Ternary {
     fn encode(&self, values: &[f32], shape: &[usize]) -> Result<TernaryTensor> {
         check_shape(values.len(), shape, "ternarise")?;
         if matches!(self.granularity, Granularity::PerGroup { .. }) {
-            return Err(FormatError::Invalid("ternary scales are per tensor or per channel".into()));
+            return Err(FormatError::Invalid(
+                "ternary scales are per tensor or per channel".into(),
+            ));
         }
         let map = SlotMap::new(shape, self.granularity)?;
         let n = map.slots();
@@ -81,7 +83,12 @@ impl Format for Ternary {
             .map(|s| (self.threshold_factor as f64 * sum[s] / count[s] as f64) as f32)
             .collect();
         let mut codes = vec![0i8; values.len()];
-        let (mut sp, mut cp, mut sn, mut cn) = (vec![0f64; n], vec![0usize; n], vec![0f64; n], vec![0usize; n]);
+        let (mut sp, mut cp, mut sn, mut cn) = (
+            vec![0f64; n],
+            vec![0usize; n],
+            vec![0f64; n],
+            vec![0usize; n],
+        );
         map.for_each(|s, i| {
             let x = values[i];
             if x > delta[s] {
@@ -100,7 +107,10 @@ impl Format for Ternary {
                 let a: Vec<f32> = (0..n).map(|s| mean(sp[s] + sn[s], cp[s] + cn[s])).collect();
                 (a.clone(), a)
             }
-            TernaryKind::Ttq => ((0..n).map(|s| mean(sp[s], cp[s])).collect(), (0..n).map(|s| mean(sn[s], cn[s])).collect()),
+            TernaryKind::Ttq => (
+                (0..n).map(|s| mean(sp[s], cp[s])).collect(),
+                (0..n).map(|s| mean(sn[s], cn[s])).collect(),
+            ),
         };
         Ok(TernaryTensor {
             shape: shape.to_vec(),
@@ -142,8 +152,16 @@ mod tests {
         assert_eq!(d[1], 0.0);
         assert!((d[3] + 2.3 / 3.0).abs() < 1e-6);
         // α is L2-optimal for the mask: perturbing it only increases the error
-        let err = |a: f32| w.iter().zip(&e.codes).map(|(x, &c)| (x - a * c as f32).powi(2)).sum::<f32>();
-        assert!(err(e.alpha_pos[0]) < err(e.alpha_pos[0] * 1.02) && err(e.alpha_pos[0]) < err(e.alpha_pos[0] * 0.98));
+        let err = |a: f32| {
+            w.iter()
+                .zip(&e.codes)
+                .map(|(x, &c)| (x - a * c as f32).powi(2))
+                .sum::<f32>()
+        };
+        assert!(
+            err(e.alpha_pos[0]) < err(e.alpha_pos[0] * 1.02)
+                && err(e.alpha_pos[0]) < err(e.alpha_pos[0] * 0.98)
+        );
     }
 
     #[test]
@@ -155,6 +173,18 @@ mod tests {
         assert_eq!(e.codes, vec![1, 1, 0, -1, 0, 0, 1, -1]);
         assert!((e.alpha_pos[0] - 0.9).abs() < 1e-6 && (e.alpha_neg[0] - 0.5).abs() < 1e-6);
         assert!((e.alpha_pos[1] - 0.6).abs() < 1e-6 && (e.alpha_neg[1] - 0.4).abs() < 1e-6);
-        assert_eq!(t.decode(&e).unwrap(), vec![e.alpha_pos[0], e.alpha_pos[0], 0.0, -0.5, 0.0, 0.0, 0.6, -0.4]);
+        assert_eq!(
+            t.decode(&e).unwrap(),
+            vec![
+                e.alpha_pos[0],
+                e.alpha_pos[0],
+                0.0,
+                -0.5,
+                0.0,
+                0.0,
+                0.6,
+                -0.4
+            ]
+        );
     }
 }

@@ -17,11 +17,19 @@ fn ref_decode(n: u32, es: u32, code: u64) -> f64 {
         return f64::NAN;
     }
     let neg = code >> (n - 1) == 1;
-    let mag = if neg { (code.wrapping_neg()) & mask } else { code };
+    let mag = if neg {
+        (code.wrapping_neg()) & mask
+    } else {
+        code
+    };
     let s: Vec<u8> = (0..n - 1).rev().map(|i| ((mag >> i) & 1) as u8).collect();
     let first = s[0];
     let run = s.iter().take_while(|&&b| b == first).count();
-    let k: i32 = if first == 1 { run as i32 - 1 } else { -(run as i32) };
+    let k: i32 = if first == 1 {
+        run as i32 - 1
+    } else {
+        -(run as i32)
+    };
     let rest: Vec<u8> = s.iter().skip(run + 1).copied().collect();
     let mut e = 0i32;
     for i in 0..es as usize {
@@ -123,8 +131,16 @@ fn small_posits_every_es_against_exact_reference() {
                     }
                     let vb = ref_decode(n, es, b as u64);
                     let (s, t) = two_sum(va, vb);
-                    assert_eq!(p.add(a, b), ref_round(n, es, s, t), "posit{n}e{es}: {va} + {vb}");
-                    assert_eq!(p.mul(a, b), ref_round(n, es, va * vb, 0.0), "posit{n}e{es}: {va} * {vb}");
+                    assert_eq!(
+                        p.add(a, b),
+                        ref_round(n, es, s, t),
+                        "posit{n}e{es}: {va} + {vb}"
+                    );
+                    assert_eq!(
+                        p.mul(a, b),
+                        ref_round(n, es, va * vb, 0.0),
+                        "posit{n}e{es}: {va} * {vb}"
+                    );
                 }
             }
         }
@@ -139,8 +155,18 @@ fn conversion_rounding_boundaries_every_es() {
             let p = Posit::new(n, es).unwrap();
             for c in 1..(1u32 << (n - 1)) - 1 {
                 let m = ref_decode(n + 1, es, 2 * c as u64 + 1);
-                for x in [m, m.next_up(), m.next_down(), -m, (m + ref_decode(n, es, c as u64)) / 2.0] {
-                    assert_eq!(p.from_f64(x), ref_round(n, es, x, 0.0), "posit{n}e{es} from {x:e}");
+                for x in [
+                    m,
+                    m.next_up(),
+                    m.next_down(),
+                    -m,
+                    (m + ref_decode(n, es, c as u64)) / 2.0,
+                ] {
+                    assert_eq!(
+                        p.from_f64(x),
+                        ref_round(n, es, x, 0.0),
+                        "posit{n}e{es} from {x:e}"
+                    );
                 }
             }
             let maxpos = ref_decode(n, es, (1 << (n - 1)) - 1);
@@ -171,8 +197,16 @@ fn posit8_matches_softposit_exhaustively() {
         }
         for b in 0u32..256 {
             let sb = P8E0::from_bits(b as u8);
-            assert_eq!(p0.add(a, b), (sa + sb).to_bits() as u32, "p8e0 add {a:#x} {b:#x}");
-            assert_eq!(p0.mul(a, b), (sa * sb).to_bits() as u32, "p8e0 mul {a:#x} {b:#x}");
+            assert_eq!(
+                p0.add(a, b),
+                (sa + sb).to_bits() as u32,
+                "p8e0 add {a:#x} {b:#x}"
+            );
+            assert_eq!(
+                p0.mul(a, b),
+                (sa * sb).to_bits() as u32,
+                "p8e0 mul {a:#x} {b:#x}"
+            );
             if a == 0x80 || b == 0x80 {
                 continue;
             }
@@ -184,7 +218,11 @@ fn posit8_matches_softposit_exhaustively() {
                 let exact_mul = ref_round(8, es, va * vb, 0.0);
                 assert_eq!(p.add(a, b), exact_add, "p8e{es} add {a:#x} {b:#x}");
                 assert_eq!(p.mul(a, b), exact_mul, "p8e{es} mul {a:#x} {b:#x}");
-                let soft_mul = if es == 1 { (e1(a) * e1(b)).to_bits() } else { (e2(a) * e2(b)).to_bits() } >> 24;
+                let soft_mul = if es == 1 {
+                    (e1(a) * e1(b)).to_bits()
+                } else {
+                    (e2(a) * e2(b)).to_bits()
+                } >> 24;
                 softposit_wrong += (soft_mul != exact_mul) as usize;
                 // SoftPosit's PxE1/PxE2 add is not usable as a reference: its subtraction
                 // loops forever (`while frac64 >> 61 == 0` reached with frac64 = 0) for some
@@ -194,7 +232,10 @@ fn posit8_matches_softposit_exhaustively() {
         }
     }
     // information only: SoftPosit 0.4 PxE1<8> mul is plainly wrong (1.5 · 1.5 gives 256)
-    eprintln!("softposit PxE1/PxE2<8> mul results off the exact rounding: {softposit_wrong} of {}", 2 * 255 * 255);
+    eprintln!(
+        "softposit PxE1/PxE2<8> mul results off the exact rounding: {softposit_wrong} of {}",
+        2 * 255 * 255
+    );
 }
 
 #[test]
@@ -211,7 +252,11 @@ fn posit16_es1_matches_softposit() {
         let next = P16E1::from_bits(a.wrapping_add(1) as u16).to_f64();
         if a != 0x7fff && a != 0xffff {
             for x in [v, (v + next) / 2.0, v + (next - v) / 4.0] {
-                assert_eq!(p.from_f64(x), P16E1::from_f64(x).to_bits() as u32, "from {x:e}");
+                assert_eq!(
+                    p.from_f64(x),
+                    P16E1::from_f64(x).to_bits() as u32,
+                    "from {x:e}"
+                );
             }
         }
     }
@@ -246,10 +291,15 @@ fn posit32_random_against_softposit() {
         }
         assert_eq!(p.add(a, b), (sa + sb).to_bits(), "add {a:#x} {b:#x}");
         assert_eq!(p.mul(a, b), (sa * sb).to_bits(), "mul {a:#x} {b:#x}");
-        let x = f64::from_bits(r.next_u64() & 0xbfff_ffff_ffff_ffff) * 2f64.powi((r.next_u64() % 200) as i32 - 100);
+        let x = f64::from_bits(r.next_u64() & 0xbfff_ffff_ffff_ffff)
+            * 2f64.powi((r.next_u64() % 200) as i32 - 100);
         if x.is_finite() {
             assert_eq!(p.from_f64(x), P32E2::from_f64(x).to_bits(), "from {x:e}");
-            assert_eq!(p.from_f64(x), ref_round(32, 2, x, 0.0), "from {x:e} (own reference)");
+            assert_eq!(
+                p.from_f64(x),
+                ref_round(32, 2, x, 0.0),
+                "from {x:e} (own reference)"
+            );
         }
     }
 }
@@ -276,7 +326,9 @@ fn quire_dot_is_exact_then_rounded_once() {
                     .iter()
                     .zip(&b)
                     .map(|(&x, &y)| {
-                        let v = ref_decode(n, es, x as u64) * ref_decode(n, es, y as u64) * 2f64.powi(shift);
+                        let v = ref_decode(n, es, x as u64)
+                            * ref_decode(n, es, y as u64)
+                            * 2f64.powi(shift);
                         v as i128
                     })
                     .sum();
@@ -288,10 +340,16 @@ fn quire_dot_is_exact_then_rounded_once() {
                 for &x in &a {
                     q.add_posit(x);
                 }
-                let sum: i128 = a.iter().map(|&x| (ref_decode(n, es, x as u64) * 2f64.powi(shift)) as i128).sum();
+                let sum: i128 = a
+                    .iter()
+                    .map(|&x| (ref_decode(n, es, x as u64) * 2f64.powi(shift)) as i128)
+                    .sum();
                 let approx = sum as f64;
                 let tail = (sum - approx as i128).signum() as f64;
-                assert_eq!(q.to_posit(), ref_round(n, es, approx * 2f64.powi(-shift), tail));
+                assert_eq!(
+                    q.to_posit(),
+                    ref_round(n, es, approx * 2f64.powi(-shift), tail)
+                );
             }
         }
         let mut q = Quire::new(p);

@@ -50,9 +50,13 @@ fn nj(pj: f64) -> String {
 
 pub fn run(args: Args) -> Result<()> {
     let g = model::load(&args.model)?;
-    let layers = layer_work(&g).with_context(|| format!("{}: counting layer work", args.model.display()))?;
+    let layers =
+        layer_work(&g).with_context(|| format!("{}: counting layer work", args.model.display()))?;
     if layers.is_empty() {
-        anyhow::bail!("{}: no Conv/Gemm/MatMul layers to price", args.model.display());
+        anyhow::bail!(
+            "{}: no Conv/Gemm/MatMul layers to price",
+            args.model.display()
+        );
     }
     let sram = parse_size(&args.sram)?;
     if !(0.0..=1.0).contains(&args.sparsity) {
@@ -69,7 +73,9 @@ pub fn run(args: Args) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&r)?);
             return Ok(());
         }
-        println!("Energy per inference (nJ), integer weights × activations, w = a = Q, per SRAM size:");
+        println!(
+            "Energy per inference (nJ), integer weights × activations, w = a = Q, per SRAM size:"
+        );
         print!("{:>10}", "SRAM");
         for q in 1..=8 {
             print!(" {:>9}", format!("Q={q}"));
@@ -78,13 +84,20 @@ pub fn run(args: Args) -> Result<()> {
         for (i, &s) in sizes.iter().enumerate() {
             print!("{:>10}", format!("{}KiB", s >> 10));
             for q in 1..=8u32 {
-                let c = r.cells.iter().find(|c| c.sram_bytes == s && c.weight_bits == q && c.act_bits == q).expect("cell");
+                let c = r
+                    .cells
+                    .iter()
+                    .find(|c| c.sram_bytes == s && c.weight_bits == q && c.act_bits == q)
+                    .expect("cell");
                 print!(" {:>9}", nj(c.total_pj));
             }
             let m = &r.minimum[i];
             println!("   w{}a{} {} nJ", m.weight_bits, m.act_bits, nj(m.total_pj));
         }
-        println!("\nFull grid at SRAM {} (rows: weight bits, columns: activation bits), nJ:", args.sram);
+        println!(
+            "\nFull grid at SRAM {} (rows: weight bits, columns: activation bits), nJ:",
+            args.sram
+        );
         print!("{:>4}", "w\\a");
         for a in 1..=8 {
             print!(" {a:>9}");
@@ -93,7 +106,11 @@ pub fn run(args: Args) -> Result<()> {
         for w in 1..=8u32 {
             print!("{w:>4}");
             for a in 1..=8u32 {
-                let c = r.cells.iter().find(|c| c.sram_bytes == sram && c.weight_bits == w && c.act_bits == a).expect("cell");
+                let c = r
+                    .cells
+                    .iter()
+                    .find(|c| c.sram_bytes == sram && c.weight_bits == w && c.act_bits == a)
+                    .expect("cell");
                 print!(" {:>9}", nj(c.total_pj));
             }
             println!();
@@ -106,7 +123,10 @@ pub fn run(args: Args) -> Result<()> {
     let mut asg = Assignment::uniform(w, a);
     asg.weight_sparsity = args.sparsity;
     asg.index_bits = args.index_bits;
-    let mem = MemoryConfig { sram_bytes: sram, dram_pj_per_64b: args.dram_pj };
+    let mem = MemoryConfig {
+        sram_bytes: sram,
+        dram_pj_per_64b: args.dram_pj,
+    };
     let r = estimate(&layers, &asg, &mem);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -121,7 +141,15 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!(
         "{:<24} {:>8} {:>12} {:>11} {:>8} {:>11} {:>11} {:>11} {:>11}",
-        "layer", "op", "MACs", "weight kB", "weights", "compute nJ", "on-chip nJ", "off-chip nJ", "total nJ"
+        "layer",
+        "op",
+        "MACs",
+        "weight kB",
+        "weights",
+        "compute nJ",
+        "on-chip nJ",
+        "off-chip nJ",
+        "total nJ"
     );
     for l in &r.layers {
         println!(

@@ -51,11 +51,16 @@ struct Report {
 fn weights(g: &Graph) -> Result<Vec<LayerWeight<'_>>> {
     let mut out = Vec::new();
     for n in &g.nodes {
-        if !matches!(n.op_type.as_str(), "Conv" | "Gemm" | "MatMul" | "ConvTranspose") {
+        if !matches!(
+            n.op_type.as_str(),
+            "Conv" | "Gemm" | "MatMul" | "ConvTranspose"
+        ) {
             continue;
         }
         let Some(wname) = n.input(1) else { continue };
-        let Some(t) = g.initializers.get(wname) else { continue };
+        let Some(t) = g.initializers.get(wname) else {
+            continue;
+        };
         if !t.dtype().is_float() || t.rank() < 2 || t.is_empty() {
             continue;
         }
@@ -63,7 +68,9 @@ fn weights(g: &Graph) -> Result<Vec<LayerWeight<'_>>> {
             "Conv" => 0,
             "ConvTranspose" => 1,
             "Gemm" => {
-                let tb = n.attr_int("transB", 0).with_context(|| format!("node '{}'", n.name))?;
+                let tb = n
+                    .attr_int("transB", 0)
+                    .with_context(|| format!("node '{}'", n.name))?;
                 if tb != 0 {
                     0
                 } else {
@@ -103,15 +110,21 @@ fn formats_for(axis: usize) -> Result<Vec<Box<dyn DynFormat>>> {
 }
 
 fn short(name: &str) -> String {
-    name.replace("/channel0", "/ch").replace("/channel1", "/ch").replace("/tensor", "/t")
-        .replace("/channel2", "/ch").replace("/channel3", "/ch")
+    name.replace("/channel0", "/ch")
+        .replace("/channel1", "/ch")
+        .replace("/tensor", "/t")
+        .replace("/channel2", "/ch")
+        .replace("/channel3", "/ch")
 }
 
 pub fn run(args: Args) -> Result<()> {
     let g = model::load(&args.model)?;
     let ws = weights(&g)?;
     if ws.is_empty() {
-        anyhow::bail!("{}: no Conv/Gemm/MatMul layer with a float weight initializer", args.model.display());
+        anyhow::bail!(
+            "{}: no Conv/Gemm/MatMul layer with a float weight initializer",
+            args.model.display()
+        );
     }
     let mut rows = Vec::new();
     let mut names = Vec::new();
@@ -120,8 +133,14 @@ pub fn run(args: Args) -> Result<()> {
         names = fs.iter().map(|f| short(&f.name())).collect();
         let mut results = Vec::new();
         for f in &fs {
-            let e = ErrorStats::of(f.as_ref(), &w.values, &w.shape)
-                .with_context(|| format!("weight '{}' of node '{}' as {}", w.name, w.node.name, f.name()))?;
+            let e = ErrorStats::of(f.as_ref(), &w.values, &w.shape).with_context(|| {
+                format!(
+                    "weight '{}' of node '{}' as {}",
+                    w.name,
+                    w.node.name,
+                    f.name()
+                )
+            })?;
             results.push((short(&f.name()), e));
         }
         rows.push(Row {
@@ -142,14 +161,24 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!("SQNR (dB) of each layer's weights per format (higher is better; ~6 dB per bit; /t per tensor, /ch per output channel)");
-    let lw = rows.iter().map(|r| r.weight.len()).max().unwrap_or(6).max(6);
+    let lw = rows
+        .iter()
+        .map(|r| r.weight.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     print!("{:<lw$} {:>12}", "weight", "shape");
     for n in &names {
         print!(" {:>w$}", n, w = n.len().max(6));
     }
     println!();
     for r in &rows {
-        let shape = r.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let shape = r
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
         print!("{:<lw$} {:>12}", r.weight, shape);
         for (n, e) in &r.results {
             let w = n.len().max(6);
