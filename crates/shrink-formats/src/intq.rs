@@ -139,7 +139,7 @@ impl SlotMap {
                 rank: shape.len(),
             });
         }
-        if group == 0 || shape[axis] % group != 0 {
+        if group == 0 || !shape[axis].is_multiple_of(group) {
             return Err(FormatError::Group {
                 group,
                 len: shape[axis],
@@ -378,7 +378,7 @@ pub fn quantize_i8_per_channel(
 
 /// Per-row symmetric int8 scales (`max|row| / 127`, 1 for an all-zero row).
 pub fn i8_scales_per_row(values: &[f32], cols: usize) -> Result<Vec<f32>> {
-    if cols == 0 || values.is_empty() || values.len() % cols != 0 {
+    if cols == 0 || values.is_empty() || !values.len().is_multiple_of(cols) {
         return Err(FormatError::Empty("choose int8 scales for"));
     }
     Ok(values

@@ -406,9 +406,9 @@ mod tests {
             y.iter_mut().for_each(|v| *v = rng.next_u64());
             let orig = y;
             transpose_bytes_8x8(&mut y);
-            for i in 0..8 {
-                for b in 0..8 {
-                    assert_eq!((orig[i] >> (8 * b)) & 0xff, (y[b] >> (8 * i)) & 0xff);
+            for (i, row) in orig.iter().enumerate() {
+                for (b, col) in y.iter().enumerate() {
+                    assert_eq!((row >> (8 * b)) & 0xff, (col >> (8 * i)) & 0xff);
                 }
             }
         }
