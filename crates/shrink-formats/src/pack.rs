@@ -164,16 +164,30 @@ impl BitPlanes {
                 "{bits}-bit codes do not fit in bytes"
             )));
         }
-        let in_range = |&c: &u8| {
-            let v = if signed { c as i8 as i32 } else { c as i32 };
-            (lo..=hi).contains(&v)
-        };
-        if !codes.iter().all(in_range) {
-            let c = codes.iter().position(|c| !in_range(c)).unwrap_or(0);
-            return Err(FormatError::Invalid(format!(
-                "code at index {c} is outside the {bits}-bit {} range [{lo}, {hi}]",
-                if signed { "signed" } else { "unsigned" }
-            )));
+        // min/max in one pass (vectorises); 8-bit codes are always in range
+        if bits < 8 {
+            let (mn, mx) = if signed {
+                let (a, b) = codes.iter().fold((i8::MAX, i8::MIN), |(a, b), &c| {
+                    (a.min(c as i8), b.max(c as i8))
+                });
+                (a as i32, b as i32)
+            } else {
+                let (a, b) = codes
+                    .iter()
+                    .fold((u8::MAX, u8::MIN), |(a, b), &c| (a.min(c), b.max(c)));
+                (a as i32, b as i32)
+            };
+            if mn < lo || mx > hi {
+                let bad = |&c: &u8| {
+                    let v = if signed { c as i8 as i32 } else { c as i32 };
+                    !(lo..=hi).contains(&v)
+                };
+                let c = codes.iter().position(bad).unwrap_or(0);
+                return Err(FormatError::Invalid(format!(
+                    "code at index {c} is outside the {bits}-bit {} range [{lo}, {hi}]",
+                    if signed { "signed" } else { "unsigned" }
+                )));
+            }
         }
         let wpr = Self::words_for(cols);
         let bits_us = bits as usize;
