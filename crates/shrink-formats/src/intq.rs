@@ -343,8 +343,6 @@ impl Format for IntQ {
 /// nearest integer, ties to even, with plain adds the compiler vectorises
 /// (`round_ties_even` would be a libm call on baseline x86-64).
 const RNE_MAGIC: f64 = 6_755_399_441_055_744.0;
-/// 1.5·2^23, the same trick in f32 (valid for magnitudes < 2^22).
-const RNE_MAGIC_F32: f32 = 12_582_912.0;
 
 /// The int8 fast path: symmetric narrow, per output channel (rows of a
 /// row-major `[rows, cols]` matrix), nearest-even. Same codes as
@@ -369,27 +367,14 @@ pub fn quantize_i8_per_channel(
         .zip(out.chunks_exact_mut(cols))
         .zip(scales)
     {
-        let inv32 = 1.0 / s;
-        // Multiplying by the f64 reciprocal rounds the same as dividing: its
+        // Multiplying by the f64 reciprocal rounds the same as dividing: the
         // error (≤ 2^−45 for |q| ≤ 128) is far below the least distance of
-        // x/s from a half-integer it is not equal to (≥ 2^−26 for f32 x, s).
-        let inv64 = 1.0 / s as f64;
-        for (xc, oc) in x.chunks(64).zip(o.chunks_mut(64)) {
-            // Fast pass in f32 (error < 2^−16 for |q| ≤ 128): exact unless some
-            // value lands within 2^−15 of a half-integer, then redo the chunk in f64.
-            let mut near_tie = 0f32;
-            for (xi, oi) in xc.iter().zip(oc.iter_mut()) {
-                let v = (*xi * inv32).clamp(-127.0, 127.0);
-                let r = (v + RNE_MAGIC_F32) - RNE_MAGIC_F32;
-                near_tie = near_tie.max((v - r).abs());
-                *oi = r as i32 as i8;
-            }
-            if near_tie >= 0.5 - 1.0 / 32768.0 || near_tie.is_nan() {
-                for (xi, oi) in xc.iter().zip(oc.iter_mut()) {
-                    let v = (*xi as f64 * inv64).clamp(-127.0, 127.0);
-                    *oi = ((v + RNE_MAGIC) - RNE_MAGIC) as i32 as i8;
-                }
-            }
+        // x/s from a half-integer it is not equal to (≥ 2^−26 for f32 x, s),
+        // and a multiply vectorises where a divide does not keep up.
+        let inv = 1.0 / s as f64;
+        for (xi, oi) in x.iter().zip(o.iter_mut()) {
+            let v = (*xi as f64 * inv).clamp(-127.0, 127.0);
+            *oi = ((v + RNE_MAGIC) - RNE_MAGIC) as i32 as i8;
         }
     }
     Ok(())
@@ -629,7 +614,7 @@ mod tests {
     fn fast_int8_path_matches_general_path() {
         let (rows, cols) = (37, 129);
         let mut x = randn(rows * cols, 3);
-        // plant exact ties and near-ties of row 0's scale: the f64 fallback must take them
+        // plant exact ties and near-ties of row 0's scale
         let s0 = i8_scales_per_row(&x, cols).unwrap()[0];
         for (j, k) in (0..20).enumerate() {
             let t = (k as f64 - 9.5) * s0 as f64;
