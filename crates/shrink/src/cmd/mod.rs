@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod demo;
+pub mod embed;
 pub mod energy;
 pub mod eval;
 pub mod export;
 pub mod formats;
-pub mod embed;
+pub mod inspect;
 pub mod ops;
 pub mod run;
