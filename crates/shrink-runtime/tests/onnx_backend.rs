@@ -287,7 +287,10 @@ fn onnx_backend_node_tests() {
     );
     if filter.is_none() {
         let rate = pass as f64 / total.max(1) as f64;
-        assert!(total > 450, "only {total} in-scope node tests found (expected ~530)");
+        assert!(
+            total > 450,
+            "only {total} in-scope node tests found (expected ~530)"
+        );
         assert!(
             rate >= MIN_PASS_RATE,
             "pass rate {rate:.4} below {MIN_PASS_RATE}"
