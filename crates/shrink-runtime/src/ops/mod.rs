@@ -39,6 +39,7 @@ pub struct OpContext<'a> {
     /// Number of threads the op may use (rayon's pool is already sized to it).
     pub threads: usize,
     /// Runs a subgraph (If/Loop bodies) with access to the enclosing scope.
+    #[allow(clippy::type_complexity)]
     pub(crate) subgraph: &'a dyn Fn(&Graph, &[Tensor]) -> Result<Vec<Tensor>>,
 }
 

@@ -605,7 +605,10 @@ fn constant_of_shape(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<
         )));
     }
     let n: usize = shape.iter().product();
-    let data = map_data!(value.data(), v => vec![v[0].clone(); n]);
+    fn fill<T: Clone>(v: &[T], n: usize) -> Vec<T> {
+        vec![v[0].clone(); n]
+    }
+    let data = map_data!(value.data(), v => fill(v, n));
     Ok(vec![Tensor::new(shape, data)?])
 }
 
