@@ -4,7 +4,8 @@
 What the `onnx` Python package (1.17) reports about the fashion models in
 $SHRINK_SHARED/data/fashion (default /work/shared/data/fashion): nodes,
 initializers (Constant node values included, as shrink turns them into
-initializers), inputs/outputs, opsets, metadata.  Rust tests read the JSON;
+initializers), inputs/outputs, opsets, metadata, and the types onnx's shape
+inference (data_prop=True) gives every value.  Rust tests read the JSON;
 they never need Python.
 
 Usage: scripts/onnx-fixtures.py [fashion_dir]
@@ -58,7 +59,43 @@ def describe(path):
         nodes.append({"name": n.name, "op_type": n.op_type, "domain": n.domain,
                       "inputs": list(n.input), "outputs": list(n.output),
                       "attrs": sorted(a.name for a in n.attribute)})
+    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True).graph
+    produced = {o for n in g.node for o in n.output}
+    # ORT's quantizer leaves stale value_info entries for values it renamed.
+    shapes = {v.name: value(v) for v in list(inferred.value_info) + list(inferred.output)
+              if v.name in produced}
+    # Reference MACs per sample for the compute ops, from onnx's inferred shapes.
+    known = dict(shapes)
+    for t in g.initializer:
+        known[t.name] = {"dims": list(t.dims)}
+    for n in g.node:
+        if n.op_type == "Constant":
+            known[n.output[0]] = {"dims": list(n.attribute[0].t.dims)}
+
+    def per_sample(dims):
+        out = 1
+        for d in dims:
+            if isinstance(d, int):
+                out *= d
+        return out
+
+    macs = {}
+    for n in g.node:
+        if n.op_type in ("Conv", "ConvInteger", "QLinearConv"):
+            w = known[n.input[3 if n.op_type == "QLinearConv" else 1]]["dims"]
+            k = 1
+            for d in w[1:]:
+                k *= d
+            macs[n.name] = per_sample(known[n.output[0]]["dims"]) * k
+        elif n.op_type == "Gemm":
+            a = known[n.input[0]]["dims"]
+            trans_a = any(at.name == "transA" and at.i for at in n.attribute)
+            macs[n.name] = per_sample(known[n.output[0]]["dims"]) * (a[0] if trans_a else a[1])
+        elif n.op_type in ("MatMul", "MatMulInteger"):
+            macs[n.name] = per_sample(known[n.output[0]]["dims"]) * known[n.input[0]]["dims"][-1]
     return {
+        "macs": macs,
+        "inferred": shapes,
         "ir_version": m.ir_version,
         "producer_name": m.producer_name,
         "opsets": {o.domain: o.version for o in m.opset_import},

@@ -6,11 +6,20 @@
 //! are near-lossless and the ONNX spec is our op documentation; shrink adds its
 //! own passes and encodings on top rather than a second op set to translate to.
 
+pub mod analysis;
+mod dce;
+pub mod builders;
 mod graph;
+mod infer;
 pub mod onnx;
+mod validate;
+pub mod safetensors;
 
+pub use dce::eliminate_dead_nodes;
 pub use graph::{captured_names, node_uses, Attr, Dim, Graph, Node, ValueInfo};
+pub use infer::{infer_shapes, value_types};
 pub use shrink_tensor::{DType, Tensor, TensorData};
+pub use validate::validate;
 
 /// Errors of the IR layer; every variant names what it is about.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod model;
 
 #[derive(Parser)]
 #[command(
@@ -20,13 +21,40 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a model on inputs from .npy files.
+    Run(cmd::run::Args),
+    /// Classification accuracy (top-1, top-5, confusion matrix) on a dataset.
+    Eval(cmd::eval::Args),
+    /// Latency and throughput on this machine.
+    Bench(cmd::bench::Args),
+    /// Write a model as ONNX.
+    Export(cmd::export::Args),
     /// List the ops the runtime implements.
     Ops,
+    /// Sentence embeddings with a BERT sentence encoder (all-MiniLM-L6-v2 by default).
+    Embed(cmd::embed::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    match dispatch(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line, without the
+            // backtrace anyhow would add when RUST_BACKTRACE is set.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(a) => cmd::run::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Ops => cmd::ops::run(),
+        Command::Embed(args) => cmd::embed::run(args),
     }
 }

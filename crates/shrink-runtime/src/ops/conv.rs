@@ -1,3 +1,841 @@
-//! (ops of this family are added here)
+//! Convolutions: Conv, ConvTranspose, ConvInteger, and the sliding-window
+//! geometry the pooling and quantized-conv ops share.
+//!
+//! Every op works on a geometry normalised to three spatial dimensions (1-D
+//! and 2-D inputs get leading size-1 dims), so one im2col, one col2im and one
+//! depthwise loop serve 1-D, 2-D and 3-D alike. Dense convs are im2col + GEMM
+//! (1×1 stride-1 unpadded convs read the input directly as the GEMM operand);
+//! depthwise convs (one input channel per group) use a direct loop, since
+//! their im2col matrix would be as large as the work.
 
-pub(super) fn register(_r: &mut super::Registry) {}
+use super::linalg::{float_tensor, floats, int8_values, sgemm, MatRef, WrappingMac};
+use super::{OpContext, Registry};
+use crate::Result;
+use rayon::prelude::*;
+use shrink_tensor::Tensor;
+
+pub(super) fn register(r: &mut Registry) {
+    r.add("", "Conv", conv);
+    r.add("", "ConvTranspose", conv_transpose);
+    r.add("", "ConvInteger", conv_integer);
+}
+
+/// Geometry of a sliding window over up to three spatial dimensions.
+/// Window position `o` along a dimension reads input index
+/// `o * stride - pad_begin + k * dilation` for kernel tap `k`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Window {
+    /// Spatial rank of the op before normalisation (1, 2 or 3).
+    pub rank: usize,
+    pub input: [usize; 3],
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub dilation: [usize; 3],
+    pub pad_begin: [usize; 3],
+    pub pad_end: [usize; 3],
+    pub output: [usize; 3],
+}
+
+impl Window {
+    pub fn input_size(&self) -> usize {
+        self.input.iter().product()
+    }
+    pub fn output_size(&self) -> usize {
+        self.output.iter().product()
+    }
+    pub fn kernel_size(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    /// Output spatial dims in the op's own rank.
+    pub fn output_dims(&self) -> Vec<usize> {
+        self.output[3 - self.rank..].to_vec()
+    }
+    /// A 1×1 stride-1 unpadded window: the input already is the im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1; 3] && self.stride == [1; 3] && self.pad_begin == [0; 3] && self.pad_end == [0; 3]
+    }
+
+    /// Output positions `o` in `lo..hi` along dim `d` whose tap `k` lands inside
+    /// the input; returns (lo, hi, offset) with input index `o*stride + offset`.
+    fn valid(&self, d: usize, k: usize) -> (usize, usize, isize) {
+        let off = (k * self.dilation[d]) as isize - self.pad_begin[d] as isize;
+        let s = self.stride[d] as isize;
+        let n = self.input[d] as isize;
+        let out = self.output[d] as isize;
+        let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
+        let hi = if n - off <= 0 { 0 } else { (n - off + s - 1) / s };
+        let lo = lo.clamp(0, out);
+        let hi = hi.clamp(lo, out);
+        (lo as usize, hi as usize, off)
+    }
+
+    /// Input index of output position `o`, tap `k` along dim `d`, if inside.
+    fn index(&self, d: usize, o: usize, k: usize) -> Option<usize> {
+        let i = (o * self.stride[d] + k * self.dilation[d]) as isize - self.pad_begin[d] as isize;
+        (i >= 0 && i < self.input[d] as isize).then_some(i as usize)
+    }
+}
+
+/// How the output length of a window follows from input, padding and stride.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Rounding {
+    /// `floor` (Conv, and pools with ceil_mode=0).
+    Floor,
+    /// `ceil`, dropping a last window that would start in the end padding
+    /// (pools with ceil_mode=1, as ONNX Runtime and PyTorch do).
+    Ceil,
+}
+
+/// Reads strides, dilations, pads and auto_pad of the node and computes the
+/// window geometry for the given input spatial dims and kernel.
+pub(super) fn window(
+    ctx: &OpContext,
+    spatial: &[usize],
+    kernel: &[usize],
+    rounding: Rounding,
+) -> Result<Window> {
+    let r = spatial.len();
+    if r == 0 || r > 3 {
+        return Err(ctx.error(format!(
+            "{r} spatial dimensions; 1 to 3 are supported"
+        )));
+    }
+    if kernel.len() != r {
+        return Err(ctx.error(format!(
+            "kernel has {} dims but the input has {r} spatial dims",
+            kernel.len()
+        )));
+    }
+    let node = ctx.node;
+    let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
+    let ints = |key: &str, default: i64, len: usize| -> Result<Vec<usize>> {
+        match node.attr_ints(key).map_err(attr)? {
+            None => Ok(vec![default as usize; len]),
+            Some(v) if v.len() == len && v.iter().all(|&x| x >= 0) => {
+                Ok(v.iter().map(|&x| x as usize).collect())
+            }
+            Some(v) => Err(ctx.error(format!(
+                "attribute '{key}' = {v:?}: expected {len} non-negative values"
+            ))),
+        }
+    };
+    let strides = ints("strides", 1, r)?;
+    let dilations = ints("dilations", 1, r)?;
+    if strides.contains(&0) || dilations.contains(&0) || kernel.contains(&0) {
+        return Err(ctx.error("strides, dilations and kernel sizes must be positive"));
+    }
+    let auto_pad = node.attr_str("auto_pad", "NOTSET").map_err(attr)?;
+    let mut w = Window {
+        rank: r,
+        input: [1; 3],
+        kernel: [1; 3],
+        stride: [1; 3],
+        dilation: [1; 3],
+        pad_begin: [0; 3],
+        pad_end: [0; 3],
+        output: [1; 3],
+    };
+    let pads = match auto_pad {
+        "NOTSET" | "" => ints("pads", 0, 2 * r)?,
+        "VALID" | "SAME_UPPER" | "SAME_LOWER" => vec![0; 2 * r],
+        other => return Err(ctx.error(format!("unknown auto_pad '{other}'"))),
+    };
+    for i in 0..r {
+        let d = 3 - r + i;
+        let (n, k, s, dil) = (spatial[i], kernel[i], strides[i], dilations[i]);
+        let dk = (k - 1) * dil + 1;
+        w.input[d] = n;
+        w.kernel[d] = k;
+        w.stride[d] = s;
+        w.dilation[d] = dil;
+        let (pb, pe, out) = match auto_pad {
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let out = n.div_ceil(s);
+                let total = ((out.max(1) - 1) * s + dk).saturating_sub(n);
+                let small = total / 2;
+                if auto_pad == "SAME_UPPER" {
+                    (small, total - small, out)
+                } else {
+                    (total - small, small, out)
+                }
+            }
+            _ => {
+                let (pb, pe) = (pads[i], pads[i + r]);
+                let padded = n + pb + pe;
+                if padded < dk {
+                    return Err(ctx.error(format!(
+                        "kernel extent {dk} exceeds padded input {padded} along spatial dim {i}"
+                    )));
+                }
+                let out = match rounding {
+                    Rounding::Floor => (padded - dk) / s + 1,
+                    Rounding::Ceil => {
+                        let mut out = (padded - dk).div_ceil(s) + 1;
+                        if (out - 1) * s >= n + pb {
+                            out -= 1;
+                        }
+                        out
+                    }
+                };
+                (pb, pe, out)
+            }
+        };
+        w.pad_begin[d] = pb;
+        w.pad_end[d] = pe;
+        w.output[d] = out;
+    }
+    Ok(w)
+}
+
+/// Unfolds `channels` planes of one image (`x`, each plane `win.input`) into
+/// the (channels·kernel) × output matrix `col`, zero-filled (T::default())
+/// where a window hangs over padding.
+pub(super) fn im2col<T: Copy + Default>(x: &[T], channels: usize, win: &Window, col: &mut [T]) {
+    let [_, ih, iw] = win.input;
+    let [kd, kh, kw] = win.kernel;
+    let [od, oh, ow] = win.output;
+    let in_sz = win.input_size();
+    let out_sz = win.output_size();
+    let sw = win.stride[2];
+    let mut row = 0;
+    for c in 0..channels {
+        let xc = &x[c * in_sz..(c + 1) * in_sz];
+        for a in 0..kd {
+            for b in 0..kh {
+                for e in 0..kw {
+                    let dst = &mut col[row * out_sz..(row + 1) * out_sz];
+                    row += 1;
+                    let (lo, hi, off) = win.valid(2, e);
+                    for z in 0..od {
+                        let zi = win.index(0, z, a);
+                        for y in 0..oh {
+                            let drow = &mut dst[(z * oh + y) * ow..(z * oh + y + 1) * ow];
+                            let (Some(zi), Some(yi)) = (zi, win.index(1, y, b)) else {
+                                drow.fill(T::default());
+                                continue;
+                            };
+                            let src = &xc[(zi * ih + yi) * iw..(zi * ih + yi + 1) * iw];
+                            drow[..lo].fill(T::default());
+                            drow[hi..].fill(T::default());
+                            if sw == 1 {
+                                let start = (lo as isize + off) as usize;
+                                drow[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                            } else {
+                                for (o, d) in drow[lo..hi].iter_mut().enumerate() {
+                                    *d = src[(((o + lo) * sw) as isize + off) as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every column entry back into the image
+/// position it was read from (ConvTranspose's scatter).
+fn col2im(col: &[f32], channels: usize, win: &Window, x: &mut [f32]) {
+    let [_, ih, iw] = win.input;
+    let [kd, kh, kw] = win.kernel;
+    let [od, oh, ow] = win.output;
+    let in_sz = win.input_size();
+    let out_sz = win.output_size();
+    let sw = win.stride[2];
+    let mut row = 0;
+    for c in 0..channels {
+        let xc = &mut x[c * in_sz..(c + 1) * in_sz];
+        for a in 0..kd {
+            for b in 0..kh {
+                for e in 0..kw {
+                    let src = &col[row * out_sz..(row + 1) * out_sz];
+                    row += 1;
+                    let (lo, hi, off) = win.valid(2, e);
+                    for z in 0..od {
+                        let Some(zi) = win.index(0, z, a) else { continue };
+                        for y in 0..oh {
+                            let Some(yi) = win.index(1, y, b) else { continue };
+                            let srow = &src[(z * oh + y) * ow..(z * oh + y + 1) * ow];
+                            let dst = &mut xc[(zi * ih + yi) * iw..(zi * ih + yi + 1) * iw];
+                            for o in lo..hi {
+                                dst[((o * sw) as isize + off) as usize] += srow[o];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One output plane of a depthwise conv: `x` is the input plane, `w` its
+/// kernel, `ranges` the [`Window::valid`] spans of each kernel column; `y`
+/// must hold the bias (or zeros) on entry.
+fn depthwise_plane(x: &[f32], w: &[f32], win: &Window, ranges: &[(usize, usize, isize)], y: &mut [f32]) {
+    let [_, ih, iw] = win.input;
+    let [kd, kh, kw] = win.kernel;
+    let [od, oh, ow] = win.output;
+    let sw = win.stride[2];
+    for z in 0..od {
+        for a in 0..kd {
+            let Some(zi) = win.index(0, z, a) else { continue };
+            for yo in 0..oh {
+                let dst = &mut y[(z * oh + yo) * ow..(z * oh + yo + 1) * ow];
+                for b in 0..kh {
+                    let Some(yi) = win.index(1, yo, b) else { continue };
+                    let src = &x[(zi * ih + yi) * iw..(zi * ih + yi + 1) * iw];
+                    let wrow = &w[(a * kh + b) * kw..(a * kh + b + 1) * kw];
+                    for (&wv, &(lo, hi, off)) in wrow.iter().zip(ranges) {
+                        if lo >= hi {
+                            continue;
+                        }
+                        let start = (lo as isize * sw as isize + off) as usize;
+                        let d = &mut dst[lo..hi];
+                        if sw == 1 {
+                            for (o, s) in d.iter_mut().zip(&src[start..]) {
+                                *o += wv * s;
+                            }
+                        } else {
+                            for (o, s) in d.iter_mut().zip(src[start..].iter().step_by(sw)) {
+                                *o += wv * s;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shapes of a (possibly grouped) convolution, checked against each other.
+struct ConvDims {
+    batch: usize,
+    in_channels: usize,
+    out_channels: usize,
+    group: usize,
+    win: Window,
+}
+
+fn conv_dims(ctx: &OpContext, x: &[usize], w: &[usize]) -> Result<ConvDims> {
+    if x.len() < 3 || w.len() != x.len() {
+        return Err(ctx.error(format!(
+            "X {x:?} and W {w:?} must have the same rank ≥ 3"
+        )));
+    }
+    let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
+    let group = ctx.node.attr_int("group", 1).map_err(attr)?;
+    if group < 1 {
+        return Err(ctx.error(format!("group = {group} must be ≥ 1")));
+    }
+    let group = group as usize;
+    let (c, m) = (x[1], w[0]);
+    if c % group != 0 || m % group != 0 || w[1] * group != c {
+        return Err(ctx.error(format!(
+            "X {x:?} and W {w:?} do not agree with group = {group} (W[1]·group must equal the input channels)"
+        )));
+    }
+    let kernel = kernel_shape(ctx, &w[2..])?;
+    let win = window(ctx, &x[2..], &kernel, Rounding::Floor)?;
+    Ok(ConvDims {
+        batch: x[0],
+        in_channels: c,
+        out_channels: m,
+        group,
+        win,
+    })
+}
+
+/// The `kernel_shape` attribute if present (checked against the weights),
+/// else the weights' spatial dims.
+fn kernel_shape(ctx: &OpContext, w_spatial: &[usize]) -> Result<Vec<usize>> {
+    match ctx
+        .node
+        .attr_ints("kernel_shape")
+        .map_err(|e| ctx.error(e.to_string()))?
+    {
+        Some(k) if k.iter().map(|&x| x as usize).eq(w_spatial.iter().copied()) => {
+            Ok(w_spatial.to_vec())
+        }
+        Some(k) => Err(ctx.error(format!(
+            "kernel_shape {k:?} disagrees with the weights' spatial dims {w_spatial:?}"
+        ))),
+        None => Ok(w_spatial.to_vec()),
+    }
+}
+
+fn output_shape(batch: usize, channels: usize, win: &Window) -> Vec<usize> {
+    let mut s = vec![batch, channels];
+    s.extend(win.output_dims());
+    s
+}
+
+fn conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let w = ctx.required(inputs, 1)?;
+    let d = conv_dims(ctx, x.shape(), w.shape())?;
+    let xv = floats(ctx, x, "X")?;
+    let wv = floats(ctx, w, "W")?;
+    let bias = match inputs.get(2).copied().flatten() {
+        Some(b) if b.len() != d.out_channels => {
+            return Err(ctx.error(format!(
+                "B has {} elements, expected {}",
+                b.len(),
+                d.out_channels
+            )))
+        }
+        Some(b) => Some(floats(ctx, b, "B")?),
+        None => None,
+    };
+    let y = conv_f32(&xv, &wv, bias.as_deref(), &d, ctx.threads);
+    Ok(vec![float_tensor(
+        x.dtype(),
+        output_shape(d.batch, d.out_channels, &d.win),
+        y,
+    )?])
+}
+
+/// Below this many multiply-adds a conv runs on one thread.
+const PARALLEL_WORK: usize = 1 << 17;
+
+fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: usize) -> Vec<f32> {
+    let win = &d.win;
+    let (g, cg, mg) = (d.group, d.in_channels / d.group, d.out_channels / d.group);
+    let (in_sz, out_sz, ksz) = (win.input_size(), win.output_size(), win.kernel_size());
+    let mut y = vec![0f32; d.batch * d.out_channels * out_sz];
+    if y.is_empty() {
+        return y;
+    }
+    let work = d.batch * d.out_channels * out_sz * cg * ksz;
+    let parallel = threads > 1 && work >= PARALLEL_WORK;
+    if let Some(b) = bias {
+        for (i, plane) in y.chunks_mut(out_sz).enumerate() {
+            plane.fill(b[i % d.out_channels]);
+        }
+    }
+    if cg == 1 && g > 1 {
+        // Depthwise (channel multiplier mg): output channel m reads input channel m / mg.
+        let ranges: Vec<(usize, usize, isize)> = (0..win.kernel[2]).map(|e| win.valid(2, e)).collect();
+        let plane = |(i, yp): (usize, &mut [f32])| {
+            let (n, m) = (i / d.out_channels, i % d.out_channels);
+            let c = m / mg;
+            let xp = &x[(n * d.in_channels + c) * in_sz..][..in_sz];
+            depthwise_plane(xp, &w[m * ksz..(m + 1) * ksz], win, &ranges, yp);
+        };
+        if parallel {
+            y.par_chunks_mut(out_sz).enumerate().for_each(plane);
+        } else {
+            y.chunks_mut(out_sz).enumerate().for_each(plane);
+        }
+        return y;
+    }
+    let pointwise = win.is_pointwise();
+    let kdim = cg * ksz;
+    let block = |(i, yb): (usize, &mut [f32]), col: &mut Vec<f32>, threads: usize| {
+        let (n, gi) = (i / g, i % g);
+        let xg = &x[(n * d.in_channels + gi * cg) * in_sz..][..cg * in_sz];
+        let b = if pointwise {
+            xg
+        } else {
+            col.resize(kdim * out_sz, 0.0);
+            im2col(xg, cg, win, col);
+            &col[..]
+        };
+        let wg = &w[gi * mg * kdim..(gi + 1) * mg * kdim];
+        sgemm(
+            mg,
+            out_sz,
+            kdim,
+            MatRef::rows(wg, kdim),
+            MatRef::rows(b, out_sz),
+            yb,
+            1.0,
+            bias.map(|_| 1.0),
+            threads,
+        );
+    };
+    let tasks = d.batch * g;
+    if parallel && tasks >= threads {
+        y.par_chunks_mut(mg * out_sz)
+            .enumerate()
+            .for_each_init(Vec::new, |col, t| block(t, col, 1));
+    } else {
+        let mut col = Vec::new();
+        y.chunks_mut(mg * out_sz)
+            .enumerate()
+            .for_each(|t| block(t, &mut col, if parallel { threads } else { 1 }));
+    }
+    y
+}
+
+fn conv_transpose(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let w = ctx.required(inputs, 1)?;
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() < 3 || ws.len() != xs.len() {
+        return Err(ctx.error(format!(
+            "X {xs:?} and W {ws:?} must have the same rank ≥ 3"
+        )));
+    }
+    let node = ctx.node;
+    let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
+    let group = node.attr_int("group", 1).map_err(attr)?.max(1) as usize;
+    let (batch, c) = (xs[0], xs[1]);
+    if ws[0] != c || c % group != 0 {
+        return Err(ctx.error(format!(
+            "W {ws:?} must have X's {c} channels first, divisible by group = {group}"
+        )));
+    }
+    let (cg, mg) = (c / group, ws[1]);
+    let m = mg * group;
+    let r = xs.len() - 2;
+    let kernel = kernel_shape(ctx, &ws[2..])?;
+    let ints = |key: &str, default: i64, len: usize| -> Result<Vec<i64>> {
+        match node.attr_ints(key).map_err(attr)? {
+            None => Ok(vec![default; len]),
+            Some(v) if v.len() == len => Ok(v.to_vec()),
+            Some(v) => Err(ctx.error(format!(
+                "attribute '{key}' = {v:?}: expected {len} values"
+            ))),
+        }
+    };
+    let strides = ints("strides", 1, r)?;
+    let dilations = ints("dilations", 1, r)?;
+    let out_pad = ints("output_padding", 0, r)?;
+    let auto_pad = node.attr_str("auto_pad", "NOTSET").map_err(attr)?;
+    let explicit_shape = match node.attr_ints("output_shape").map_err(attr)? {
+        Some(s) if s.len() == r => Some(s.to_vec()),
+        Some(s) if s.len() == r + 2 => Some(s[2..].to_vec()),
+        Some(s) => {
+            return Err(ctx.error(format!(
+                "output_shape {s:?} must list the {r} spatial dims"
+            )))
+        }
+        None => None,
+    };
+    if strides.iter().chain(&dilations).any(|&v| v < 1) {
+        return Err(ctx.error("strides and dilations must be positive"));
+    }
+    let mut pads = ints("pads", 0, 2 * r)?;
+    let mut out = vec![0i64; r];
+    let same = auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER";
+    for i in 0..r {
+        let n = xs[2 + i] as i64;
+        let dk = (kernel[i] as i64 - 1) * dilations[i] + 1;
+        let full = strides[i] * (n - 1) + out_pad[i] + dk;
+        if explicit_shape.is_some() || same {
+            let target = explicit_shape
+                .as_ref()
+                .map(|s| s[i])
+                .unwrap_or(n * strides[i]);
+            // Floor division as ONNX's reference: a negative total (output_shape
+            // beyond the full extent) leaves pad_begin at 0 and extends the end.
+            let total = full - target;
+            let half = total.div_euclid(2);
+            let (pb, pe) = if auto_pad == "SAME_UPPER" {
+                (half, total - half)
+            } else {
+                (total - half, half)
+            };
+            pads[i] = pb;
+            pads[i + r] = pe;
+            out[i] = target;
+        } else {
+            out[i] = full - pads[i] - pads[i + r];
+        }
+        if out[i] < 1 {
+            return Err(ctx.error(format!(
+                "computed output length {} along spatial dim {i} is not positive",
+                out[i]
+            )));
+        }
+    }
+    // The scatter is the adjoint of a conv whose input is our output: build
+    // that conv's window (input = our output dims, output = our input dims).
+    // Negative pads (output_shape larger than the full extent) grow the end.
+    let mut win = Window {
+        rank: r,
+        input: [1; 3],
+        kernel: [1; 3],
+        stride: [1; 3],
+        dilation: [1; 3],
+        pad_begin: [0; 3],
+        pad_end: [0; 3],
+        output: [1; 3],
+    };
+    if r > 3 {
+        return Err(ctx.error(format!("{r} spatial dims; 1 to 3 are supported")));
+    }
+    for i in 0..r {
+        let d = 3 - r + i;
+        if pads[i] < 0 {
+            return Err(ctx.error(format!(
+                "output_shape asks for more than the full extent along spatial dim {i}"
+            )));
+        }
+        win.input[d] = out[i] as usize;
+        win.kernel[d] = kernel[i];
+        win.stride[d] = strides[i] as usize;
+        win.dilation[d] = dilations[i] as usize;
+        win.pad_begin[d] = pads[i] as usize;
+        win.pad_end[d] = pads[i + r].max(0) as usize;
+        win.output[d] = xs[2 + i];
+    }
+    let xv = floats(ctx, x, "X")?;
+    let wv = floats(ctx, w, "W")?;
+    let bias = match inputs.get(2).copied().flatten() {
+        Some(b) if b.len() != m => {
+            return Err(ctx.error(format!("B has {} elements, expected {m}", b.len())))
+        }
+        Some(b) => Some(floats(ctx, b, "B")?),
+        None => None,
+    };
+    let (y_sz, x_sz, ksz) = (win.input_size(), win.output_size(), win.kernel_size());
+    let mut y = vec![0f32; batch * m * y_sz];
+    if let Some(b) = &bias {
+        for (i, plane) in y.chunks_mut(y_sz).enumerate() {
+            plane.fill(b[i % m]);
+        }
+    }
+    let rows = mg * ksz;
+    let mut col = vec![0f32; rows * x_sz];
+    for (i, yb) in y.chunks_mut(mg * y_sz).enumerate() {
+        let (n, gi) = (i / group, i % group);
+        let xg = &xv[(n * c + gi * cg) * x_sz..][..cg * x_sz];
+        let wg = &wv[gi * cg * rows..(gi + 1) * cg * rows];
+        sgemm(
+            rows,
+            x_sz,
+            cg,
+            MatRef::transposed(wg, rows),
+            MatRef::rows(xg, x_sz),
+            &mut col,
+            1.0,
+            None,
+            ctx.threads,
+        );
+        col2im(&col, mg, &win, yb);
+    }
+    let mut shape = vec![batch, m];
+    shape.extend(out.iter().map(|&v| v as usize));
+    Ok(vec![float_tensor(x.dtype(), shape, y)?])
+}
+
+/// Integer convolution on zero-point-free i32 values: `x` is N×C×spatial,
+/// `w` M×(C/group)×kernel; returns N×M×output i32 sums (wrapping).
+pub(super) fn conv_i32(x: &[i32], w: &[i32], d: &ConvDimsPub) -> Vec<i32> {
+    let win = &d.0.win;
+    let dd = &d.0;
+    let (g, cg, mg) = (dd.group, dd.in_channels / dd.group, dd.out_channels / dd.group);
+    let (in_sz, out_sz, ksz) = (win.input_size(), win.output_size(), win.kernel_size());
+    let kdim = cg * ksz;
+    let mut y = vec![0i32; dd.batch * dd.out_channels * out_sz];
+    let mut col = vec![0i32; kdim * out_sz];
+    for (i, yb) in y.chunks_mut(mg * out_sz).enumerate() {
+        let (n, gi) = (i / g, i % g);
+        let xg = &x[(n * dd.in_channels + gi * cg) * in_sz..][..cg * in_sz];
+        im2col(xg, cg, win, &mut col);
+        let wg = &w[gi * mg * kdim..(gi + 1) * mg * kdim];
+        for m in 0..mg {
+            let yrow = &mut yb[m * out_sz..(m + 1) * out_sz];
+            for p in 0..kdim {
+                let wv = wg[m * kdim + p];
+                if wv == 0 {
+                    continue;
+                }
+                for (yv, &cv) in yrow.iter_mut().zip(&col[p * out_sz..(p + 1) * out_sz]) {
+                    *yv = yv.mac(wv, cv);
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Checked conv shapes, for the quantized conv ops elsewhere in `ops`.
+pub(super) struct ConvDimsPub(ConvDims);
+
+impl ConvDimsPub {
+    pub fn new(ctx: &OpContext, x: &[usize], w: &[usize]) -> Result<ConvDimsPub> {
+        conv_dims(ctx, x, w).map(ConvDimsPub)
+    }
+    pub fn out_channels(&self) -> usize {
+        self.0.out_channels
+    }
+    pub fn output_shape(&self) -> Vec<usize> {
+        output_shape(self.0.batch, self.0.out_channels, &self.0.win)
+    }
+}
+
+/// Subtracts a zero point given as a scalar or one value per `channel_dim`
+/// slice (per output channel for weights).
+pub(super) fn remove_zero_point(
+    ctx: &OpContext,
+    v: &mut [i32],
+    zp: &[i32],
+    channels: usize,
+    what: &str,
+) -> Result<()> {
+    match zp.len() {
+        0 => Ok(()),
+        1 => {
+            v.iter_mut().for_each(|x| *x -= zp[0]);
+            Ok(())
+        }
+        n if n == channels && channels > 0 => {
+            let per = v.len() / channels;
+            for (c, chunk) in v.chunks_mut(per.max(1)).enumerate() {
+                chunk.iter_mut().for_each(|x| *x -= zp[c % channels]);
+            }
+            Ok(())
+        }
+        n => Err(ctx.error(format!(
+            "{what} has {n} elements; expected 1 or {channels}"
+        ))),
+    }
+}
+
+fn conv_integer(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let w = ctx.required(inputs, 1)?;
+    let d = ConvDimsPub::new(ctx, x.shape(), w.shape())?;
+    let mut xv = int8_values(ctx, x, "x")?;
+    let mut wv = int8_values(ctx, w, "w")?;
+    if let Some(z) = inputs.get(2).copied().flatten() {
+        let z = int8_values(ctx, z, "x_zero_point")?;
+        remove_zero_point(ctx, &mut xv, &z, 1, "x_zero_point")?;
+    }
+    if let Some(z) = inputs.get(3).copied().flatten() {
+        let z = int8_values(ctx, z, "w_zero_point")?;
+        remove_zero_point(ctx, &mut wv, &z, d.out_channels(), "w_zero_point")?;
+    }
+    let y = conv_i32(&xv, &wv, &d);
+    Ok(vec![Tensor::from_vec(d.output_shape(), y)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct 2-D convolution by definition, the reference for im2col + GEMM.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv2d(
+        x: &[f32],
+        w: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        wd: usize,
+        m: usize,
+        g: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        dil: usize,
+    ) -> (Vec<f32>, usize, usize) {
+        let dk = (k - 1) * dil + 1;
+        let oh = (h + 2 * p - dk) / s + 1;
+        let ow = (wd + 2 * p - dk) / s + 1;
+        let (cg, mg) = (c / g, m / g);
+        let mut y = vec![0f32; n * m * oh * ow];
+        for b in 0..n {
+            for mo in 0..m {
+                let gi = mo / mg;
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let mut acc = 0f32;
+                        for ci in 0..cg {
+                            for a in 0..k {
+                                for e in 0..k {
+                                    let yi = (i * s + a * dil) as isize - p as isize;
+                                    let xi = (j * s + e * dil) as isize - p as isize;
+                                    if yi < 0 || xi < 0 || yi >= h as isize || xi >= wd as isize {
+                                        continue;
+                                    }
+                                    let cin = gi * cg + ci;
+                                    acc += x[((b * c + cin) * h + yi as usize) * wd + xi as usize]
+                                        * w[((mo * cg + ci) * k + a) * k + e];
+                                }
+                            }
+                        }
+                        y[((b * m + mo) * oh + i) * ow + j] = acc;
+                    }
+                }
+            }
+        }
+        (y, oh, ow)
+    }
+
+    fn dims(n: usize, c: usize, m: usize, g: usize, win: Window) -> ConvDims {
+        ConvDims {
+            batch: n,
+            in_channels: c,
+            out_channels: m,
+            group: g,
+            win,
+        }
+    }
+
+    #[test]
+    fn conv_paths_match_direct_convolution() {
+        // (n, c, h, w, m, group, k, stride, pad, dilation): dense, strided,
+        // dilated, grouped, depthwise with multiplier, pointwise, batched.
+        let cases = [
+            (1, 3, 9, 8, 4, 1, 3, 1, 1, 1),
+            (2, 4, 10, 7, 6, 2, 3, 2, 1, 1),
+            (1, 2, 11, 11, 3, 1, 3, 1, 2, 2),
+            (3, 4, 7, 9, 8, 4, 3, 2, 1, 1),
+            (2, 5, 6, 6, 7, 1, 1, 1, 0, 1),
+            (1, 6, 5, 5, 6, 6, 5, 1, 2, 1),
+        ];
+        for (ci, &(n, c, h, wd, m, g, k, s, p, dil)) in cases.iter().enumerate() {
+            let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+            let w: Vec<f32> = (0..m * (c / g) * k * k).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1).collect();
+            let (want, oh, ow) = naive_conv2d(&x, &w, n, c, h, wd, m, g, k, s, p, dil);
+            let win = Window {
+                rank: 2,
+                input: [1, h, wd],
+                kernel: [1, k, k],
+                stride: [1, s, s],
+                dilation: [1, dil, dil],
+                pad_begin: [0, p, p],
+                pad_end: [0, p, p],
+                output: [1, oh, ow],
+            };
+            for threads in [1, 2] {
+                let bias: Vec<f32> = (0..m).map(|i| i as f32).collect();
+                let got = conv_f32(&x, &w, Some(&bias), &dims(n, c, m, g, win.clone()), threads);
+                assert_eq!(got.len(), want.len(), "case {ci}");
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    let b = b + bias[(i / (oh * ow)) % m];
+                    assert!((a - b).abs() < 1e-4, "case {ci} idx {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), c> == <x, col2im(c)> for any x, c.
+        let win = Window {
+            rank: 2,
+            input: [1, 5, 6],
+            kernel: [1, 3, 2],
+            stride: [1, 2, 1],
+            dilation: [1, 1, 2],
+            pad_begin: [0, 1, 0],
+            pad_end: [0, 1, 1],
+            output: [1, 3, 5],
+        };
+        let ch = 2;
+        let x: Vec<f32> = (0..ch * 30).map(|i| (i as f32 * 0.3).sin()).collect();
+        let rows = ch * win.kernel_size();
+        let c: Vec<f32> = (0..rows * win.output_size()).map(|i| (i as f32 * 0.7).cos()).collect();
+        let mut col = vec![0f32; c.len()];
+        im2col(&x, ch, &win, &mut col);
+        let mut back = vec![0f32; x.len()];
+        col2im(&c, ch, &win, &mut back);
+        let lhs: f32 = col.iter().zip(&c).map(|(a, b)| a * b).sum();
+        let rhs: f32 = x.iter().zip(&back).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-3, "{lhs} vs {rhs}");
+    }
+}

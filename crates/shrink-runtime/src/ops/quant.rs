@@ -1,3 +1,398 @@
-//! (ops of this family are added here)
+//! Linear quantisation: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
+//! and the integer-arithmetic ops QLinearMatMul and QLinearConv.
+//!
+//! Integer semantics follow ONNX Runtime: products accumulate exactly in i32,
+//! the sum is rescaled once by `a_scale·b_scale/y_scale`, rounded half to
+//! even, shifted by the output zero point and saturated to the output type.
+//! Scales, zero points and quantisation axes are resolved per element by
+//! [`QuantParams`], covering per-tensor, per-axis and blocked (opset 21)
+//! layouts with one code path.
 
-pub(super) fn register(_r: &mut super::Registry) {}
+use super::conv::{conv_i32, remove_zero_point, ConvDimsPub};
+use super::linalg::{float_tensor, floats, int8_values};
+use super::norm::resolve_axis;
+use super::{OpContext, Registry};
+use crate::Result;
+use shrink_tensor::{f16, DType, Tensor, TensorData};
+
+pub(super) fn register(r: &mut Registry) {
+    r.add("", "QuantizeLinear", quantize_linear);
+    r.add("", "DequantizeLinear", dequantize_linear);
+    r.add("", "DynamicQuantizeLinear", dynamic_quantize_linear);
+    r.add("", "QLinearMatMul", qlinear_matmul);
+    r.add("", "QLinearConv", qlinear_conv);
+}
+
+/// Inclusive value range of an integer quantised type.
+fn int_range(ctx: &OpContext, dt: DType) -> Result<(i64, i64)> {
+    Ok(match dt {
+        DType::U8 => (0, 255),
+        DType::I8 => (-128, 127),
+        DType::U16 => (0, 65535),
+        DType::I16 => (-32768, 32767),
+        DType::U4 => (0, 15),
+        DType::I4 => (-8, 7),
+        DType::I32 => (i32::MIN as i64, i32::MAX as i64),
+        other => {
+            return Err(ctx.error(format!(
+                "quantised type {other} is not supported (u8, i8, u16, i16, u4, i4)"
+            )))
+        }
+    })
+}
+
+/// Packs saturated integer values into a tensor of the quantised type.
+fn int_tensor(dt: DType, shape: Vec<usize>, v: Vec<i64>) -> Result<Tensor> {
+    let data = match dt {
+        DType::U8 => TensorData::U8(v.into_iter().map(|x| x as u8).collect()),
+        DType::I8 => TensorData::I8(v.into_iter().map(|x| x as i8).collect()),
+        DType::U16 => TensorData::U16(v.into_iter().map(|x| x as u16).collect()),
+        DType::I16 => TensorData::I16(v.into_iter().map(|x| x as i16).collect()),
+        DType::U4 => TensorData::U4(v.into_iter().map(|x| x as u8).collect()),
+        DType::I4 => TensorData::I4(v.into_iter().map(|x| x as i8).collect()),
+        _ => TensorData::I32(v.into_iter().map(|x| x as i32).collect()),
+    };
+    Ok(Tensor::new(shape, data)?)
+}
+
+/// Where each element of `x` finds its scale and zero point.
+struct QuantParams {
+    /// 0 per-tensor, 1 per-axis, 2 blocked.
+    mode: u8,
+    dim: usize,
+    inner: usize,
+    block: usize,
+    blocks: usize,
+}
+
+impl QuantParams {
+    /// Works out the layout from the scale's shape and the `axis` and
+    /// `block_size` attributes, checking they fit `x`'s shape.
+    fn new(ctx: &OpContext, x: &[usize], scale: &[usize]) -> Result<QuantParams> {
+        let n: usize = scale.iter().product();
+        let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
+        let block = ctx.node.attr_int("block_size", 0).map_err(attr)?;
+        let mut p = QuantParams {
+            mode: 0,
+            dim: 1,
+            inner: 1,
+            block: 1,
+            blocks: 1,
+        };
+        if n == 1 && block == 0 {
+            return Ok(p);
+        }
+        let axis = resolve_axis(ctx, ctx.node.attr_int("axis", 1).map_err(attr)?, x.len())?;
+        p.dim = x[axis];
+        p.inner = x[axis + 1..].iter().product();
+        if block > 0 {
+            let b = block as usize;
+            let nb = p.dim.div_ceil(b);
+            let mut want = x.to_vec();
+            want[axis] = nb;
+            if scale != want.as_slice() {
+                return Err(ctx.error(format!(
+                    "blocked quantisation with block_size {b} along axis {axis} needs scale shape {want:?}, got {scale:?}"
+                )));
+            }
+            p.mode = 2;
+            p.block = b;
+            p.blocks = nb;
+        } else {
+            if scale.len() != 1 || scale[0] != p.dim {
+                return Err(ctx.error(format!(
+                    "per-axis scale must be 1-D with {} elements (axis {axis} of {x:?}), got {scale:?}",
+                    p.dim
+                )));
+            }
+            p.mode = 1;
+        }
+        Ok(p)
+    }
+
+    /// Index into the scale / zero-point tensors for element `i` of `x`.
+    fn index(&self, i: usize) -> usize {
+        match self.mode {
+            0 => 0,
+            1 => (i / self.inner) % self.dim,
+            _ => {
+                let inn = i % self.inner;
+                let a = (i / self.inner) % self.dim;
+                let outer = i / (self.inner * self.dim);
+                (outer * self.blocks + a / self.block) * self.inner + inn
+            }
+        }
+    }
+}
+
+/// Zero point values (as i64) and their dtype; zeros of `default` if absent.
+fn zero_point(
+    ctx: &OpContext,
+    zp: Option<&Tensor>,
+    scale_len: usize,
+    default: DType,
+) -> Result<(Vec<i64>, DType)> {
+    match zp {
+        Some(z) => {
+            if z.len() != scale_len {
+                return Err(ctx.error(format!(
+                    "zero point has {} elements but the scale has {scale_len}",
+                    z.len()
+                )));
+            }
+            int_range(ctx, z.dtype())?;
+            Ok((z.to_i64_vec(), z.dtype()))
+        }
+        None => Ok((vec![0; scale_len], default)),
+    }
+}
+
+fn quantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let scale = ctx.required(inputs, 1)?;
+    let zp = inputs.get(2).copied().flatten();
+    let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
+    let default = match ctx.node.attr_int_opt("output_dtype").map_err(attr)? {
+        Some(code) if code != 0 => DType::from_onnx_code(code as i32).ok_or_else(|| {
+            ctx.error(format!("output_dtype {code} is not a supported type"))
+        })?,
+        _ => DType::U8,
+    };
+    let p = QuantParams::new(ctx, x.shape(), scale.shape())?;
+    let sv = floats(ctx, scale, "y_scale")?;
+    let (zv, dt) = zero_point(ctx, zp, sv.len(), default)?;
+    let (lo, hi) = int_range(ctx, dt)?;
+    let xv = floats(ctx, x, "x")?;
+    let y: Vec<i64> = xv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = p.index(i);
+            let q = (v / sv[k]).round_ties_even();
+            // NaN saturates to zero point, infinities to the bounds.
+            let q = if q.is_nan() { 0.0 } else { q as f64 };
+            (q + zv[k] as f64).clamp(lo as f64, hi as f64) as i64
+        })
+        .collect();
+    Ok(vec![int_tensor(dt, x.shape().to_vec(), y)?])
+}
+
+fn dequantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let scale = ctx.required(inputs, 1)?;
+    let zp = inputs.get(2).copied().flatten();
+    int_range(ctx, x.dtype())?;
+    if let Some(z) = zp {
+        if z.dtype() != x.dtype() {
+            return Err(ctx.error(format!(
+                "x_zero_point is {} but x is {}",
+                z.dtype(),
+                x.dtype()
+            )));
+        }
+    }
+    let p = QuantParams::new(ctx, x.shape(), scale.shape())?;
+    let sv = floats(ctx, scale, "x_scale")?;
+    let (zv, _) = zero_point(ctx, zp, sv.len(), x.dtype())?;
+    let xv = x.to_i64_vec();
+    let y: Vec<f32> = xv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = p.index(i);
+            (v - zv[k]) as f32 * sv[k]
+        })
+        .collect();
+    Ok(vec![float_tensor(scale.dtype(), x.shape().to_vec(), y)?])
+}
+
+/// Exactly ONNX's formula (float32 arithmetic, round half to even), with its
+/// reference's convention that a constant input gets scale 1/255.
+fn dynamic_quantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let xv = floats(ctx, x, "x")?;
+    let max = xv.iter().copied().fold(0f32, f32::max);
+    let min = xv.iter().copied().fold(0f32, f32::min);
+    let scale = if max == min { 1.0 } else { max - min } / 255.0;
+    let zp = (0.0 - min / scale).clamp(0.0, 255.0).round_ties_even();
+    let y: Vec<u8> = xv
+        .iter()
+        .map(|&v| ((v / scale).round_ties_even() + zp).clamp(0.0, 255.0) as u8)
+        .collect();
+    Ok(vec![
+        Tensor::from_vec(x.shape().to_vec(), y)?,
+        float_tensor(x.dtype(), vec![], vec![scale])?,
+        Tensor::scalar(zp as u8),
+    ])
+}
+
+/// `a_scale · b_scale / y_scale` per output channel, rounded like the
+/// scales' own dtype would (f16 scales multiply in f16, as the reference does).
+fn multipliers(ctx: &OpContext, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<Vec<f64>> {
+    let av = floats(ctx, a, "a_scale")?;
+    let bv = floats(ctx, b, "b_scale")?;
+    let yv = floats(ctx, y, "y_scale")?;
+    if av.len() != 1 || yv.len() != 1 {
+        return Err(ctx.error("input and output scales must be scalars"));
+    }
+    let half = b.dtype() == DType::F16;
+    let round = |v: f32| if half { f16::from_f32(v).to_f32() } else { v };
+    Ok(bv
+        .iter()
+        .map(|&s| round(round(av[0] * s) / yv[0]) as f64)
+        .collect())
+}
+
+/// Rescales i32 sums into the output type: round half to even, add the zero
+/// point, saturate.
+fn requantize(acc: &[i32], mult: &[f64], channel: impl Fn(usize) -> usize, zp: i64, lo: i64, hi: i64) -> Vec<i64> {
+    acc.iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let v = (s as f64 * mult[channel(i)]).round_ties_even() + zp as f64;
+            v.clamp(lo as f64, hi as f64) as i64
+        })
+        .collect()
+}
+
+/// A scalar zero point of a u8/i8 operand (0 when absent) and the operand's
+/// dtype it must match.
+fn scalar_zp(ctx: &OpContext, z: Option<&Tensor>, what: &str) -> Result<Vec<i32>> {
+    match z {
+        Some(t) => int8_values(ctx, t, what),
+        None => Ok(vec![0]),
+    }
+}
+
+fn qlinear_matmul(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let a = ctx.required(inputs, 0)?;
+    let b = ctx.required(inputs, 3)?;
+    let (a_scale, b_scale, y_scale) = (
+        ctx.required(inputs, 1)?,
+        ctx.required(inputs, 4)?,
+        ctx.required(inputs, 6)?,
+    );
+    let y_zp = inputs.get(7).copied().flatten();
+    let (as_, bs) = (a.shape(), b.shape());
+    if as_.len() < 2 || bs.len() < 2 {
+        return Err(ctx.error(format!(
+            "QLinearMatMul needs operands of rank ≥ 2, got {as_:?} and {bs:?}"
+        )));
+    }
+    let n = bs[bs.len() - 1];
+    let mult = multipliers(ctx, a_scale, b_scale, y_scale)?;
+    if mult.len() != 1 && mult.len() != n {
+        return Err(ctx.error(format!(
+            "b_scale has {} elements; expected 1 or N={n}",
+            mult.len()
+        )));
+    }
+    let mut av = int8_values(ctx, a, "a")?;
+    let mut bv = int8_values(ctx, b, "b")?;
+    let azp = scalar_zp(ctx, inputs.get(2).copied().flatten(), "a_zero_point")?;
+    remove_zero_point(ctx, &mut av, &azp, 1, "a_zero_point")?;
+    let bzp = scalar_zp(ctx, inputs.get(5).copied().flatten(), "b_zero_point")?;
+    if bzp.len() == 1 {
+        bv.iter_mut().for_each(|x| *x -= bzp[0]);
+    } else if bzp.len() == n {
+        bv.iter_mut().enumerate().for_each(|(i, x)| *x -= bzp[i % n]);
+    } else {
+        return Err(ctx.error(format!("b_zero_point has {} elements; expected 1 or N={n}", bzp.len())));
+    }
+    let (acc, shape) = super::linalg::matmul_i32(ctx, as_, bs, &av, &bv)?;
+    let out_dt = y_zp.map(|z| z.dtype()).unwrap_or(a.dtype());
+    let (lo, hi) = int_range(ctx, out_dt)?;
+    let zp = y_zp.map(|z| z.to_i64_vec()[0]).unwrap_or(0);
+    let nm = mult.len();
+    let y = requantize(&acc, &mult, |i| if nm == 1 { 0 } else { i % n }, zp, lo, hi);
+    Ok(vec![int_tensor(out_dt, shape, y)?])
+}
+
+fn qlinear_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let w = ctx.required(inputs, 3)?;
+    let (x_scale, w_scale, y_scale) = (
+        ctx.required(inputs, 1)?,
+        ctx.required(inputs, 4)?,
+        ctx.required(inputs, 6)?,
+    );
+    let y_zp = inputs.get(7).copied().flatten();
+    let d = ConvDimsPub::new(ctx, x.shape(), w.shape())?;
+    let m = d.out_channels();
+    let mult = multipliers(ctx, x_scale, w_scale, y_scale)?;
+    if mult.len() != 1 && mult.len() != m {
+        return Err(ctx.error(format!(
+            "w_scale has {} elements; expected 1 or one per output channel ({m})",
+            mult.len()
+        )));
+    }
+    let mut xv = int8_values(ctx, x, "x")?;
+    let mut wv = int8_values(ctx, w, "w")?;
+    let xzp = scalar_zp(ctx, inputs.get(2).copied().flatten(), "x_zero_point")?;
+    remove_zero_point(ctx, &mut xv, &xzp, 1, "x_zero_point")?;
+    let wzp = scalar_zp(ctx, inputs.get(5).copied().flatten(), "w_zero_point")?;
+    remove_zero_point(ctx, &mut wv, &wzp, m, "w_zero_point")?;
+    let mut acc = conv_i32(&xv, &wv, &d);
+    let shape = d.output_shape();
+    let plane: usize = shape[2..].iter().product();
+    if let Some(bias) = inputs.get(8).copied().flatten() {
+        let bv = bias.as_slice::<i32>().map_err(|_| {
+            ctx.error(format!("B must be i32, got {}", bias.dtype()))
+        })?;
+        if bv.len() != m {
+            return Err(ctx.error(format!("B has {} elements, expected {m}", bv.len())));
+        }
+        for (i, v) in acc.iter_mut().enumerate() {
+            *v = v.wrapping_add(bv[(i / plane.max(1)) % m]);
+        }
+    }
+    let out_dt = y_zp.map(|z| z.dtype()).unwrap_or(x.dtype());
+    let (lo, hi) = int_range(ctx, out_dt)?;
+    let zp = y_zp.map(|z| z.to_i64_vec()[0]).unwrap_or(0);
+    let nm = mult.len();
+    let y = requantize(
+        &acc,
+        &mult,
+        |i| if nm == 1 { 0 } else { (i / plane.max(1)) % m },
+        zp,
+        lo,
+        hi,
+    );
+    Ok(vec![int_tensor(out_dt, shape, y)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_params_index_block_of_each_element() {
+        // x: 2×5, blocks of 2 along axis 1 → scale 2×3.
+        let p = QuantParams {
+            mode: 2,
+            dim: 5,
+            inner: 1,
+            block: 2,
+            blocks: 3,
+        };
+        let got: Vec<usize> = (0..10).map(|i| p.index(i)).collect();
+        assert_eq!(got, vec![0, 0, 1, 1, 2, 3, 3, 4, 4, 5]);
+        // Per-axis along axis 0 of 3×2: element (r, c) uses scale r.
+        let p = QuantParams {
+            mode: 1,
+            dim: 3,
+            inner: 2,
+            block: 1,
+            blocks: 1,
+        };
+        let got: Vec<usize> = (0..6).map(|i| p.index(i)).collect();
+        assert_eq!(got, vec![0, 0, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn requantize_rounds_half_to_even_and_saturates() {
+        let y = requantize(&[5, 7, -5, 1000], &[0.5], |_| 0, 10, 0, 255);
+        // 2.5 → 2, 3.5 → 4, -2.5 → -2, 500 → saturates at 255.
+        assert_eq!(y, vec![12, 14, 8, 255]);
+    }
+}

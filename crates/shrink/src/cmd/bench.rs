@@ -1,0 +1,169 @@
+//! `shrink bench`: latency and throughput of a model on this machine.
+
+use crate::model;
+use anyhow::{bail, Result};
+use clap::Args as ClapArgs;
+use serde_json::json;
+use shrink_graph::{Dim, Graph};
+use shrink_runtime::{Session, SessionOptions};
+use shrink_tensor::{DType, Tensor};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Model file (.onnx) or model directory.
+    pub model: PathBuf,
+    /// Batch size (the first symbolic dimension of each input).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Length of other symbolic dimensions (sequence length for text models).
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Measure for at least this many seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub min_time: f64,
+    /// Print a per-layer time table.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Deterministic inputs of the right dtype and shape: symbolic batch →
+/// `batch`, other symbols → `seq`; masks are ones, other integers small ids.
+pub fn synth_inputs(g: &Graph, batch: usize, seq: usize) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    for info in g
+        .inputs
+        .iter()
+        .filter(|i| !g.initializers.contains_key(&i.name))
+    {
+        let dims = info.shape.clone().unwrap_or_default();
+        let shape: Vec<usize> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                Dim::Known(n) => *n,
+                Dim::Symbol(_) if i == 0 => batch,
+                Dim::Symbol(_) => seq,
+            })
+            .collect();
+        let n: usize = shape.iter().product();
+        let dtype = info.dtype.unwrap_or(DType::F32);
+        let t = match dtype {
+            DType::F32 => Tensor::from_vec(
+                shape,
+                (0..n)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+                    .collect(),
+            )?,
+            DType::I64 if info.name.contains("mask") => Tensor::from_vec(shape, vec![1i64; n])?,
+            DType::I64 => Tensor::from_vec(
+                shape,
+                (0..n).map(|i| 1000 + (i as i64 * 37) % 5000).collect(),
+            )?,
+            DType::I32 => Tensor::from_vec(shape, vec![1i32; n])?,
+            other => bail!(
+                "input '{}': cannot synthesise {other} data for benchmarking",
+                info.name
+            ),
+        };
+        out.push((info.name.clone(), t));
+    }
+    Ok(out)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let g = model::load(&args.model)?;
+    let inputs = synth_inputs(&g, args.batch, args.seq)?;
+    let session = Session::new(
+        g,
+        SessionOptions {
+            threads: args.threads,
+        },
+    )?;
+    // Warm-up: first runs touch fresh memory and fill caches.
+    for _ in 0..2 {
+        session.run_named(inputs.clone())?;
+    }
+    let mut times = Vec::new();
+    let budget = Duration::from_secs_f64(args.min_time);
+    let start = Instant::now();
+    while start.elapsed() < budget || times.len() < 5 {
+        let t0 = Instant::now();
+        session.run_named(inputs.clone())?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median = times[times.len() / 2];
+    let p10 = times[times.len() / 10];
+    let p90 = times[(times.len() * 9) / 10];
+    let layers = if args.per_layer {
+        let mut acc: Vec<(String, String, f64)> = Vec::new();
+        let reps = 10;
+        for r in 0..reps {
+            let (_, t) = session.run_profiled(inputs.clone())?;
+            for (i, nt) in t.into_iter().enumerate() {
+                if r == 0 {
+                    acc.push((nt.node, nt.op, 0.0));
+                }
+                acc[i].2 += nt.time.as_secs_f64() / reps as f64;
+            }
+        }
+        acc
+    } else {
+        Vec::new()
+    };
+    if args.json {
+        let v = json!({
+            "model": args.model.display().to_string(),
+            "batch": args.batch,
+            "threads": session.threads(),
+            "runs": times.len(),
+            "median_s": median,
+            "p10_s": p10,
+            "p90_s": p90,
+            "items_per_s": args.batch as f64 / median,
+            "layers": layers.iter().map(|(n, o, t)| json!({"node": n, "op": o, "kernel": "f32", "mean_s": t})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{}: batch {}, {} threads, {} runs",
+        args.model.display(),
+        args.batch,
+        session.threads(),
+        times.len()
+    );
+    println!(
+        "  latency median {:.3} ms (p10 {:.3}, p90 {:.3}); throughput {:.1} items/s",
+        median * 1e3,
+        p10 * 1e3,
+        p90 * 1e3,
+        args.batch as f64 / median
+    );
+    if !layers.is_empty() {
+        let total: f64 = layers.iter().map(|l| l.2).sum();
+        println!(
+            "\n  {:<40} {:<20} {:<8} {:>10} {:>7}",
+            "node", "op", "kernel", "ms", "%"
+        );
+        for (n, o, t) in &layers {
+            println!(
+                "  {:<40} {:<20} {:<8} {:>10.4} {:>6.1}%",
+                n,
+                o,
+                "f32",
+                t * 1e3,
+                100.0 * t / total
+            );
+        }
+    }
+    Ok(())
+}
