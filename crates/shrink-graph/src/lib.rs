@@ -7,13 +7,13 @@
 //! own passes and encodings on top rather than a second op set to translate to.
 
 pub mod analysis;
-mod dce;
 pub mod builders;
+mod dce;
 mod graph;
 mod infer;
 pub mod onnx;
-mod validate;
 pub mod safetensors;
+mod validate;
 
 pub use dce::eliminate_dead_nodes;
 pub use graph::{captured_names, node_uses, Attr, Dim, Graph, Node, ValueInfo};

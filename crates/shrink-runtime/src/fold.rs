@@ -21,7 +21,8 @@ use shrink_graph::{node_uses, Attr, Graph, Node};
 use shrink_tensor::Tensor;
 use std::collections::HashSet;
 
-/// Ops whose output is not a function of their inputs.
+/// Ops whose output is not a function of their inputs. (Dropout is: in
+/// training mode its op refuses to run, so folding leaves it in place.)
 const NONDETERMINISTIC: &[&str] = &[
     "RandomNormal",
     "RandomNormalLike",
@@ -29,7 +30,6 @@ const NONDETERMINISTIC: &[&str] = &[
     "RandomUniformLike",
     "Multinomial",
     "Bernoulli",
-    "Dropout",
 ];
 
 /// Limits of [`fold_constants_with`].
@@ -37,6 +37,14 @@ const NONDETERMINISTIC: &[&str] = &[
 pub struct FoldOptions {
     /// A node is folded only if every output has at most this many elements.
     pub max_elements: usize,
+    /// Whether an initializer that is also listed as a graph input counts as
+    /// a constant. ONNX IR < 4 lists every initializer as an input and ONNX
+    /// Runtime treats them as constants; from IR 4 on such an initializer is a
+    /// default the caller may override. The IR keeps no IR version, so this
+    /// is the caller's call; the default (true) suits the models that list
+    /// weights as inputs, which are in practice all of the IR < 4 kind.
+    /// Inputs that folding leaves unread are then dropped with their weights.
+    pub initializer_inputs_are_constant: bool,
 }
 
 impl Default for FoldOptions {
@@ -45,6 +53,7 @@ impl Default for FoldOptions {
         // not the broadcast masks and zero buffers a model builds at run time.
         FoldOptions {
             max_elements: 1 << 20,
+            initializer_inputs_are_constant: true,
         }
     }
 }
@@ -84,7 +93,11 @@ pub fn fold_constants_with(g: &mut Graph, opts: &FoldOptions) -> Result<FoldRepo
     let registry = Registry::standard();
     // An initializer that is also a graph input is only a default the caller
     // may override: it is not a constant.
-    let overridable: HashSet<String> = g.inputs.iter().map(|i| i.name.clone()).collect();
+    let overridable: HashSet<String> = if opts.initializer_inputs_are_constant {
+        HashSet::new()
+    } else {
+        g.inputs.iter().map(|i| i.name.clone()).collect()
+    };
     let mut report = FoldReport::default();
     let nodes = std::mem::take(&mut g.nodes);
     let mut kept_nodes = Vec::with_capacity(nodes.len());
@@ -112,7 +125,8 @@ pub fn fold_constants_with(g: &mut Graph, opts: &FoldOptions) -> Result<FoldRepo
         }
     }
     g.nodes = kept_nodes;
-    report.removed_initializers = remove_unused_initializers(g);
+    report.removed_initializers =
+        remove_unused_initializers(g, opts.initializer_inputs_are_constant);
     Ok(report)
 }
 
@@ -233,11 +247,14 @@ fn shape_of(ctx: &OpContext, dims: &[usize]) -> Result<Tensor> {
 }
 
 /// Drops initializers that no node (subgraph captures included) reads and
-/// that are neither graph inputs nor outputs; returns their names.
-fn remove_unused_initializers(g: &mut Graph) -> Vec<String> {
+/// that are not graph outputs; returns their names. An initializer that is
+/// also a graph input goes (with the input) only when `drop_inputs`.
+fn remove_unused_initializers(g: &mut Graph, drop_inputs: bool) -> Vec<String> {
     let mut used: HashSet<String> = g.nodes.iter().flat_map(node_uses).collect();
     used.extend(g.outputs.iter().map(|o| o.name.clone()));
-    used.extend(g.inputs.iter().map(|i| i.name.clone()));
+    if !drop_inputs {
+        used.extend(g.inputs.iter().map(|i| i.name.clone()));
+    }
     let dead: Vec<String> = g
         .initializers
         .keys()
@@ -247,6 +264,7 @@ fn remove_unused_initializers(g: &mut Graph) -> Vec<String> {
     for k in &dead {
         g.initializers.shift_remove(k);
     }
+    g.inputs.retain(|i| !dead.contains(&i.name));
     dead
 }
 
@@ -356,15 +374,28 @@ mod tests {
             Node::new("cos", "ConstantOfShape", &["shape"], &["big"]),
             Node::new("dbl", "Add", &["w", "w"], &["w2"]),
         ];
-        let opts = FoldOptions { max_elements: 1000 };
+        let opts = FoldOptions {
+            max_elements: 1000,
+            initializer_inputs_are_constant: false,
+        };
         let report = fold_constants_with(&mut g, &opts).unwrap();
         assert!(report.folded.is_empty());
         assert_eq!(report.kept.len(), 1);
         assert!(report.kept[0].1.contains("cap"), "{:?}", report.kept);
         assert_eq!(g.nodes.len(), 2);
-        let report = fold_constants(&mut g).unwrap();
+        let opts = FoldOptions {
+            initializer_inputs_are_constant: false,
+            ..FoldOptions::default()
+        };
+        let report = fold_constants_with(&mut g, &opts).unwrap();
         assert_eq!(report.folded.len(), 1);
         assert_eq!(g.initializers["big"].len(), 1_000_000);
+        // By default (ONNX IR < 4 reading) `w` is a weight: `w2` folds and the
+        // now unread `w` leaves both the initializers and the inputs.
+        let report = fold_constants(&mut g).unwrap();
+        assert_eq!(report.folded[0].op, "Add");
+        assert_eq!(g.initializers["w2"].as_slice::<f32>().unwrap(), &[2.0, 4.0]);
+        assert!(g.inputs.is_empty() && !g.initializers.contains_key("w"));
     }
 
     #[test]

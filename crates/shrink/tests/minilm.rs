@@ -69,7 +69,10 @@ fn built_minilm_matches_reference_embeddings() {
         assert_eq!(out[1].shape(), &[end - start, dim]);
         let got = out[1].as_slice::<f32>().unwrap();
         for (i, r) in (start..end).enumerate() {
-            cos.push(cosine(&got[i * dim..(i + 1) * dim], &want[r * dim..(r + 1) * dim]));
+            cos.push(cosine(
+                &got[i * dim..(i + 1) * dim],
+                &want[r * dim..(r + 1) * dim],
+            ));
         }
     }
     let mean = cos.iter().sum::<f64>() / cos.len() as f64;

@@ -52,7 +52,10 @@ impl Window {
     }
     /// A 1×1 stride-1 unpadded window: the input already is the im2col matrix.
     fn is_pointwise(&self) -> bool {
-        self.kernel == [1; 3] && self.stride == [1; 3] && self.pad_begin == [0; 3] && self.pad_end == [0; 3]
+        self.kernel == [1; 3]
+            && self.stride == [1; 3]
+            && self.pad_begin == [0; 3]
+            && self.pad_end == [0; 3]
     }
 
     /// Output positions `o` in `lo..hi` along dim `d` whose tap `k` lands inside
@@ -63,7 +66,11 @@ impl Window {
         let n = self.input[d] as isize;
         let out = self.output[d] as isize;
         let lo = if off >= 0 { 0 } else { (-off + s - 1) / s };
-        let hi = if n - off <= 0 { 0 } else { (n - off + s - 1) / s };
+        let hi = if n - off <= 0 {
+            0
+        } else {
+            (n - off + s - 1) / s
+        };
         let lo = lo.clamp(0, out);
         let hi = hi.clamp(lo, out);
         (lo as usize, hi as usize, off)
@@ -96,9 +103,7 @@ pub(super) fn window(
 ) -> Result<Window> {
     let r = spatial.len();
     if r == 0 || r > 3 {
-        return Err(ctx.error(format!(
-            "{r} spatial dimensions; 1 to 3 are supported"
-        )));
+        return Err(ctx.error(format!("{r} spatial dimensions; 1 to 3 are supported")));
     }
     if kernel.len() != r {
         return Err(ctx.error(format!(
@@ -252,9 +257,13 @@ fn col2im(col: &[f32], channels: usize, win: &Window, x: &mut [f32]) {
                     row += 1;
                     let (lo, hi, off) = win.valid(2, e);
                     for z in 0..od {
-                        let Some(zi) = win.index(0, z, a) else { continue };
+                        let Some(zi) = win.index(0, z, a) else {
+                            continue;
+                        };
                         for y in 0..oh {
-                            let Some(yi) = win.index(1, y, b) else { continue };
+                            let Some(yi) = win.index(1, y, b) else {
+                                continue;
+                            };
                             let srow = &src[(z * oh + y) * ow..(z * oh + y + 1) * ow];
                             let dst = &mut xc[(zi * ih + yi) * iw..(zi * ih + yi + 1) * iw];
                             for o in lo..hi {
@@ -271,18 +280,28 @@ fn col2im(col: &[f32], channels: usize, win: &Window, x: &mut [f32]) {
 /// One output plane of a depthwise conv: `x` is the input plane, `w` its
 /// kernel, `ranges` the [`Window::valid`] spans of each kernel column; `y`
 /// must hold the bias (or zeros) on entry.
-fn depthwise_plane(x: &[f32], w: &[f32], win: &Window, ranges: &[(usize, usize, isize)], y: &mut [f32]) {
+fn depthwise_plane(
+    x: &[f32],
+    w: &[f32],
+    win: &Window,
+    ranges: &[(usize, usize, isize)],
+    y: &mut [f32],
+) {
     let [_, ih, iw] = win.input;
     let [kd, kh, kw] = win.kernel;
     let [od, oh, ow] = win.output;
     let sw = win.stride[2];
     for z in 0..od {
         for a in 0..kd {
-            let Some(zi) = win.index(0, z, a) else { continue };
+            let Some(zi) = win.index(0, z, a) else {
+                continue;
+            };
             for yo in 0..oh {
                 let dst = &mut y[(z * oh + yo) * ow..(z * oh + yo + 1) * ow];
                 for b in 0..kh {
-                    let Some(yi) = win.index(1, yo, b) else { continue };
+                    let Some(yi) = win.index(1, yo, b) else {
+                        continue;
+                    };
                     let src = &x[(zi * ih + yi) * iw..(zi * ih + yi + 1) * iw];
                     let wrow = &w[(a * kh + b) * kw..(a * kh + b + 1) * kw];
                     for (&wv, &(lo, hi, off)) in wrow.iter().zip(ranges) {
@@ -318,9 +337,7 @@ struct ConvDims {
 
 fn conv_dims(ctx: &OpContext, x: &[usize], w: &[usize]) -> Result<ConvDims> {
     if x.len() < 3 || w.len() != x.len() {
-        return Err(ctx.error(format!(
-            "X {x:?} and W {w:?} must have the same rank ≥ 3"
-        )));
+        return Err(ctx.error(format!("X {x:?} and W {w:?} must have the same rank ≥ 3")));
     }
     let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
     let group = ctx.node.attr_int("group", 1).map_err(attr)?;
@@ -414,7 +431,8 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
     }
     if cg == 1 && g > 1 {
         // Depthwise (channel multiplier mg): output channel m reads input channel m / mg.
-        let ranges: Vec<(usize, usize, isize)> = (0..win.kernel[2]).map(|e| win.valid(2, e)).collect();
+        let ranges: Vec<(usize, usize, isize)> =
+            (0..win.kernel[2]).map(|e| win.valid(2, e)).collect();
         let plane = |(i, yp): (usize, &mut [f32])| {
             let (n, m) = (i / d.out_channels, i % d.out_channels);
             let c = m / mg;
@@ -472,9 +490,7 @@ fn conv_transpose(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
     let w = ctx.required(inputs, 1)?;
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() < 3 || ws.len() != xs.len() {
-        return Err(ctx.error(format!(
-            "X {xs:?} and W {ws:?} must have the same rank ≥ 3"
-        )));
+        return Err(ctx.error(format!("X {xs:?} and W {ws:?} must have the same rank ≥ 3")));
     }
     let node = ctx.node;
     let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
@@ -493,9 +509,7 @@ fn conv_transpose(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
         match node.attr_ints(key).map_err(attr)? {
             None => Ok(vec![default; len]),
             Some(v) if v.len() == len => Ok(v.to_vec()),
-            Some(v) => Err(ctx.error(format!(
-                "attribute '{key}' = {v:?}: expected {len} values"
-            ))),
+            Some(v) => Err(ctx.error(format!("attribute '{key}' = {v:?}: expected {len} values"))),
         }
     };
     let strides = ints("strides", 1, r)?;
@@ -506,9 +520,7 @@ fn conv_transpose(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
         Some(s) if s.len() == r => Some(s.to_vec()),
         Some(s) if s.len() == r + 2 => Some(s[2..].to_vec()),
         Some(s) => {
-            return Err(ctx.error(format!(
-                "output_shape {s:?} must list the {r} spatial dims"
-            )))
+            return Err(ctx.error(format!("output_shape {s:?} must list the {r} spatial dims")))
         }
         None => None,
     };
@@ -625,7 +637,11 @@ fn conv_transpose(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
 pub(super) fn conv_i32(x: &[i32], w: &[i32], d: &ConvDimsPub) -> Vec<i32> {
     let win = &d.0.win;
     let dd = &d.0;
-    let (g, cg, mg) = (dd.group, dd.in_channels / dd.group, dd.out_channels / dd.group);
+    let (g, cg, mg) = (
+        dd.group,
+        dd.in_channels / dd.group,
+        dd.out_channels / dd.group,
+    );
     let (in_sz, out_sz, ksz) = (win.input_size(), win.output_size(), win.kernel_size());
     let kdim = cg * ksz;
     let mut y = vec![0i32; dd.batch * dd.out_channels * out_sz];
@@ -688,9 +704,7 @@ pub(super) fn remove_zero_point(
             }
             Ok(())
         }
-        n => Err(ctx.error(format!(
-            "{what} has {n} elements; expected 1 or {channels}"
-        ))),
+        n => Err(ctx.error(format!("{what} has {n} elements; expected 1 or {channels}"))),
     }
 }
 
@@ -788,8 +802,12 @@ mod tests {
             (1, 6, 5, 5, 6, 6, 5, 1, 2, 1),
         ];
         for (ci, &(n, c, h, wd, m, g, k, s, p, dil)) in cases.iter().enumerate() {
-            let x: Vec<f32> = (0..n * c * h * wd).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
-            let w: Vec<f32> = (0..m * (c / g) * k * k).map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1).collect();
+            let x: Vec<f32> = (0..n * c * h * wd)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+                .collect();
+            let w: Vec<f32> = (0..m * (c / g) * k * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.1)
+                .collect();
             let (want, oh, ow) = naive_conv2d(&x, &w, n, c, h, wd, m, g, k, s, p, dil);
             let win = Window {
                 rank: 2,
@@ -829,7 +847,9 @@ mod tests {
         let ch = 2;
         let x: Vec<f32> = (0..ch * 30).map(|i| (i as f32 * 0.3).sin()).collect();
         let rows = ch * win.kernel_size();
-        let c: Vec<f32> = (0..rows * win.output_size()).map(|i| (i as f32 * 0.7).cos()).collect();
+        let c: Vec<f32> = (0..rows * win.output_size())
+            .map(|i| (i as f32 * 0.7).cos())
+            .collect();
         let mut col = vec![0f32; c.len()];
         im2col(&x, ch, &win, &mut col);
         let mut back = vec![0f32; x.len()];

@@ -36,7 +36,11 @@ pub(super) fn floats<'t>(ctx: &OpContext, t: &'t Tensor, what: &str) -> Result<C
 /// Wraps f32 results as a tensor of `dtype` (the dtype of the op's float input).
 pub(super) fn float_tensor(dtype: DType, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor> {
     let t = Tensor::from_vec(shape, v)?;
-    Ok(if dtype == DType::F32 { t } else { t.cast(dtype) })
+    Ok(if dtype == DType::F32 {
+        t
+    } else {
+        t.cast(dtype)
+    })
 }
 
 /// Problems smaller than this many multiply-adds run single-threaded: the
@@ -148,8 +152,16 @@ pub(super) fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = if da == db || db == 1 {
             da
         } else if da == 1 {
@@ -217,9 +229,7 @@ fn matmul_shape(ctx: &OpContext, a: &[usize], b: &[usize]) -> Result<MatMulShape
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != kb {
-        return Err(ctx.error(format!(
-            "inner dimensions differ: A {a:?} and B {b:?}"
-        )));
+        return Err(ctx.error(format!("inner dimensions differ: A {a:?} and B {b:?}")));
     }
     let a_batch = a2[..a2.len() - 2].to_vec();
     let b_batch = b2[..b2.len() - 2].to_vec();
@@ -250,11 +260,7 @@ fn matmul(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let a = ctx.required(inputs, 0)?;
     let b = ctx.required(inputs, 1)?;
     if a.dtype() != b.dtype() {
-        return Err(ctx.error(format!(
-            "A is {} but B is {}",
-            a.dtype(),
-            b.dtype()
-        )));
+        return Err(ctx.error(format!("A is {} but B is {}", a.dtype(), b.dtype())));
     }
     if a.dtype().is_int() {
         return matmul_int_typed(ctx, a, b);
@@ -349,11 +355,7 @@ impl WrappingMac for i64 {
 }
 
 /// Plain integer matmul over broadcast batches (zero points already removed).
-fn int_matmul<T: WrappingMac>(
-    s: &MatMulShape,
-    a: &[T],
-    b: &[T],
-) -> Vec<T> {
+fn int_matmul<T: WrappingMac>(s: &MatMulShape, a: &[T], b: &[T]) -> Vec<T> {
     let (m, k, n) = (s.m, s.k, s.n);
     let batches: usize = s.batch.iter().product();
     let a_off = broadcast_offsets(&s.a_batch, &s.batch);
@@ -450,7 +452,13 @@ fn gemm_op(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
 }
 
 /// Writes `c` broadcast (unidirectionally, numpy rules) to an m×n matrix.
-fn fill_broadcast_2d(ctx: &OpContext, c: &Tensor, m: usize, n: usize, out: &mut [f32]) -> Result<()> {
+fn fill_broadcast_2d(
+    ctx: &OpContext,
+    c: &Tensor,
+    m: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<()> {
     let cv = floats(ctx, c, "C")?;
     let sh = c.shape();
     if sh.len() > 2 {
@@ -459,9 +467,7 @@ fn fill_broadcast_2d(ctx: &OpContext, c: &Tensor, m: usize, n: usize, out: &mut 
     let cr = if sh.len() == 2 { sh[0] } else { 1 };
     let cc = if sh.is_empty() { 1 } else { sh[sh.len() - 1] };
     if (cr != 1 && cr != m) || (cc != 1 && cc != n) {
-        return Err(ctx.error(format!(
-            "C {sh:?} does not broadcast to [{m}, {n}]"
-        )));
+        return Err(ctx.error(format!("C {sh:?} does not broadcast to [{m}, {n}]")));
     }
     for i in 0..m {
         let row = &mut out[i * n..(i + 1) * n];
@@ -480,10 +486,7 @@ pub(super) fn int8_values(ctx: &OpContext, t: &Tensor, what: &str) -> Result<Vec
     match t.data() {
         TensorData::U8(v) => Ok(v.iter().map(|&x| x as i32).collect()),
         TensorData::I8(v) => Ok(v.iter().map(|&x| x as i32).collect()),
-        _ => Err(ctx.error(format!(
-            "{what} has dtype {}; expected u8 or i8",
-            t.dtype()
-        ))),
+        _ => Err(ctx.error(format!("{what} has dtype {}; expected u8 or i8", t.dtype()))),
     }
 }
 
@@ -560,7 +563,17 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let want = naive(m, n, k, &a, &b);
         let mut c = vec![0f32; m * n];
-        sgemm(m, n, k, MatRef::rows(&a, k), MatRef::rows(&b, n), &mut c, 1.0, None, 1);
+        sgemm(
+            m,
+            n,
+            k,
+            MatRef::rows(&a, k),
+            MatRef::rows(&b, n),
+            &mut c,
+            1.0,
+            None,
+            1,
+        );
         for (x, y) in c.iter().zip(&want) {
             assert!((x - y).abs() < 1e-5);
         }
@@ -572,7 +585,17 @@ mod tests {
             }
         }
         let mut c2 = vec![1f32; m * n];
-        sgemm(m, n, k, MatRef::transposed(&at, m), MatRef::rows(&b, n), &mut c2, 2.0, Some(0.5), 1);
+        sgemm(
+            m,
+            n,
+            k,
+            MatRef::transposed(&at, m),
+            MatRef::rows(&b, n),
+            &mut c2,
+            2.0,
+            Some(0.5),
+            1,
+        );
         for (x, y) in c2.iter().zip(&want) {
             assert!((x - (2.0 * y + 0.5)).abs() < 1e-5);
         }

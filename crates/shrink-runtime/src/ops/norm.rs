@@ -19,7 +19,11 @@ pub(super) fn resolve_axis(ctx: &OpContext, axis: i64, rank: usize) -> Result<us
     if axis < -r || axis >= r.max(1) {
         return Err(ctx.error(format!("axis {axis} is out of range for rank {rank}")));
     }
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 fn batch_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -63,8 +67,12 @@ fn batch_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
             bm[ch] = m as f32;
             bv[ch] = (q / count) as f32;
         }
-        let rm: Vec<f32> = (0..c).map(|i| mean[i] * momentum + bm[i] * (1.0 - momentum)).collect();
-        let rv: Vec<f32> = (0..c).map(|i| var[i] * momentum + bv[i] * (1.0 - momentum)).collect();
+        let rm: Vec<f32> = (0..c)
+            .map(|i| mean[i] * momentum + bm[i] * (1.0 - momentum))
+            .collect();
+        let rv: Vec<f32> = (0..c)
+            .map(|i| var[i] * momentum + bv[i] * (1.0 - momentum))
+            .collect();
         running = Some((rm, rv));
         mean = bm;
         var = bv;
@@ -76,7 +84,11 @@ fn batch_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
             (m, bias[i] - mean[i] * m)
         })
         .unzip();
-    for (p, (yp, xp)) in y.chunks_mut(plane.max(1)).zip(xv.chunks(plane.max(1))).enumerate() {
+    for (p, (yp, xp)) in y
+        .chunks_mut(plane.max(1))
+        .zip(xv.chunks(plane.max(1)))
+        .enumerate()
+    {
         let ch = p % c;
         for (o, &i) in yp.iter_mut().zip(xp) {
             *o = i * mul[ch] + add[ch];
@@ -119,7 +131,10 @@ fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         if v.len() == cols {
             return Ok(v.into_owned());
         }
-        Ok(broadcast_offsets(ts, norm_shape).into_iter().map(|i| v[i]).collect())
+        Ok(broadcast_offsets(ts, norm_shape)
+            .into_iter()
+            .map(|i| v[i])
+            .collect())
     };
     let sv = param(scale, "Scale")?;
     let bv = bias.map(|b| param(b, "B")).transpose()?;
@@ -217,7 +232,9 @@ fn softmax_impl(ctx: &OpContext, inputs: &[Option<&Tensor>], log: bool) -> Resul
     };
     if block > 0 {
         if outer > 1 && xv.len() >= 1 << 15 {
-            y.par_chunks_mut(block).zip(xv.par_chunks(block)).for_each(one);
+            y.par_chunks_mut(block)
+                .zip(xv.par_chunks(block))
+                .for_each(one);
         } else {
             y.chunks_mut(block).zip(xv.chunks(block)).for_each(one);
         }

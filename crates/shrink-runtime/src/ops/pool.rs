@@ -37,11 +37,24 @@ const PARALLEL_ELEMS: usize = 1 << 16;
 /// Pools every N×C plane of `x`; returns values and (for Max) the flat input
 /// index of each maximum, row-major or (`column_major`) column-major within
 /// the spatial dims, offset by the plane's start as ONNX specifies.
-fn pool(x: &[f32], planes: usize, win: &Window, kind: Kind, column_major: bool) -> (Vec<f32>, Vec<i64>) {
+fn pool(
+    x: &[f32],
+    planes: usize,
+    win: &Window,
+    kind: Kind,
+    column_major: bool,
+) -> (Vec<f32>, Vec<i64>) {
     let in_sz = win.input_size();
     let out_sz = win.output_size();
     let mut y = vec![0f32; planes * out_sz];
-    let mut idx = vec![0i64; if kind == Kind::Max { planes * out_sz } else { 0 }];
+    let mut idx = vec![
+        0i64;
+        if kind == Kind::Max {
+            planes * out_sz
+        } else {
+            0
+        }
+    ];
     let [id, ih, iw] = win.input;
     // Per dim and output position: the taps landing inside the input, and
     // the first input coordinate; computed once, shared by every plane.
@@ -152,8 +165,16 @@ fn span(win: &Window, d: usize, o: usize) -> Span {
     let dil = win.dilation[d] as isize;
     let n = win.input[d] as isize;
     // First tap k with start + k·dil ≥ 0, and one past the last with < n.
-    let k0 = if start >= 0 { 0 } else { (-start + dil - 1) / dil };
-    let k1 = if n - start <= 0 { 0 } else { (n - start + dil - 1) / dil };
+    let k0 = if start >= 0 {
+        0
+    } else {
+        (-start + dil - 1) / dil
+    };
+    let k1 = if n - start <= 0 {
+        0
+    } else {
+        (n - start + dil - 1) / dil
+    };
     let k1 = k1.min(win.kernel[d] as isize);
     if k1 <= k0 {
         return Span { first: 0, taps: 0 };
@@ -199,7 +220,11 @@ fn windowed(ctx: &OpContext, inputs: &[Option<&Tensor>], kind: Kind) -> Result<V
         ctx,
         &xs[2..],
         &kernel,
-        if ceil { Rounding::Ceil } else { Rounding::Floor },
+        if ceil {
+            Rounding::Ceil
+        } else {
+            Rounding::Floor
+        },
     )?;
     let column_major = ctx.node.attr_int("storage_order", 0).map_err(attr)? != 0;
     let xv = pool_input(ctx, x, kind == Kind::Max)?;
@@ -227,7 +252,10 @@ fn average_pool(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tenso
 }
 
 fn lp_pool(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let p = ctx.node.attr_int("p", 2).map_err(|e| ctx.error(e.to_string()))?;
+    let p = ctx
+        .node
+        .attr_int("p", 2)
+        .map_err(|e| ctx.error(e.to_string()))?;
     windowed(ctx, inputs, Kind::Lp(p as f32))
 }
 
@@ -247,7 +275,11 @@ fn global(ctx: &OpContext, inputs: &[Option<&Tensor>], kind: Kind) -> Result<Vec
             match kind {
                 Kind::Max => v.iter().copied().fold(f32::NEG_INFINITY, f32::max),
                 Kind::Average(_) => v.iter().sum::<f32>() / plane as f32,
-                Kind::Lp(pw) => v.iter().map(|x| x.abs().powf(pw)).sum::<f32>().powf(1.0 / pw),
+                Kind::Lp(pw) => v
+                    .iter()
+                    .map(|x| x.abs().powf(pw))
+                    .sum::<f32>()
+                    .powf(1.0 / pw),
             }
         })
         .collect();
@@ -265,7 +297,10 @@ fn global_max_pool(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Te
 }
 
 fn global_lp_pool(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let p = ctx.node.attr_int("p", 2).map_err(|e| ctx.error(e.to_string()))?;
+    let p = ctx
+        .node
+        .attr_int("p", 2)
+        .map_err(|e| ctx.error(e.to_string()))?;
     global(ctx, inputs, Kind::Lp(p as f32))
 }
 

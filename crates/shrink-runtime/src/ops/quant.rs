@@ -153,9 +153,8 @@ fn quantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Te
     let zp = inputs.get(2).copied().flatten();
     let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
     let default = match ctx.node.attr_int_opt("output_dtype").map_err(attr)? {
-        Some(code) if code != 0 => DType::from_onnx_code(code as i32).ok_or_else(|| {
-            ctx.error(format!("output_dtype {code} is not a supported type"))
-        })?,
+        Some(code) if code != 0 => DType::from_onnx_code(code as i32)
+            .ok_or_else(|| ctx.error(format!("output_dtype {code} is not a supported type")))?,
         _ => DType::U8,
     };
     let p = QuantParams::new(ctx, x.shape(), scale.shape())?;
@@ -245,7 +244,14 @@ fn multipliers(ctx: &OpContext, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<Ve
 
 /// Rescales i32 sums into the output type: round half to even, add the zero
 /// point, saturate.
-fn requantize(acc: &[i32], mult: &[f64], channel: impl Fn(usize) -> usize, zp: i64, lo: i64, hi: i64) -> Vec<i64> {
+fn requantize(
+    acc: &[i32],
+    mult: &[f64],
+    channel: impl Fn(usize) -> usize,
+    zp: i64,
+    lo: i64,
+    hi: i64,
+) -> Vec<i64> {
     acc.iter()
         .enumerate()
         .map(|(i, &s)| {
@@ -295,9 +301,14 @@ fn qlinear_matmul(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
     if bzp.len() == 1 {
         bv.iter_mut().for_each(|x| *x -= bzp[0]);
     } else if bzp.len() == n {
-        bv.iter_mut().enumerate().for_each(|(i, x)| *x -= bzp[i % n]);
+        bv.iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x -= bzp[i % n]);
     } else {
-        return Err(ctx.error(format!("b_zero_point has {} elements; expected 1 or N={n}", bzp.len())));
+        return Err(ctx.error(format!(
+            "b_zero_point has {} elements; expected 1 or N={n}",
+            bzp.len()
+        )));
     }
     let (acc, shape) = super::linalg::matmul_i32(ctx, as_, bs, &av, &bv)?;
     let out_dt = y_zp.map(|z| z.dtype()).unwrap_or(a.dtype());
@@ -336,9 +347,9 @@ fn qlinear_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tenso
     let shape = d.output_shape();
     let plane: usize = shape[2..].iter().product();
     if let Some(bias) = inputs.get(8).copied().flatten() {
-        let bv = bias.as_slice::<i32>().map_err(|_| {
-            ctx.error(format!("B must be i32, got {}", bias.dtype()))
-        })?;
+        let bv = bias
+            .as_slice::<i32>()
+            .map_err(|_| ctx.error(format!("B must be i32, got {}", bias.dtype())))?;
         if bv.len() != m {
             return Err(ctx.error(format!("B has {} elements, expected {m}", bv.len())));
         }

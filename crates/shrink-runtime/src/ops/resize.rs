@@ -120,7 +120,9 @@ fn neighbours(x: f64, n: usize, limit: i64) -> Vec<i64> {
         .collect();
     c.sort_by(|&a, &b| {
         let (da, db) = ((x - a as f64).abs(), (x - b as f64).abs());
-        da.partial_cmp(&db).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+        da.partial_cmp(&db)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
     });
     c.truncate(n);
     c.sort();
@@ -211,7 +213,13 @@ fn taps(f: &Filter, len_in: usize, len_out: usize, scale: f64, roi: (f64, f64)) 
 }
 
 /// Resamples `x` (shape `shape`) along `axis` with `taps`; updates `shape`.
-fn apply_axis(x: &[f32], shape: &mut [usize], axis: usize, taps: &Taps, len_out: usize) -> Vec<f32> {
+fn apply_axis(
+    x: &[f32],
+    shape: &mut [usize],
+    axis: usize,
+    taps: &Taps,
+    len_out: usize,
+) -> Vec<f32> {
     let outer: usize = shape[..axis].iter().product();
     let len_in = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
@@ -304,7 +312,8 @@ fn resize(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         nearest: if legacy {
             "floor"
         } else {
-            node.attr_str("nearest_mode", "round_prefer_floor").map_err(attr)?
+            node.attr_str("nearest_mode", "round_prefer_floor")
+                .map_err(attr)?
         },
         coord: if legacy {
             "asymmetric"
@@ -317,7 +326,9 @@ fn resize(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         exclude_outside: node.attr_int("exclude_outside", 0).map_err(attr)? != 0,
     };
     let extrapolation = node.attr_float("extrapolation_value", 0.0).map_err(attr)?;
-    let policy = node.attr_str("keep_aspect_ratio_policy", "stretch").map_err(attr)?;
+    let policy = node
+        .attr_str("keep_aspect_ratio_policy", "stretch")
+        .map_err(attr)?;
     let in_shape = x.shape().to_vec();
     let mut scales = vec![1f64; rank];
     let mut out = in_shape.clone();
@@ -389,7 +400,10 @@ fn upsample(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> 
     let x = ctx.required(inputs, 0)?;
     let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
     let scales: Vec<f64> = match present(inputs, 1) {
-        Some(s) => floats(ctx, s, "scales")?.iter().map(|&v| v as f64).collect(),
+        Some(s) => floats(ctx, s, "scales")?
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
         None => match ctx.node.attr_floats("scales").map_err(attr)? {
             Some(s) => s.iter().map(|&v| v as f64).collect(),
             None => return Err(ctx.error("scales are missing")),

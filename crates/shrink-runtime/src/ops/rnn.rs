@@ -85,8 +85,16 @@ fn activations(ctx: &OpContext, dirs: usize) -> Result<Vec<[Act; 3]>> {
             3 * dirs
         )));
     }
-    let alphas = ctx.node.attr_floats("activation_alpha").map_err(attr)?.unwrap_or(&[]);
-    let betas = ctx.node.attr_floats("activation_beta").map_err(attr)?.unwrap_or(&[]);
+    let alphas = ctx
+        .node
+        .attr_floats("activation_alpha")
+        .map_err(attr)?
+        .unwrap_or(&[]);
+    let betas = ctx
+        .node
+        .attr_floats("activation_beta")
+        .map_err(attr)?
+        .unwrap_or(&[]);
     let (mut ai, mut bi) = (0, 0);
     let next = |v: &[f32], i: &mut usize, default: f32| {
         let r = v.get(*i).copied().unwrap_or(default);
@@ -103,7 +111,9 @@ fn activations(ctx: &OpContext, dirs: usize) -> Result<Vec<[Act; 3]>> {
             "leakyrelu" => Act::LeakyRelu(next(alphas, &mut ai, 0.01)),
             "thresholdedrelu" => Act::ThresholdedRelu(next(alphas, &mut ai, 1.0)),
             "scaledtanh" => Act::ScaledTanh(next(alphas, &mut ai, 1.0), next(betas, &mut bi, 1.0)),
-            "hardsigmoid" => Act::HardSigmoid(next(alphas, &mut ai, 0.2), next(betas, &mut bi, 0.5)),
+            "hardsigmoid" => {
+                Act::HardSigmoid(next(alphas, &mut ai, 0.2), next(betas, &mut bi, 0.5))
+            }
             "elu" => Act::Elu(next(alphas, &mut ai, 1.0)),
             "softsign" => Act::Softsign,
             "softplus" => Act::Softplus,

@@ -95,7 +95,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
+    v.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {

@@ -1,8 +1,8 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod embed;
 pub mod eval;
 pub mod export;
-pub mod embed;
 pub mod ops;
 pub mod run;
