@@ -10,7 +10,7 @@
 
 use shrink_graph::{onnx, Attr, Graph};
 use shrink_runtime::{Session, SessionOptions};
-use shrink_tensor::{Tensor, TensorData};
+use shrink_tensor::{bf16, DType, Tensor, TensorData};
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -164,13 +164,41 @@ fn read_set(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, String> {
     Ok(v)
 }
 
+/// numpy has no bfloat16, so the ONNX test data stores bf16 tensors as their
+/// raw bits in UINT16 tensors (as the ONNX runner does, we reinterpret them
+/// when the graph declares bf16).
+fn as_declared(t: Tensor, declared: Option<DType>) -> Tensor {
+    match (declared, t.data()) {
+        (Some(DType::BF16), TensorData::U16(bits)) => {
+            let v: Vec<bf16> = bits.iter().map(|&b| bf16::from_bits(b)).collect();
+            Tensor::from_vec(t.shape().to_vec(), v).unwrap()
+        }
+        _ => t,
+    }
+}
+
 fn run_case(model: &Path, sets: &[PathBuf], rtol: f64, atol: f64) -> Result<(), String> {
     let g = onnx::load(model).map_err(|e| format!("import: {e}"))?;
+    let in_types: Vec<Option<DType>> = g
+        .inputs
+        .iter()
+        .filter(|i| !g.initializers.contains_key(&i.name))
+        .map(|i| i.dtype)
+        .collect();
+    let out_types: Vec<Option<DType>> = g.outputs.iter().map(|o| o.dtype).collect();
     let session =
         Session::new(g, SessionOptions { threads: 1 }).map_err(|e| format!("plan: {e}"))?;
     for set in sets {
-        let inputs = read_set(set, "input")?;
-        let want = read_set(set, "output")?;
+        let inputs: Vec<Tensor> = read_set(set, "input")?
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| as_declared(t, in_types.get(i).copied().flatten()))
+            .collect();
+        let want: Vec<Tensor> = read_set(set, "output")?
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| as_declared(t, out_types.get(i).copied().flatten()))
+            .collect();
         let got = session.run(inputs).map_err(|e| format!("run: {e}"))?;
         if got.len() < want.len() {
             return Err(format!("{} outputs, expected {}", got.len(), want.len()));

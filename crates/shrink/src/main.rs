@@ -21,6 +21,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline on an embedded model and embedded real test images.
+    Demo(cmd::demo::Args),
+    /// Per layer: op, shapes, parameters, MACs, bytes; totals.
+    Inspect(cmd::inspect::Args),
     /// Run a model on inputs from .npy files.
     Run(cmd::run::Args),
     /// Classification accuracy (top-1, top-5, confusion matrix) on a dataset.
@@ -36,6 +40,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Behave like a Unix tool when piped into `head`: exit quietly on EPIPE.
+    sigpipe::reset();
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -50,6 +56,8 @@ fn main() -> std::process::ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -39,10 +39,8 @@ fn load_graph(path: &Path) -> Result<Graph> {
         bail!("{}: no such file or directory", path.display());
     }
     if path.is_dir() {
-        bail!(
-            "{}: model directories (config.json + model.safetensors) are not supported yet",
-            path.display()
-        );
+        return shrink_graph::builders::bert::load_sentence_encoder(path)
+            .with_context(|| format!("building a BERT encoder from {}", path.display()));
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(shrink_graph::onnx::load(path)?),

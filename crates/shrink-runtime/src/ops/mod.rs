@@ -19,6 +19,7 @@ mod elementwise;
 mod layout;
 mod linalg;
 mod logic;
+mod lrn;
 mod norm;
 mod pool;
 mod quant;
@@ -94,6 +95,7 @@ impl Registry {
         elementwise::register(&mut r);
         linalg::register(&mut r);
         logic::register(&mut r);
+        lrn::register(&mut r);
         norm::register(&mut r);
         pool::register(&mut r);
         quant::register(&mut r);

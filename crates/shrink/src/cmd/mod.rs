@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod demo;
 pub mod embed;
 pub mod eval;
 pub mod export;
+pub mod inspect;
 pub mod ops;
 pub mod run;

@@ -1,0 +1,199 @@
+//! AVX-512 VNNI int8 kernel: register tiles of MR rows × 32 columns, `vpdpbusd`.
+
+use super::{PackedI8, ZeroFix, MR, NR};
+use crate::epilogue::{avx512::store16, Epilogue, OutPtr};
+use std::arch::x86_64::*;
+
+/// Four activation bytes `a[4q..4q+4]` as one u32, zero-filled past `k`.
+///
+/// # Safety
+/// `row` must be valid for reads of `k` bytes.
+#[inline(always)]
+unsafe fn quad(row: *const u8, q: usize, k: usize) -> i32 {
+    let at = 4 * q;
+    if at + 4 <= k {
+        // SAFETY: the four bytes are inside the row.
+        unsafe { (row.add(at) as *const i32).read_unaligned() }
+    } else {
+        let mut b = [0u8; 4];
+        for (t, v) in b.iter_mut().enumerate().take(k - at) {
+            // SAFETY: at + t < k.
+            *v = unsafe { *row.add(at + t) };
+        }
+        i32::from_le_bytes(b)
+    }
+}
+
+/// Rows `r0..r1` of panel `p`.
+///
+/// # Safety
+/// CPU supports AVX-512 F/BW/VNNI; `out` is a valid `M×N` buffer whose
+/// elements in these rows and the panel's columns no one else writes.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn panel_rows(
+    a: &[u8],
+    k: usize,
+    r0: usize,
+    r1: usize,
+    w: &PackedI8,
+    p: usize,
+    fix: &ZeroFix,
+    ep: &Epilogue,
+    out: OutPtr,
+) {
+    let b = w.panel(p).as_ptr();
+    let mut i = r0;
+    // SAFETY (all calls below): rows i..i+R are < r1 ≤ M, the panel holds
+    // k4/4 quads of 128 bytes, and the caller's guarantees are forwarded.
+    unsafe {
+        if r1 - r0 == 1 {
+            return tile1(a.as_ptr().add(i * k), k, w, p, b, i, fix, ep, out);
+        }
+        while i + MR <= r1 {
+            tile::<MR>(a.as_ptr().add(i * k), k, w, p, b, i, fix, ep, out);
+            i += MR;
+        }
+        let base = a.as_ptr().add(i * k);
+        match r1 - i {
+            0 => {}
+            1 => tile::<1>(base, k, w, p, b, i, fix, ep, out),
+            2 => tile::<2>(base, k, w, p, b, i, fix, ep, out),
+            3 => tile::<3>(base, k, w, p, b, i, fix, ep, out),
+            4 => tile::<4>(base, k, w, p, b, i, fix, ep, out),
+            5 => tile::<5>(base, k, w, p, b, i, fix, ep, out),
+            6 => tile::<6>(base, k, w, p, b, i, fix, ep, out),
+            _ => tile::<7>(base, k, w, p, b, i, fix, ep, out),
+        }
+    }
+}
+
+/// Zero-point fix and epilogue for one row of the tile (two 16-column halves).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_row(
+    acc: [__m512i; 2],
+    i: usize,
+    w: &PackedI8,
+    p: usize,
+    fix: &ZeroFix,
+    ep: &Epilogue,
+    out: OutPtr,
+) {
+    let j0 = p * NR;
+    let cols = (w.n - j0).min(NR);
+    // SAFETY: col_sums has panels·NR entries; stores are masked to `cols`.
+    unsafe {
+        let za = _mm512_set1_epi32(fix.za);
+        let row = _mm512_set1_epi32(fix.kzz.wrapping_sub(fix.row_fix[i]));
+        for (h, &v) in acc.iter().enumerate() {
+            let w_cols = cols.saturating_sub(16 * h).min(16);
+            if w_cols == 0 {
+                break;
+            }
+            let cs = _mm512_loadu_si512(fix.col_sums.as_ptr().add(j0 + 16 * h) as *const _);
+            let v = _mm512_add_epi32(_mm512_sub_epi32(v, _mm512_mullo_epi32(za, cs)), row);
+            store16(ep, v, out, i, w.n, j0 + 16 * h, w_cols);
+        }
+    }
+}
+
+/// An R×32 register tile over the full K.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile<const R: usize>(
+    a: *const u8,
+    k: usize,
+    w: &PackedI8,
+    p: usize,
+    b: *const i8,
+    i0: usize,
+    fix: &ZeroFix,
+    ep: &Epilogue,
+    out: OutPtr,
+) {
+    let quads = w.k4 / 4;
+    let full = k / 4;
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    // SAFETY: b holds `quads` blocks of 128 bytes; activation reads stay
+    // inside rows of k bytes (the tail quad is assembled bytewise).
+    unsafe {
+        for q in 0..full {
+            let b0 = _mm512_loadu_si512(b.add(q * 128) as *const _);
+            let b1 = _mm512_loadu_si512(b.add(q * 128 + 64) as *const _);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32((a.add(r * k + 4 * q) as *const i32).read_unaligned());
+                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
+                acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
+            }
+        }
+        if full < quads {
+            let q = full;
+            let b0 = _mm512_loadu_si512(b.add(q * 128) as *const _);
+            let b1 = _mm512_loadu_si512(b.add(q * 128 + 64) as *const _);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi32(quad(a.add(r * k), q, k));
+                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
+                acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            finish_row(*acc_r, i0 + r, w, p, fix, ep, out);
+        }
+    }
+}
+
+/// The one-row (GEMV) tile: four independent accumulator pairs hide the
+/// `vpdpbusd` latency that a single chain would expose.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile1(
+    a: *const u8,
+    k: usize,
+    w: &PackedI8,
+    p: usize,
+    b: *const i8,
+    i0: usize,
+    fix: &ZeroFix,
+    ep: &Epilogue,
+    out: OutPtr,
+) {
+    let quads = w.k4 / 4;
+    let full = k / 4;
+    let z = _mm512_setzero_si512();
+    let (mut x0, mut x1, mut y0, mut y1) = (z, z, z, z);
+    let (mut u0, mut u1, mut v0, mut v1) = (z, z, z, z);
+    // SAFETY: as in `tile`.
+    unsafe {
+        let mut q = 0;
+        while q + 4 <= full {
+            let bq = b.add(q * 128);
+            let a4 = (a.add(4 * q) as *const [i32; 4]).read_unaligned();
+            let av = _mm512_set1_epi32(a4[0]);
+            x0 = _mm512_dpbusd_epi32(x0, av, _mm512_loadu_si512(bq as *const _));
+            x1 = _mm512_dpbusd_epi32(x1, av, _mm512_loadu_si512(bq.add(64) as *const _));
+            let av = _mm512_set1_epi32(a4[1]);
+            y0 = _mm512_dpbusd_epi32(y0, av, _mm512_loadu_si512(bq.add(128) as *const _));
+            y1 = _mm512_dpbusd_epi32(y1, av, _mm512_loadu_si512(bq.add(192) as *const _));
+            let av = _mm512_set1_epi32(a4[2]);
+            u0 = _mm512_dpbusd_epi32(u0, av, _mm512_loadu_si512(bq.add(256) as *const _));
+            u1 = _mm512_dpbusd_epi32(u1, av, _mm512_loadu_si512(bq.add(320) as *const _));
+            let av = _mm512_set1_epi32(a4[3]);
+            v0 = _mm512_dpbusd_epi32(v0, av, _mm512_loadu_si512(bq.add(384) as *const _));
+            v1 = _mm512_dpbusd_epi32(v1, av, _mm512_loadu_si512(bq.add(448) as *const _));
+            q += 4;
+        }
+        while q < quads {
+            let bq = b.add(q * 128);
+            let av = _mm512_set1_epi32(quad(a, q, k));
+            x0 = _mm512_dpbusd_epi32(x0, av, _mm512_loadu_si512(bq as *const _));
+            x1 = _mm512_dpbusd_epi32(x1, av, _mm512_loadu_si512(bq.add(64) as *const _));
+            q += 1;
+        }
+        let s0 = _mm512_add_epi32(_mm512_add_epi32(x0, y0), _mm512_add_epi32(u0, v0));
+        let s1 = _mm512_add_epi32(_mm512_add_epi32(x1, y1), _mm512_add_epi32(u1, v1));
+        finish_row([s0, s1], i0, w, p, fix, ep, out);
+    }
+}

@@ -1,0 +1,276 @@
+//! int8 GEMM: u8 activations × s8 weights → i32, with zero points and a fused epilogue.
+//!
+//! `Y[i][j] = Σ_k (A[i][k] − za)·(W[j][k] − zw)` for `A: M×K` u8 (row-major) and
+//! `W: N×K` s8 (one row per output channel), then [`Epilogue`] per element.
+//! The zero points are folded out of the inner loop:
+//! `Σ a·w − za·Σ_k w − zw·Σ_k a + K·za·zw`, with `Σ_k w` computed at packing.
+//! All arithmetic wraps modulo 2³² in every path (so paths agree bit for bit
+//! even past K ≈ 66 000, where a true sum could overflow i32).
+//!
+//! Paths: AVX-512 VNNI (`vpdpbusd`, u8×s8 summed in i32 without saturation),
+//! AVX2 (bytes widened to i16 and `vpmaddwd`: a pair of products is at most
+//! 2·255·128 < 2³¹, so it can never saturate, unlike `vpmaddubsw`), and a
+//! portable scalar loop over the same packed layout.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use crate::cpu::{self, Isa};
+use crate::epilogue::{store_scalar, Epilogue, OutPtr, Output};
+use crate::{check_len, tiling, KernelError, Result};
+
+/// Columns per packed panel (two 16-lane registers).
+pub const NR: usize = 32;
+/// Rows per register tile of the AVX-512 kernel.
+pub(crate) const MR: usize = 8;
+
+/// s8 weights packed once for every int8 path.
+///
+/// Layout (K4 = K rounded up to a multiple of 4, panels of NR = 32 columns):
+///
+/// ```text
+///  panel p (columns 32p .. 32p+31), K4·32 bytes, panels one after another
+///  ┌──────────── quad q = k 4q..4q+3: 128 bytes ─────────────┐
+///  │ W[32p+0][4q..4q+4] │ W[32p+1][4q..4q+4] │ … │ W[32p+31][4q..4q+4] │  q = 0
+///  │ W[32p+0][4..8]     │ …                                      │  q = 1
+///  │  …                                                          │
+///  └─────────────────────────────────────────────────────────────┘
+///  byte offset of W[j][k] = (j/32)·K4·32 + (k/4)·128 + (j%32)·4 + k%4
+///  columns ≥ N and k ≥ K hold 0 (they add nothing to any sum)
+/// ```
+///
+/// One quad of a panel is exactly two `vpdpbusd` operands (16 columns × 4
+/// bytes each), and a broadcast u32 of four activations is the other.
+#[derive(Debug, Clone)]
+pub struct PackedI8 {
+    n: usize,
+    k: usize,
+    k4: usize,
+    w_zero: i32,
+    data: Vec<i8>,
+    col_sums: Vec<i32>,
+}
+
+impl PackedI8 {
+    /// Packs `w` (`N×K`, row `j` = output channel `j`) with weight zero point `w_zero`.
+    pub fn pack(w: &[i8], n: usize, k: usize, w_zero: i8) -> Result<Self> {
+        check_len("int8 weights (N×K)", n * k, w.len())?;
+        if n == 0 || k == 0 {
+            return Err(KernelError::Unsupported {
+                what: "int8 weights",
+                why: format!("empty shape N={n} K={k}"),
+            });
+        }
+        let k4 = k.div_ceil(4) * 4;
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0i8; panels * k4 * NR];
+        let mut col_sums = vec![0i32; panels * NR];
+        for j in 0..n {
+            let (p, c) = (j / NR, j % NR);
+            let row = &w[j * k..(j + 1) * k];
+            for (kk, &v) in row.iter().enumerate() {
+                data[p * k4 * NR + (kk / 4) * 4 * NR + c * 4 + kk % 4] = v;
+            }
+            col_sums[j] = row.iter().fold(0i32, |s, &v| s.wrapping_add(v as i32));
+        }
+        Ok(PackedI8 {
+            n,
+            k,
+            k4,
+            w_zero: w_zero as i32,
+            data,
+            col_sums,
+        })
+    }
+    /// Output channels.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Reduction length.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    fn panels(&self) -> usize {
+        self.n.div_ceil(NR)
+    }
+    fn panel(&self, p: usize) -> &[i8] {
+        &self.data[p * self.k4 * NR..(p + 1) * self.k4 * NR]
+    }
+}
+
+/// Plain triple loop over unpacked weights: the reference every path must equal.
+pub fn reference(
+    a: &[u8],
+    m: usize,
+    k: usize,
+    a_zero: u8,
+    w: &[i8],
+    n: usize,
+    w_zero: i8,
+) -> Vec<i32> {
+    let mut y = vec![0i32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0i32;
+            for kk in 0..k {
+                let av = a[i * k + kk] as i32 - a_zero as i32;
+                let wv = w[j * k + kk] as i32 - w_zero as i32;
+                s = s.wrapping_add(av.wrapping_mul(wv));
+            }
+            y[i * n + j] = s;
+        }
+    }
+    y
+}
+
+/// The zero-point terms that do not depend on the product, per call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ZeroFix<'a> {
+    /// `za·colsum[j] − K·za·zw` is subtracted per column.
+    pub za: i32,
+    pub kzz: i32,
+    pub col_sums: &'a [i32],
+    /// `zw·rowsum[i]` is subtracted per row (all zeros when zw = 0).
+    pub row_fix: &'a [i32],
+}
+
+impl ZeroFix<'_> {
+    #[inline]
+    pub(crate) fn apply(&self, acc: i32, i: usize, j: usize) -> i32 {
+        acc.wrapping_sub(self.za.wrapping_mul(self.col_sums[j]))
+            .wrapping_add(self.kzz)
+            .wrapping_sub(self.row_fix[i])
+    }
+}
+
+/// `out = epilogue(A·Wᵀ)` on the best path for this CPU, threaded with rayon.
+pub fn gemm(
+    a: &[u8],
+    m: usize,
+    a_zero: u8,
+    w: &PackedI8,
+    ep: &Epilogue,
+    out: Output,
+) -> Result<()> {
+    gemm_with(cpu::best(), a, m, a_zero, w, ep, out)
+}
+
+/// [`gemm`] on a chosen path (lowered to what the CPU supports).
+pub fn gemm_with(
+    isa: Isa,
+    a: &[u8],
+    m: usize,
+    a_zero: u8,
+    w: &PackedI8,
+    ep: &Epilogue,
+    mut out: Output,
+) -> Result<()> {
+    let (n, k) = (w.n, w.k);
+    check_len("int8 activations (M×K)", m * k, a.len())?;
+    check_len("int8 output (M×N)", m * n, out.len())?;
+    ep.check(n)?;
+    if m == 0 {
+        return Ok(());
+    }
+    let za = a_zero as i32;
+    let row_fix: Vec<i32> = if w.w_zero != 0 {
+        a.chunks_exact(k)
+            .map(|r| {
+                let s = r.iter().fold(0i32, |s, &v| s.wrapping_add(v as i32));
+                w.w_zero.wrapping_mul(s)
+            })
+            .collect()
+    } else {
+        vec![0; m]
+    };
+    let fix = ZeroFix {
+        za,
+        kzz: (k as i32).wrapping_mul(za).wrapping_mul(w.w_zero),
+        col_sums: &w.col_sums,
+        row_fix: &row_fix,
+    };
+    let isa = cpu::clamp(isa);
+    let optr = out.ptr();
+    let tasks = tiling::plan(m, w.panels(), MR);
+    tiling::run(&tasks, tiling::rows_per_block(k, MR), |r0, r1, p| {
+        // SAFETY: tasks cover disjoint (row range × panel) tiles of the
+        // output, all in bounds (checked lengths above), and the ISA was
+        // clamped to what this CPU supports.
+        unsafe { tile_rows(isa, a, k, r0, r1, w, p, &fix, ep, optr) };
+    });
+    Ok(())
+}
+
+/// Computes rows `r0..r1` of panel `p` on path `isa`.
+///
+/// # Safety
+/// `isa` must be supported by the CPU; `out` must be a valid `M×N` buffer with
+/// no other writer of these elements.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_rows(
+    isa: Isa,
+    a: &[u8],
+    k: usize,
+    r0: usize,
+    r1: usize,
+    w: &PackedI8,
+    p: usize,
+    fix: &ZeroFix,
+    ep: &Epilogue,
+    out: OutPtr,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 => {
+            // SAFETY: forwarded from the caller.
+            unsafe { avx512::panel_rows(a, k, r0, r1, w, p, fix, ep, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: forwarded from the caller.
+            unsafe { avx2::panel_rows(a, k, r0, r1, w, p, fix, ep, out) }
+        }
+        _ => {
+            // SAFETY: forwarded from the caller.
+            unsafe { portable_panel_rows(a, k, r0, r1, w, p, fix, ep, out) }
+        }
+    }
+}
+
+/// Scalar loop over the packed layout: the path for CPUs without AVX2.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_panel_rows(
+    a: &[u8],
+    k: usize,
+    r0: usize,
+    r1: usize,
+    w: &PackedI8,
+    p: usize,
+    fix: &ZeroFix,
+    ep: &Epilogue,
+    out: OutPtr,
+) {
+    let panel = w.panel(p);
+    let j0 = p * NR;
+    let cols = (w.n - j0).min(NR);
+    for i in r0..r1 {
+        let row = &a[i * k..(i + 1) * k];
+        let mut acc = [0i32; NR];
+        for (kk, &av) in row.iter().enumerate() {
+            let q = &panel[(kk / 4) * 4 * NR + kk % 4..];
+            for (c, s) in acc.iter_mut().enumerate() {
+                *s = s.wrapping_add((av as i32) * (q[c * 4] as i32));
+            }
+        }
+        for (c, s) in acc.iter_mut().enumerate().take(cols) {
+            *s = fix.apply(*s, i, j0 + c);
+        }
+        // SAFETY: columns j0..j0+cols of row i are in bounds and ours.
+        unsafe { store_scalar(ep, &acc[..cols], out, i, w.n, j0) };
+    }
+}
+
+#[cfg(test)]
+mod tests;

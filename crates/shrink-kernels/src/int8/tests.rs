@@ -1,0 +1,140 @@
+use super::*;
+use crate::cpu;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Runs every available path with every output kind and compares to the
+/// reference followed by the scalar epilogue.
+#[allow(clippy::too_many_arguments)]
+fn check_all(a: &[u8], m: usize, k: usize, za: u8, w: &[i8], n: usize, zw: i8, relu: bool) {
+    let expect = reference(a, m, k, za, w, n, zw);
+    let packed = PackedI8::pack(w, n, k, zw).unwrap();
+    let scale: Vec<f32> = (0..n).map(|j| 0.001 + 0.0007 * (j % 13) as f32).collect();
+    let bias: Vec<f32> = (0..n).map(|j| (j as f32 - 7.5) * 0.37).collect();
+    let mut ep = Epilogue::scaled(&scale).with_bias(&bias).out_zero(3);
+    if relu {
+        ep = ep.relu();
+    }
+    for isa in cpu::available() {
+        let mut y = vec![0i32; m * n];
+        gemm_with(isa, a, m, za, &packed, &ep, Output::I32(&mut y)).unwrap();
+        assert_eq!(y, expect, "{isa:?} i32 m={m} k={k} n={n}");
+        let mut f = vec![0f32; m * n];
+        gemm_with(isa, a, m, za, &packed, &ep, Output::F32(&mut f)).unwrap();
+        let mut u = vec![0u8; m * n];
+        gemm_with(isa, a, m, za, &packed, &ep, Output::U8(&mut u)).unwrap();
+        let mut s = vec![0i8; m * n];
+        gemm_with(isa, a, m, za, &packed, &ep, Output::I8(&mut s)).unwrap();
+        for (idx, &acc) in expect.iter().enumerate() {
+            let j = idx % n;
+            assert_eq!(
+                f[idx].to_bits(),
+                ep.float(acc, j).to_bits(),
+                "{isa:?} f32 at {idx}"
+            );
+            assert_eq!(
+                u[idx] as i32,
+                ep.quant(acc, j, 0, 255),
+                "{isa:?} u8 at {idx}"
+            );
+            assert_eq!(
+                s[idx] as i32,
+                ep.quant(acc, j, -128, 127),
+                "{isa:?} i8 at {idx}"
+            );
+        }
+    }
+}
+
+fn random(m: usize, k: usize, n: usize, seed: u64) -> (Vec<u8>, Vec<i8>) {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let a = (0..m * k).map(|_| r.gen()).collect();
+    let w = (0..n * k).map(|_| r.gen()).collect();
+    (a, w)
+}
+
+#[test]
+fn edge_shapes_all_paths() {
+    for &(m, k, n) in &[
+        (1, 1, 1),
+        (1, 3, 5),
+        (2, 4, 16),
+        (7, 5, 31),
+        (8, 64, 32),
+        (9, 17, 33),
+        (13, 67, 65),
+        (17, 130, 100),
+        (3, 257, 64),
+        (1, 1000, 77),
+    ] {
+        let (a, w) = random(m, k, n, (m * 1000 + k * 10 + n) as u64);
+        check_all(&a, m, k, 0, &w, n, 0, false);
+        check_all(&a, m, k, 128, &w, n, 0, true);
+        check_all(&a, m, k, 7, &w, n, -3, false);
+    }
+}
+
+#[test]
+fn extreme_values_do_not_saturate() {
+    // 255 × -128 products summed in pairs would saturate vpmaddubsw's i16.
+    for &(a_val, w_val) in &[(255u8, -128i8), (255, 127), (0, -128), (255, 0)] {
+        for &(m, k, n) in &[(3, 1024, 40), (9, 1023, 33), (1, 4099, 17)] {
+            let a = vec![a_val; m * k];
+            let w = vec![w_val; n * k];
+            check_all(&a, m, k, 0, &w, n, 0, false);
+            check_all(&a, m, k, 255, &w, n, 127, false);
+            check_all(&a, m, k, 0, &w, n, -128, true);
+        }
+    }
+}
+
+#[test]
+fn threaded_matches_single() {
+    let (m, k, n) = (70, 96, 200);
+    let (a, w) = random(m, k, n, 42);
+    let packed = PackedI8::pack(&w, n, k, 0).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    let mut y = vec![0i32; m * n];
+    pool.install(|| gemm(&a, m, 5, &packed, &Epilogue::default(), Output::I32(&mut y)).unwrap());
+    assert_eq!(y, reference(&a, m, k, 5, &w, n, 0));
+}
+
+#[test]
+fn bad_lengths_are_errors() {
+    assert!(PackedI8::pack(&[1, 2, 3], 2, 2, 0).is_err());
+    let p = PackedI8::pack(&[1, 2, 3, 4], 2, 2, 0).unwrap();
+    let mut y = vec![0i32; 4];
+    let e = gemm(
+        &[1, 2, 3],
+        2,
+        0,
+        &p,
+        &Epilogue::default(),
+        Output::I32(&mut y),
+    );
+    assert!(matches!(e, Err(crate::KernelError::Length { .. })));
+    let scale = [1.0f32; 3];
+    let e = gemm(
+        &[1, 2, 3, 4],
+        2,
+        0,
+        &p,
+        &Epilogue::scaled(&scale),
+        Output::F32(&mut [0.0; 4]),
+    );
+    assert!(e.is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn random_shapes_bit_exact(m in 1usize..20, k in 1usize..150, n in 1usize..80,
+                               za in any::<u8>(), zw in any::<i8>(), seed in any::<u64>()) {
+        let (a, w) = random(m, k, n, seed);
+        check_all(&a, m, k, za, &w, n, zw, seed % 2 == 0);
+    }
+}
