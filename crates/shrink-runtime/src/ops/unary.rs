@@ -61,7 +61,6 @@ pub(super) fn register(r: &mut Registry) {
     r.add("", "Atanh", |c, i| float(c, i, f64::atanh));
     r.add("", "IsNaN", is_nan);
     r.add("", "IsInf", is_inf);
-    r.add("", "Dropout", dropout);
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -364,28 +363,6 @@ fn is_inf(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     Ok(vec![float_predicate(ctx, x, |v| {
         (pos && v == f64::INFINITY) || (neg && v == f64::NEG_INFINITY)
     })?])
-}
-
-/// Inference-mode Dropout: the identity, with an all-true mask when asked
-/// for. Training mode (opset 12's `training_mode` input set to true with a
-/// non-zero ratio) is random and belongs to the training executor.
-fn dropout(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let x = ctx.required(inputs, 0)?;
-    let ratio = match inputs.get(1).copied().flatten() {
-        Some(r) => r.to_f64_vec().first().copied().unwrap_or(0.5),
-        None => attr_float(ctx, "ratio", 0.5)? as f64,
-    };
-    let training = match inputs.get(2).copied().flatten() {
-        Some(t) => t.to_f64_vec().first().is_some_and(|&v| v != 0.0),
-        None => {
-            ctx.opset < 7 && attr_int(ctx, "is_test", 0)? == 0 && ctx.node.attr("is_test").is_some()
-        }
-    };
-    if training && ratio > 0.0 {
-        return Err(ctx.error("training-mode Dropout is random; the runtime only does inference"));
-    }
-    let mask = Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()])?;
-    Ok(vec![x.clone(), mask])
 }
 
 #[cfg(test)]
