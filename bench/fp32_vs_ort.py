@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("SHRINK_SHARED", os.path.join(os.path.dirname(ROOT), "shared", "data"))
+SHARED = os.path.join(os.environ.get("SHRINK_SHARED", os.path.join(os.path.dirname(ROOT), "shared")), "data")
 CACHE = os.environ.get("SHRINK_CACHE", os.path.expanduser("~/.cache/shrink"))
 SHRINK = os.path.join(ROOT, "target", "release", "shrink")
 

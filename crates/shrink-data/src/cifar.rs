@@ -19,7 +19,7 @@ pub fn read_batch(path: impl AsRef<Path>) -> Result<(Tensor, Vec<i64>)> {
 
 /// Parses the bytes of a batch; the error is prefixed with the file by the caller.
 pub fn parse_batch(b: &[u8]) -> std::result::Result<(Tensor, Vec<i64>), String> {
-    if b.is_empty() || b.len() % RECORD != 0 {
+    if b.is_empty() || !b.len().is_multiple_of(RECORD) {
         return Err(format!(
             "{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records",
             b.len()

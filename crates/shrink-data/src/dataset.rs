@@ -208,11 +208,7 @@ impl Dataset {
         };
         let mut out = raw;
         for (i, x) in out.iter_mut().enumerate() {
-            let c = if per_channel == 0 {
-                0
-            } else {
-                (i / per_channel) % channels.max(1)
-            };
+            let c = i.checked_div(per_channel).unwrap_or(0) % channels.max(1);
             *x = (*x / s.scale - pick(&s.mean, c, "mean")?) / pick(&s.std, c, "std")?;
         }
         Ok(Tensor::from_vec(shape, out)?)
@@ -384,6 +380,42 @@ mod tests {
         assert_eq!(d.take(3).images.shape(), &[3, 2, 2]);
         let x = Tensor::from_vec(vec![2, 1], vec![0u8, 1]).unwrap();
         assert!(Dataset::new(x, vec![0]).is_err());
+    }
+
+    #[test]
+    fn npz_and_cifar_specs() {
+        let dir = std::env::temp_dir().join(format!("shrink-ds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let x = Tensor::from_vec(vec![3, 2, 2], (0..12u8).collect()).unwrap();
+        let y = Tensor::from_vec(vec![3], vec![2i64, 0, 1]).unwrap();
+        let ytest = Tensor::from_vec(vec![3], vec![9i64, 9, 9]).unwrap();
+        let f = dir.join("d.npz");
+        npy::write_npz(&f, &[("x", &x), ("y", &y), ("y_test", &ytest)], true).unwrap();
+        let spec = format!("npz:{}", f.display());
+        let train = Dataset::open(&spec, Split::Train).unwrap();
+        assert_eq!(train.images, x);
+        assert_eq!(train.labels, vec![2, 0, 1]);
+        // A split-specific array wins over the plain one.
+        assert_eq!(
+            Dataset::open(&spec, Split::Test).unwrap().labels,
+            vec![9, 9, 9]
+        );
+        npy::write_npz(&f, &[("x", &x)], false).unwrap();
+        let e = Dataset::open(&spec, Split::Train).unwrap_err().to_string();
+        assert!(e.contains("d.npz") && e.contains("x and y"), "{e}");
+
+        let mut rec = vec![7u8];
+        rec.extend((0..3072).map(|p| (p % 251) as u8));
+        std::fs::write(dir.join("test_batch.bin"), [rec.clone(), rec].concat()).unwrap();
+        let c = Dataset::open(&format!("cifar10:{}", dir.display()), Split::Test).unwrap();
+        assert_eq!(c.images.shape(), &[2, 3, 32, 32]);
+        assert_eq!(c.labels, vec![7, 7]);
+        let (bx, _) = c.batches(8).next().unwrap().unwrap();
+        assert_eq!(bx.shape(), &[2, 3, 32, 32]);
+        // Training batches are absent here: the error names the missing file.
+        let e = Dataset::open(&format!("cifar10:{}", dir.display()), Split::Train).unwrap_err();
+        assert!(e.to_string().contains("data_batch_1.bin"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

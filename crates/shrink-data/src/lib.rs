@@ -65,6 +65,28 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache").join("shrink")
 }
 
+/// The project's shared read-only data (`shared/data`, with the Fashion-MNIST
+/// models and the MiniLM references): `$SHRINK_SHARED/data` (the variable
+/// names the `shared/` directory), else the first
+/// `shared/data` found walking up from the working directory, then from this
+/// crate's source tree. A checkout keeps `shared/` beside the repository, in
+/// CI as on a developer's machine, so tests find it without configuration.
+pub fn shared_data_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("SHRINK_SHARED").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("data"));
+    }
+    let starts = [
+        std::env::current_dir().ok(),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    starts
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s.ancestors().map(Path::to_path_buf).collect::<Vec<_>>())
+        .map(|a| a.join("shared").join("data"))
+        .find(|d| d.join("fashion").is_dir())
+}
+
 /// Reads a whole file, transparently gunzipping names ending in `.gz`.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;

@@ -451,9 +451,10 @@ fn fortran_strides(shape: &[usize]) -> Vec<usize> {
 fn fortran_to_c(t: &Tensor) -> Tensor {
     let shape = t.shape().to_vec();
     let fs = fortran_strides(&shape);
-    let data = shrink_tensor::map_data!(t.data(), v => (0..v.len())
-        .map(|i| v[fortran_offset(i, &shape, &fs)].clone())
-        .collect());
+    let src: Vec<usize> = (0..t.len())
+        .map(|i| fortran_offset(i, &shape, &fs))
+        .collect();
+    let data = shrink_tensor::map_data!(t.data(), v => gather(v, &src));
     Tensor::new(shape, data).expect("same element count")
 }
 
@@ -461,14 +462,17 @@ fn fortran_to_c(t: &Tensor) -> Tensor {
 fn c_to_fortran(t: &Tensor) -> Tensor {
     let shape = t.shape().to_vec();
     let fs = fortran_strides(&shape);
-    let data = shrink_tensor::map_data!(t.data(), v => {
-        let mut out = v.clone();
-        for (i, x) in v.iter().enumerate() {
-            out[fortran_offset(i, &shape, &fs)] = x.clone();
-        }
-        out
-    });
+    let mut src = vec![0; t.len()];
+    for (i, s) in (0..t.len()).map(|i| (i, fortran_offset(i, &shape, &fs))) {
+        src[s] = i;
+    }
+    let data = shrink_tensor::map_data!(t.data(), v => gather(v, &src));
     Tensor::new(shape, data).expect("same element count")
+}
+
+/// `out[i] = v[src[i]]`.
+fn gather<T: Clone>(v: &[T], src: &[usize]) -> Vec<T> {
+    src.iter().map(|&i| v[i].clone()).collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Fashion-MNIST from the asset cache against the shared, independently made
-//! sample (/work/shared/data/fashion/test_sample_{x,y}.npy: the first 256 test
+//! sample (shared/data/fashion/test_sample_{x,y}.npy: the first 256 test
 //! images and labels, written by the reference-model tooling from the Debian
 //! package's files).
 
@@ -7,7 +7,10 @@ use shrink_data::{npy::read_npy, Dataset, Split};
 use std::path::PathBuf;
 
 fn shared(name: &str) -> PathBuf {
-    let p = PathBuf::from("/work/shared/data/fashion").join(name);
+    let p = shrink_data::shared_data_dir()
+        .expect("shared/data not found (set SHRINK_SHARED)")
+        .join("fashion")
+        .join(name);
     assert!(p.is_file(), "reference file {} is missing", p.display());
     p
 }

@@ -1,12 +1,15 @@
 //! The MiniLM tokenizer reproduces the reference tokenisation
-//! (/work/shared/data/minilm/public_input_ids.npy, made by the Python
+//! (shared/data/minilm/public_input_ids.npy, made by the Python
 //! `tokenizers`/sentence-transformers stack) exactly.
 
 use shrink_data::{npy::read_npy, Tokenizer};
 use std::path::PathBuf;
 
 fn reference(name: &str) -> PathBuf {
-    PathBuf::from("/work/shared/data/minilm").join(name)
+    shrink_data::shared_data_dir()
+        .expect("shared/data not found (set SHRINK_SHARED)")
+        .join("minilm")
+        .join(name)
 }
 
 #[test]

@@ -49,6 +49,12 @@ pub struct Totals {
 /// Statistics for every node of `g` (top level), in graph order. Shapes come
 /// from [`infer_shapes`] run on a copy, so `g` need not carry `value_info`.
 pub fn layer_stats(g: &Graph) -> Vec<LayerStats> {
+    layer_stats_with(g, &HashMap::new())
+}
+
+/// [`layer_stats`] with values for symbolic dimensions other than the batch
+/// (e.g. `seq` = 128 for a transformer), so their costs become numbers.
+pub fn layer_stats_with(g: &Graph, dims: &HashMap<String, usize>) -> Vec<LayerStats> {
     let mut typed = g.clone();
     // Inference never fails as a whole; unknown stays unknown.
     let _ = infer_shapes(&mut typed);
@@ -60,6 +66,10 @@ pub fn layer_stats(g: &Graph) -> Vec<LayerStats> {
         types.get(name).and_then(|v| v.shape.clone())
     };
     let batch = batch_symbol(g);
+    let sizes = Sizes {
+        batch: batch.as_deref(),
+        bound: dims,
+    };
 
     // Values computed from constants only, and the initializers behind them.
     let mut const_roots: HashMap<&str, Vec<&str>> = g
@@ -107,12 +117,12 @@ pub fn layer_stats(g: &Graph) -> Vec<LayerStats> {
         let output_shapes: Vec<Option<Vec<Dim>>> = n.outputs.iter().map(|s| shape_of(s)).collect();
         let output_elements = output_shapes
             .iter()
-            .map(|s| s.as_ref().and_then(|s| per_sample(s, batch.as_deref())))
+            .map(|s| s.as_ref().and_then(|s| sizes.per_sample(s)))
             .sum::<Option<u64>>();
         let macs = if weight_only[i] {
             Some(0)
         } else {
-            macs_of(n, &input_shapes, &output_shapes, batch.as_deref())
+            macs_of(n, &input_shapes, &output_shapes, &sizes)
         };
         out.push(LayerStats {
             name: n.name.clone(),
@@ -155,13 +165,26 @@ fn batch_symbol(g: &Graph) -> Option<String> {
     }
 }
 
-/// Elements of `shape` for one sample: the batch symbol counts 1.
-fn per_sample(shape: &[Dim], batch: Option<&str>) -> Option<u64> {
-    shape.iter().try_fold(1u64, |acc, d| match d {
-        Dim::Known(n) => acc.checked_mul(*n as u64),
-        Dim::Symbol(s) if Some(s.as_str()) == batch => Some(acc),
-        Dim::Symbol(_) => None,
-    })
+/// How symbolic dimensions count: the batch as 1, bound symbols as given.
+struct Sizes<'a> {
+    batch: Option<&'a str>,
+    bound: &'a HashMap<String, usize>,
+}
+
+impl Sizes<'_> {
+    /// Elements of `shape` for one sample.
+    fn per_sample(&self, shape: &[Dim]) -> Option<u64> {
+        shape.iter().try_fold(1u64, |acc, d| match d {
+            Dim::Known(n) => acc.checked_mul(*n as u64),
+            Dim::Symbol(s) if Some(s.as_str()) == self.batch => Some(acc),
+            Dim::Symbol(s) => acc.checked_mul(*self.bound.get(s)? as u64),
+        })
+    }
+
+    /// A single dimension's size (the batch counts 1).
+    fn dim(&self, d: &Dim) -> Option<u64> {
+        self.per_sample(std::slice::from_ref(d))
+    }
 }
 
 fn known_product(dims: &[Dim]) -> Option<u64> {
@@ -173,7 +196,7 @@ fn macs_of(
     n: &Node,
     ins: &[Option<Vec<Dim>>],
     outs: &[Option<Vec<Dim>>],
-    batch: Option<&str>,
+    sizes: &Sizes,
 ) -> Option<u64> {
     let input = |i: usize| ins.get(i).and_then(|s| s.as_deref());
     let out0 = || outs.first().and_then(|s| s.as_deref());
@@ -181,30 +204,36 @@ fn macs_of(
         // Each output element: C_in/group * prod(kernel) MACs = prod(W.shape[1..]).
         "Conv" | "ConvInteger" => {
             let w = input(1)?;
-            Some(per_sample(out0()?, batch)? * known_product(&w[1..])?)
+            sizes
+                .per_sample(out0()?)?
+                .checked_mul(known_product(&w[1..])?)
         }
         "QLinearConv" => {
             let w = input(3)?;
-            Some(per_sample(out0()?, batch)? * known_product(&w[1..])?)
+            sizes
+                .per_sample(out0()?)?
+                .checked_mul(known_product(&w[1..])?)
         }
         // Each input element scatters into (M/group) * prod(kernel) outputs.
         "ConvTranspose" => {
             let w = input(1)?;
-            Some(per_sample(input(0)?, batch)? * known_product(&w[1..])?)
+            sizes
+                .per_sample(input(0)?)?
+                .checked_mul(known_product(&w[1..])?)
         }
         "Gemm" => {
             let a = input(0)?;
             let trans_a = n.attr_int("transA", 0).ok()? != 0;
-            let k = if trans_a { a.first()? } else { a.get(1)? }.known()? as u64;
-            Some(per_sample(out0()?, batch)? * k)
+            let k = sizes.dim(if trans_a { a.first()? } else { a.get(1)? })?;
+            sizes.per_sample(out0()?)?.checked_mul(k)
         }
         "MatMul" | "MatMulInteger" => {
-            let k = input(0)?.last()?.known()? as u64;
-            Some(per_sample(out0()?, batch)? * k)
+            let k = sizes.dim(input(0)?.last()?)?;
+            sizes.per_sample(out0()?)?.checked_mul(k)
         }
         "QLinearMatMul" => {
-            let k = input(0)?.last()?.known()? as u64;
-            Some(per_sample(out0()?, batch)? * k)
+            let k = sizes.dim(input(0)?.last()?)?;
+            sizes.per_sample(out0()?)?.checked_mul(k)
         }
         "LSTM" | "GRU" | "RNN" => {
             let x = input(0)?;
@@ -216,11 +245,11 @@ fn macs_of(
             } else {
                 (x.get(1)?, x.first()?)
             };
-            let seq = seq.known()? as u64;
-            let b = per_sample(std::slice::from_ref(b), batch)?;
+            let seq = sizes.dim(seq)?;
+            let b = sizes.dim(b)?;
             // Per step, direction and sequence in the batch: gates*H*(I + H) MACs.
-            let per_step = known_product(w)? + known_product(r)?;
-            Some(seq * b * per_step)
+            let per_step = known_product(w)?.checked_add(known_product(r)?)?;
+            seq.checked_mul(b)?.checked_mul(per_step)
         }
         _ => Some(0),
     }

@@ -201,7 +201,7 @@ fn dim_mul(dims: &[Dim]) -> Dim {
     let mut syms: Vec<&Dim> = Vec::new();
     for d in dims {
         match d {
-            Dim::Known(n) => known *= n,
+            Dim::Known(n) => known = known.saturating_mul(*n),
             s => syms.push(s),
         }
     }
@@ -263,12 +263,12 @@ fn window_out(
         return unknown_dim();
     };
     let stride = stride.max(1);
-    let eff = dil * (k.max(1) - 1) + 1;
+    let eff = dil.saturating_mul(k.max(1) - 1).saturating_add(1);
     match auto_pad {
         "SAME_UPPER" | "SAME_LOWER" => Dim::Known(n.div_ceil(stride)),
         "VALID" => Dim::Known(if *n >= eff { (n - eff) / stride + 1 } else { 0 }),
         _ => {
-            let total = n + pads.0 + pads.1;
+            let total = n.saturating_add(pads.0).saturating_add(pads.1);
             if total < eff {
                 return Dim::Known(0);
             }
@@ -279,7 +279,7 @@ fn window_out(
                 span / stride
             } + 1;
             // ceil_mode: the last window must start inside the (left-padded) input.
-            if ceil && (out - 1) * stride >= n + pads.0 {
+            if ceil && (out - 1) * stride >= n.saturating_add(pads.0) {
                 out -= 1;
             }
             Dim::Known(out)
@@ -343,7 +343,7 @@ fn conv_transpose(node: &Node, env: &Env) -> Option<Vec<Dim>> {
     let n = x.len() - 2;
     let group = node.attr_int("group", 1).ok()?.max(1) as usize;
     let m = match &w[1] {
-        Dim::Known(c) => Dim::Known(c * group),
+        Dim::Known(c) => Dim::Known(c.saturating_mul(group)),
         _ => unknown_dim(),
     };
     let mut out = vec![x[0].clone(), m];
@@ -356,6 +356,9 @@ fn conv_transpose(node: &Node, env: &Env) -> Option<Vec<Dim>> {
         Some(k) => k.iter().map(|&v| v.max(0) as usize).collect(),
         None => w[2..].iter().map(Dim::known).collect::<Option<_>>()?,
     };
+    if kernel.len() != n {
+        return None;
+    }
     let strides = usize_list(node.attr_ints("strides").ok().flatten(), n, 1);
     let dils = usize_list(node.attr_ints("dilations").ok().flatten(), n, 1);
     let pads = usize_list(node.attr_ints("pads").ok().flatten(), 2 * n, 0);
@@ -365,11 +368,14 @@ fn conv_transpose(node: &Node, env: &Env) -> Option<Vec<Dim>> {
         out.push(match &x[2 + i] {
             Dim::Known(v) => {
                 if auto_pad.starts_with("SAME") {
-                    Dim::Known(v * strides[i])
+                    Dim::Known(v.saturating_mul(strides[i]))
                 } else {
-                    let full =
-                        strides[i] * (v.max(&1) - 1) + opad[i] + (kernel[i] - 1) * dils[i] + 1;
-                    Dim::Known(full.saturating_sub(pads[i] + pads[i + n]))
+                    let full = strides[i]
+                        .saturating_mul(v.max(&1) - 1)
+                        .saturating_add(opad[i])
+                        .saturating_add(kernel[i].saturating_sub(1).saturating_mul(dils[i]))
+                        .saturating_add(1);
+                    Dim::Known(full.saturating_sub(pads[i].saturating_add(pads[i + n])))
                 }
             }
             _ => unknown_dim(),
@@ -484,13 +490,13 @@ fn divide_dims(num: &[Dim], den: &[Dim]) -> Dim {
     let (mut kn, mut kd) = (1usize, 1usize);
     for d in num {
         match d {
-            Dim::Known(n) => kn *= n,
+            Dim::Known(n) => kn = kn.saturating_mul(*n),
             Dim::Symbol(s) => num_syms.push(s),
         }
     }
     for d in den {
         match d {
-            Dim::Known(n) => kd *= n,
+            Dim::Known(n) => kd = kd.saturating_mul(*n),
             Dim::Symbol(s) => den_syms.push(s),
         }
     }
@@ -558,15 +564,25 @@ fn slice_len(n: i64, start: i64, end: i64, step: i64) -> i64 {
     } else {
         (clamp(norm(start), -1, n - 1), clamp(norm(end), -1, n - 1))
     };
+    // (span - 1) / |step| + 1 cannot overflow, unlike a rounded-up division.
     if step > 0 {
-        ((e - s).max(0) + step - 1) / step
+        if e > s {
+            (e - s - 1) / step + 1
+        } else {
+            0
+        }
+    } else if s > e {
+        (s - e - 1) / step.saturating_neg() + 1
     } else {
-        ((s - e).max(0) + (-step) - 1) / (-step)
+        0
     }
 }
 
 fn slice(node: &Node, env: &Env, opset: i64) -> Option<Vec<Dim>> {
     let x = env.shape(node.input(0)?)?;
+    if let Some(out) = slice_to_symbol(node, env, x, opset) {
+        return Some(out);
+    }
     let r = x.len();
     let (starts, ends, axes, steps) = slice_params(node, env, opset)?;
     let mut out = x.clone();
@@ -579,6 +595,34 @@ fn slice(node: &Node, env: &Env, opset: i64) -> Option<Vec<Dim>> {
             _ => unknown_dim(),
         };
     }
+    Some(out)
+}
+
+/// `x[0:seq]` along one axis where `seq` is a symbolic length from `Shape`
+/// (position embeddings cut to the sequence length): the result has length
+/// `seq`, assuming the model is run within its table size.
+fn slice_to_symbol(node: &Node, env: &Env, x: &[Dim], opset: i64) -> Option<Vec<Dim>> {
+    if opset < 10 {
+        return None;
+    }
+    let ends = env.syms.get(node.input(2)?)?;
+    let [SymInt::Sym(sym)] = ends.items.as_slice() else {
+        return None;
+    };
+    let starts = env.ints(node.input(1)?)?;
+    let axis = match node.input(3) {
+        Some(n) => *env.ints(n)?.first()?,
+        None => 0,
+    };
+    let step = match node.input(4) {
+        Some(n) => *env.ints(n)?.first()?,
+        None => 1,
+    };
+    if starts != [0] || step != 1 {
+        return None;
+    }
+    let mut out = x.to_vec();
+    out[axis_of(axis, x.len())?] = Dim::Symbol(sym.clone());
     Some(out)
 }
 
@@ -651,7 +695,7 @@ fn concat(node: &Node, env: &Env) -> Option<Vec<Dim>> {
             return None;
         }
         total = match (total, &s[ax]) {
-            (Some(t), Dim::Known(n)) => Some(t + n),
+            (Some(t), Dim::Known(n)) => t.checked_add(*n),
             _ => None,
         };
         for (i, d) in s.iter().enumerate() {
@@ -699,13 +743,13 @@ fn split(node: &Node, env: &Env, opset: i64) -> Vec<Option<Vec<Dim>>> {
             // opset 18: ceil-sized chunks, the last one smaller.
             let chunk = total.div_ceil(n_out.max(1));
             (0..n_out)
-                .map(|i| Dim::Known(chunk.min(total.saturating_sub(i * chunk))))
+                .map(|i| Dim::Known(chunk.min(total.saturating_sub(i.saturating_mul(chunk)))))
                 .collect()
         }
         (None, Dim::Known(total)) => {
             let chunk = total.div_ceil(n_out.max(1));
             (0..n_out)
-                .map(|i| Dim::Known(chunk.min(total.saturating_sub(i * chunk))))
+                .map(|i| Dim::Known(chunk.min(total.saturating_sub(i.saturating_mul(chunk)))))
                 .collect()
         }
         (None, _) => vec![unknown_dim(); n_out],
@@ -775,7 +819,12 @@ fn pad(node: &Node, env: &Env, opset: i64) -> Option<Vec<Dim>> {
     let mut out = x.clone();
     for (j, &ax) in axes.iter().enumerate() {
         out[ax] = match &x[ax] {
-            Dim::Known(n) => Dim::Known((*n as i64 + pads[j] + pads[j + k]).max(0) as usize),
+            Dim::Known(n) => Dim::Known(
+                (*n as i64)
+                    .saturating_add(pads[j])
+                    .saturating_add(pads[j + k])
+                    .max(0) as usize,
+            ),
             d if pads[j] == 0 && pads[j + k] == 0 => d.clone(),
             _ => unknown_dim(),
         };
@@ -1179,7 +1228,7 @@ fn infer_node(node: &Node, env: &Env, opset: i64) -> Vec<Out> {
                     x.iter()
                         .zip(&reps)
                         .map(|(d, &r)| match d {
-                            Dim::Known(n) => Dim::Known(n * r.max(0) as usize),
+                            Dim::Known(n) => Dim::Known(n.saturating_mul(r.max(0) as usize)),
                             d if r == 1 => d.clone(),
                             _ => unknown_dim(),
                         })
@@ -1324,6 +1373,42 @@ fn propagate_values(node: &Node, env: &mut Env) {
             Some(SymVal {
                 scalar: false,
                 items: data.items.get(s..e.max(s))?.to_vec(),
+            })
+        })(),
+        "Size" => node
+            .input(0)
+            .and_then(|n| env.shape(n))
+            .and_then(|x| {
+                x.iter()
+                    .try_fold(1i64, |acc, d| acc.checked_mul(d.known()? as i64))
+            })
+            .map(|n| SymVal {
+                scalar: true,
+                items: vec![SymInt::Val(n)],
+            }),
+        "Neg" => get(0).and_then(|v| {
+            let items = v
+                .ints()?
+                .into_iter()
+                .map(|x| SymInt::Val(x.wrapping_neg()))
+                .collect();
+            Some(SymVal {
+                scalar: v.scalar,
+                items,
+            })
+        }),
+        // Integer fills describe shapes (e.g. a run of ones for reduced axes).
+        "ConstantOfShape" => (|| {
+            let shape = get(0)?.ints()?;
+            let fill = match node.attr_tensor("value").ok()? {
+                Some(t) if t.dtype().is_int() && t.len() == 1 => t.to_i64_vec()[0],
+                _ => return None,
+            };
+            let [n] = shape.as_slice() else { return None };
+            let n = usize::try_from(*n).ok().filter(|&n| n <= 64)?;
+            Some(SymVal {
+                scalar: false,
+                items: vec![SymInt::Val(fill); n],
             })
         })(),
         "Add" | "Sub" | "Mul" | "Div" => (|| {

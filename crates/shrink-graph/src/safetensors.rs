@@ -311,7 +311,7 @@ pub fn to_bytes(tensors: &[(&str, &Tensor)]) -> Result<Vec<u8>> {
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header))
         .map_err(|e| GraphError::Invalid(e.to_string()))?;
     // Pad the header with spaces to 8-byte alignment, as the reference writer does.
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

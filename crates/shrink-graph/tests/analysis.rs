@@ -101,3 +101,37 @@ fn backend_ops_macs_by_hand() {
     // GRU, H 5: 3H*(I+H) = 105 per sequence.
     assert_eq!(macs("test_gru_defaults"), Some(315));
 }
+
+/// MiniLM-L6 (d = 384, FFN 1536, 6 layers) at sequence length s = 128, per
+/// sequence: per layer 4·d²·s (Q, K, V, output projections) + 2·d·4d·s (FFN)
+/// + 2·s²·d (scores and weighted sum over 12 heads of 32) MACs.
+#[test]
+fn minilm_macs_match_the_transformer_formula() {
+    let g = shrink_graph::builders::bert::load_sentence_encoder(common::minilm_dir()).unwrap();
+    // Shapes stay symbolic: batch and seq flow through all 227 nodes.
+    let mut typed = g.clone();
+    shrink_graph::infer_shapes(&mut typed).unwrap();
+    let types = shrink_graph::value_types(&typed);
+    for n in &typed.nodes {
+        for o in &n.outputs {
+            let s = types[o.as_str()]
+                .shape
+                .as_ref()
+                .unwrap_or_else(|| panic!("{o}: no shape"));
+            assert!(!s.contains(&Dim::Symbol("?".into())), "{o}: {s:?}");
+        }
+    }
+    assert_eq!(
+        totals(&layer_stats(&g)).macs,
+        None,
+        "seq unbound: MACs unknown"
+    );
+
+    let (d, s, layers) = (384u64, 128u64, 6u64);
+    let per_layer = 4 * d * d * s + 2 * d * 4 * d * s + 2 * s * s * d;
+    let dims = std::collections::HashMap::from([("seq".to_string(), s as usize)]);
+    let t = totals(&shrink_graph::analysis::layer_stats_with(&g, &dims));
+    assert_eq!(t.macs, Some(layers * per_layer));
+    // 22.7M parameters, as published for all-MiniLM-L6-v2 (pooler excluded here).
+    assert!((22_000_000..23_000_000).contains(&t.params), "{}", t.params);
+}

@@ -169,7 +169,14 @@ fn random_and_bit_flipped_bytes_never_panic() {
         let pos =
             (noise[2 * k] as usize * 251 + noise[2 * k + 1] as usize * 65_537 + k * 977) % b.len();
         b[pos] ^= 1 << (k % 8);
-        let _ = onnx::from_bytes(&b, None);
+        // Whatever decodes must survive every pass without panicking.
+        if let Ok(mut g) = onnx::from_bytes(&b, None) {
+            let _ = shrink_graph::validate(&g);
+            let _ = shrink_graph::analysis::layer_stats(&g);
+            shrink_graph::infer_shapes(&mut g).unwrap();
+            shrink_graph::eliminate_dead_nodes(&mut g);
+            let _ = onnx::to_bytes(&g);
+        }
     }
 }
 
@@ -180,4 +187,20 @@ fn missing_file_is_an_io_error_naming_it() {
     assert!(e.to_string().contains("/nonexistent/dir/model.onnx"), "{e}");
     let e = onnx::load_tensor_pb("/nonexistent/input_0.pb").unwrap_err();
     assert!(e.to_string().contains("input_0.pb"), "{e}");
+}
+
+#[test]
+fn truncated_tensor_pb_is_an_error_naming_the_file() {
+    let tmp = TempDir::new("pb");
+    let src = common::backend_node_dir()
+        .join("test_conv_with_strides_padding/test_data_set_0/input_0.pb");
+    let bytes = std::fs::read(&src).unwrap();
+    let t = onnx::load_tensor_pb(&src).unwrap();
+    assert_eq!(t.shape(), &[1, 1, 7, 5]);
+    for cut in [1, 10, bytes.len() / 2, bytes.len() - 1] {
+        let p = tmp.path().join(format!("cut{cut}.pb"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = onnx::load_tensor_pb(&p).unwrap_err().to_string();
+        assert!(e.contains(&format!("cut{cut}.pb")), "{e}");
+    }
 }

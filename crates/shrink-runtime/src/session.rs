@@ -1,4 +1,4 @@
-use crate::ops::{OpContext, Registry};
+use crate::ops::{OpContext, Prepared, Registry};
 use crate::{Result, RuntimeError};
 use shrink_graph::{node_uses, Attr, Dim, Graph};
 use shrink_tensor::Tensor;
@@ -57,6 +57,8 @@ pub struct Session {
     liveness: Liveness,
     pool: rayon::ThreadPool,
     threads: usize,
+    /// Per top-level node: state its op prepared once (packed weights).
+    prepared: Vec<Prepared>,
 }
 
 impl Session {
@@ -87,12 +89,14 @@ impl Session {
                 msg: e.to_string(),
             })?;
         let liveness = Liveness::of(&graph);
+        let prepared = (0..graph.nodes.len()).map(|_| Prepared::new()).collect();
         Ok(Session {
             graph,
             registry,
             liveness,
             pool,
             threads,
+            prepared,
         })
     }
 
@@ -178,7 +182,16 @@ impl Session {
         }
         let none = |_: &str| -> Option<&Tensor> { None };
         self.pool
-            .install(|| self.execute(&self.graph, &self.liveness, values, &none, timing))
+            .install(|| {
+            self.execute(
+                &self.graph,
+                &self.liveness,
+                values,
+                &none,
+                timing,
+                Some(&self.prepared),
+            )
+        })
     }
 
     /// Runs the nodes of `g` over `values` (its inputs), resolving names first
@@ -190,6 +203,7 @@ impl Session {
         mut values: HashMap<String, Tensor>,
         outer: &'o dyn Fn(&str) -> Option<&'o Tensor>,
         mut timing: Option<&mut Vec<NodeTiming>>,
+        prepared: Option<&[Prepared]>,
     ) -> Result<Vec<Tensor>> {
         for (i, node) in g.nodes.iter().enumerate() {
             let op = self
@@ -222,13 +236,16 @@ impl Session {
                         sv.insert(info.name.clone(), t.clone());
                     }
                     let sl = Liveness::of(sg);
-                    self.execute(sg, &sl, sv, &lookup, None)
+                    self.execute(sg, &sl, sv, &lookup, None, None)
                 };
+                let is_const = |name: &str| g.initializers.contains_key(name);
                 let ctx = OpContext {
                     node,
                     opset: domain_opset(g, &node.domain),
                     threads: self.threads,
                     subgraph: &sub,
+                    prepared: prepared.and_then(|p| p.get(i)),
+                    constants: &is_const,
                 };
                 op(&ctx, &args)?
             };

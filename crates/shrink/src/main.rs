@@ -33,6 +33,10 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Write a model as ONNX.
     Export(cmd::export::Args),
+    /// SQNR of each layer's weights under every numeric format.
+    Formats(cmd::formats::Args),
+    /// Energy per inference on a 45 nm accelerator model; --sweep for bit widths × SRAM.
+    Energy(cmd::energy::Args),
     /// List the ops the runtime implements.
     Ops,
     /// Sentence embeddings with a BERT sentence encoder (all-MiniLM-L6-v2 by default).
@@ -62,6 +66,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Formats(a) => cmd::formats::run(a),
+        Command::Energy(a) => cmd::energy::run(a),
         Command::Ops => cmd::ops::run(),
         Command::Embed(args) => cmd::embed::run(args),
     }

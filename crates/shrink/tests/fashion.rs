@@ -17,7 +17,7 @@ const MODELS: &[&str] = &[
 ];
 
 fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+    shrink_data::shared_data_dir().expect("shared/data not found (set SHRINK_SHARED)")
 }
 
 fn json(name: &str) -> serde_json::Value {

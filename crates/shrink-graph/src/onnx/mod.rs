@@ -13,6 +13,7 @@
 mod export;
 mod import;
 #[allow(clippy::all, missing_docs)]
+#[rustfmt::skip] // generated; kept byte-identical to scripts/gen-onnx-proto output
 pub mod proto;
 mod tensor;
 

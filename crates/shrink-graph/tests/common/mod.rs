@@ -81,3 +81,45 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Models of the backend data's other suites: light/*.onnx (real CNNs with
+/// weights replaced by ConstantOfShape), simple/, pytorch-converted/ and
+/// pytorch-operator/ (one model.onnx per test directory).
+pub fn backend_other_models() -> Vec<PathBuf> {
+    let root = backend_node_dir()
+        .parent()
+        .expect("onnx-backend dir")
+        .to_path_buf();
+    let mut v = Vec::new();
+    for suite in ["light", "simple", "pytorch-converted", "pytorch-operator"] {
+        let Ok(rd) = std::fs::read_dir(root.join(suite)) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.expect("dir entry").path();
+            if p.extension().is_some_and(|x| x == "onnx") {
+                v.push(p);
+            } else if p.join("model.onnx").is_file() {
+                v.push(p.join("model.onnx"));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// `$SHRINK_CACHE/minilm` (all-MiniLM-L6-v2 config, tokenizer, safetensors).
+pub fn minilm_dir() -> PathBuf {
+    let cache = std::env::var("SHRINK_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME is not set")).join(".cache/shrink")
+        });
+    let d = cache.join("minilm");
+    assert!(
+        d.join("model.safetensors").is_file(),
+        "{} is missing: run scripts/fetch-assets minilm",
+        d.display()
+    );
+    d
+}

@@ -1,4 +1,4 @@
-//! Control flow and trivial ops: If, Identity, Constant, Dropout (inference).
+//! Control flow and trivial ops: If, Identity, Constant.
 
 use super::{OpContext, Registry};
 use crate::Result;
@@ -9,21 +9,6 @@ pub(super) fn register(r: &mut Registry) {
     r.add("", "If", if_op);
     r.add("", "Identity", identity);
     r.add("", "Constant", constant);
-    r.add("", "Dropout", dropout);
-}
-
-/// Inference-mode Dropout: the identity, with an all-true mask if asked for.
-/// Training mode (opset 12+: a `training_mode` input that is true) would need
-/// a random generator; an inference runtime refuses it rather than guess.
-fn dropout(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
-    let x = ctx.required(inputs, 0)?;
-    if let Some(Some(t)) = inputs.get(2) {
-        if t.to_f64_vec().first().is_some_and(|&v| v != 0.0) {
-            return Err(ctx.error("training_mode=true is not supported by the inference runtime"));
-        }
-    }
-    let mask = Tensor::new(x.shape().to_vec(), TensorData::Bool(vec![true; x.len()]))?;
-    Ok(vec![x.clone(), mask])
 }
 
 fn if_op(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {

@@ -280,6 +280,10 @@ fn col2im(col: &[f32], channels: usize, win: &Window, x: &mut [f32]) {
 /// One output plane of a depthwise conv: `x` is the input plane, `w` its
 /// kernel, `ranges` the [`Window::valid`] spans of each kernel column; `y`
 /// must hold the bias (or zeros) on entry.
+///
+/// Per output row and kernel row, the columns where every kernel column
+/// lands inside the input are done in one pass with the taps unrolled (3×3
+/// and 5×5 kernels, the common ones); the few border columns tap by tap.
 fn depthwise_plane(
     x: &[f32],
     w: &[f32],
@@ -290,7 +294,10 @@ fn depthwise_plane(
     let [_, ih, iw] = win.input;
     let [kd, kh, kw] = win.kernel;
     let [od, oh, ow] = win.output;
-    let sw = win.stride[2];
+    let (sw, dw) = (win.stride[2], win.dilation[2]);
+    // Columns where all kernel columns are valid.
+    let inner_lo = ranges.iter().map(|r| r.0).max().unwrap_or(0);
+    let inner_hi = ranges.iter().map(|r| r.1).min().unwrap_or(0).max(inner_lo);
     for z in 0..od {
         for a in 0..kd {
             let Some(zi) = win.index(0, z, a) else {
@@ -304,24 +311,50 @@ fn depthwise_plane(
                     };
                     let src = &x[(zi * ih + yi) * iw..(zi * ih + yi + 1) * iw];
                     let wrow = &w[(a * kh + b) * kw..(a * kh + b + 1) * kw];
+                    // Border columns, tap by tap.
                     for (&wv, &(lo, hi, off)) in wrow.iter().zip(ranges) {
-                        if lo >= hi {
-                            continue;
-                        }
-                        let start = (lo as isize * sw as isize + off) as usize;
-                        let d = &mut dst[lo..hi];
-                        if sw == 1 {
-                            for (o, s) in d.iter_mut().zip(&src[start..]) {
-                                *o += wv * s;
+                        let edges = [(lo, hi.min(inner_lo)), (lo.max(inner_hi), hi)];
+                        for (l, h) in edges {
+                            for o in l..h {
+                                dst[o] += wv * src[(o as isize * sw as isize + off) as usize];
                             }
-                        } else {
-                            for (o, s) in d.iter_mut().zip(src[start..].iter().step_by(sw)) {
-                                *o += wv * s;
+                        }
+                    }
+                    if inner_lo >= inner_hi {
+                        continue;
+                    }
+                    let start = (inner_lo as isize * sw as isize + ranges[0].2) as usize;
+                    let d = &mut dst[inner_lo..inner_hi];
+                    match (kw, dw) {
+                        (3, 1) => row_taps::<3>(d, &src[start..], wrow, sw),
+                        (5, 1) => row_taps::<5>(d, &src[start..], wrow, sw),
+                        _ => {
+                            for (e, &wv) in wrow.iter().enumerate() {
+                                let s = &src[start + e * dw..];
+                                for (o, v) in d.iter_mut().zip(s.iter().step_by(sw)) {
+                                    *o += wv * v;
+                                }
                             }
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// `d[o] += Σ_e w[e] · src[o·stride + e]` for a kernel row of `K` taps.
+fn row_taps<const K: usize>(d: &mut [f32], src: &[f32], w: &[f32], stride: usize) {
+    let Ok(w) = <&[f32; K]>::try_from(w) else {
+        return;
+    };
+    for (o, win) in d.iter_mut().zip(src.windows(K).step_by(stride)) {
+        if let Ok(win) = <&[f32; K]>::try_from(win) {
+            let mut acc = *o;
+            for e in 0..K {
+                acc += w[e] * win[e];
+            }
+            *o = acc;
         }
     }
 }
@@ -433,16 +466,27 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
         // Depthwise (channel multiplier mg): output channel m reads input channel m / mg.
         let ranges: Vec<(usize, usize, isize)> =
             (0..win.kernel[2]).map(|e| win.valid(2, e)).collect();
-        let plane = |(i, yp): (usize, &mut [f32])| {
+        let phased = PhasePlanes::fits(win);
+        let plane = |scratch: &mut PhasePlanes, (i, yp): (usize, &mut [f32])| {
             let (n, m) = (i / d.out_channels, i % d.out_channels);
             let c = m / mg;
             let xp = &x[(n * d.in_channels + c) * in_sz..][..in_sz];
-            depthwise_plane(xp, &w[m * ksz..(m + 1) * ksz], win, &ranges, yp);
+            let wm = &w[m * ksz..(m + 1) * ksz];
+            if phased {
+                scratch.depthwise(xp, wm, win, yp);
+            } else {
+                depthwise_plane(xp, wm, win, &ranges, yp);
+            }
         };
         if parallel {
-            y.par_chunks_mut(out_sz).enumerate().for_each(plane);
+            y.par_chunks_mut(out_sz)
+                .enumerate()
+                .for_each_init(|| PhasePlanes::new(win), plane);
         } else {
-            y.chunks_mut(out_sz).enumerate().for_each(plane);
+            let mut scratch = PhasePlanes::new(win);
+            y.chunks_mut(out_sz)
+                .enumerate()
+                .for_each(|t| plane(&mut scratch, t));
         }
         return y;
     }
@@ -471,6 +515,13 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
             threads,
         );
     };
+    // Small output planes make one GEMM per image too thin to run well:
+    // unfold several images side by side into one wide column matrix instead.
+    let per_chunk = (CHUNK_COLUMNS / out_sz.max(1)).min(d.batch);
+    if g == 1 && per_chunk > 1 {
+        conv_batched(x, w, d, per_chunk, parallel.then_some(threads), &mut y);
+        return y;
+    }
     let tasks = d.batch * g;
     if parallel && tasks >= threads {
         y.par_chunks_mut(mg * out_sz)
@@ -483,6 +534,169 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
             .for_each(|t| block(t, &mut col, if parallel { threads } else { 1 }));
     }
     y
+}
+
+/// Target width (output positions) of one batched conv GEMM.
+const CHUNK_COLUMNS: usize = 2048;
+
+/// Ungrouped conv over chunks of `per_chunk` images: their im2col matrices
+/// sit side by side (K × chunk·out), one GEMM computes all their outputs,
+/// which are then scattered back to N×M×out order on top of the bias.
+fn conv_batched(
+    x: &[f32],
+    w: &[f32],
+    d: &ConvDims,
+    per_chunk: usize,
+    threads: Option<usize>,
+    y: &mut [f32],
+) {
+    let win = &d.win;
+    let (c, m) = (d.in_channels, d.out_channels);
+    let (in_sz, out_sz) = (win.input_size(), win.output_size());
+    let kdim = c * win.kernel_size();
+    let pointwise = win.is_pointwise();
+    let chunk = |(col, tmp): &mut (Vec<f32>, Vec<f32>), (ci, yc): (usize, &mut [f32])| {
+        let imgs = yc.len() / (m * out_sz);
+        let cols = imgs * out_sz;
+        col.resize(kdim * cols, 0.0);
+        tmp.resize(m * cols, 0.0);
+        let mut one = Vec::new();
+        for j in 0..imgs {
+            let n = ci * per_chunk + j;
+            let xn = &x[n * c * in_sz..(n + 1) * c * in_sz];
+            let src: &[f32] = if pointwise {
+                xn
+            } else {
+                one.resize(kdim * out_sz, 0.0);
+                im2col(xn, c, win, &mut one);
+                &one
+            };
+            for (r, row) in src.chunks(out_sz).enumerate() {
+                col[r * cols + j * out_sz..r * cols + (j + 1) * out_sz].copy_from_slice(row);
+            }
+        }
+        sgemm(
+            m,
+            cols,
+            kdim,
+            MatRef::rows(w, kdim),
+            MatRef::rows(col, cols),
+            tmp,
+            1.0,
+            None,
+            1,
+        );
+        for j in 0..imgs {
+            for o in 0..m {
+                let dst = &mut yc[(j * m + o) * out_sz..(j * m + o + 1) * out_sz];
+                let src = &tmp[o * cols + j * out_sz..o * cols + (j + 1) * out_sz];
+                for (a, b) in dst.iter_mut().zip(src) {
+                    *a += b;
+                }
+            }
+        }
+    };
+    let block = per_chunk * m * out_sz;
+    match threads {
+        Some(_) => y
+            .par_chunks_mut(block)
+            .enumerate()
+            .for_each_init(|| (Vec::new(), Vec::new()), chunk),
+        None => {
+            let mut scratch = (Vec::new(), Vec::new());
+            y.chunks_mut(block)
+                .enumerate()
+                .for_each(|t| chunk(&mut scratch, t));
+        }
+    }
+}
+
+/// A depthwise plane split into stride×stride phase planes of the
+/// zero-padded input, so that every kernel tap becomes one contiguous
+/// multiply-add over the whole output (computed `pw` columns wide, the
+/// extra columns dropped at the end).
+///
+/// ```text
+///  padded input (stride 2)      phase (r, s) holds padded[2i + r][2j + s]
+///  a b a b a b                  phase (0,0): a a a    phase (0,1): b b b
+///  c d c d c d        ──►       phase (1,0): c c c    phase (1,1): d d d
+///  a b a b a b                  tap (ky, kx) reads phase (ky % 2, kx % 2)
+///                               shifted by (ky / 2, kx / 2)
+/// ```
+struct PhasePlanes {
+    phases: Vec<f32>,
+    acc: Vec<f32>,
+    ph: usize,
+    pw: usize,
+}
+
+impl PhasePlanes {
+    /// Whether `win` is a 1-D/2-D undilated window this layout handles.
+    fn fits(win: &Window) -> bool {
+        win.input[0] == 1 && win.kernel[0] == 1 && win.output[0] == 1 && win.dilation == [1; 3]
+    }
+
+    fn new(win: &Window) -> PhasePlanes {
+        let s = [win.stride[1], win.stride[2]];
+        // Padded extent covering every tap of every window, in whole phases,
+        // plus one spare phase row for the shifted reads of the last taps.
+        let ext = |d: usize| {
+            let need = (win.output[d] - 1) * win.stride[d] + win.kernel[d];
+            need.max(win.pad_begin[d] + win.input[d])
+                .div_ceil(win.stride[d])
+        };
+        let (ph, pw) = (ext(1) + 1, ext(2));
+        PhasePlanes {
+            phases: vec![0.0; s[0] * s[1] * ph * pw],
+            acc: vec![0.0; win.output[1] * pw],
+            ph,
+            pw,
+        }
+    }
+
+    fn depthwise(&mut self, x: &[f32], w: &[f32], win: &Window, y: &mut [f32]) {
+        let (sh, sw) = (win.stride[1], win.stride[2]);
+        let (ih, iw) = (win.input[1], win.input[2]);
+        let (pt, pl) = (win.pad_begin[1], win.pad_begin[2]);
+        let (oh, ow) = (win.output[1], win.output[2]);
+        let (ph, pw) = (self.ph, self.pw);
+        let plane = ph * pw;
+        self.phases.fill(0.0);
+        for (r, row) in x.chunks(iw).take(ih).enumerate() {
+            let pr = r + pt;
+            let (phase_r, i) = (pr % sh, pr / sh);
+            // Column phase q takes input columns c ≡ q - pl (mod sw).
+            for q in 0..sw.min(iw) {
+                let c0 = (q + sw - pl % sw) % sw;
+                if c0 >= iw {
+                    continue;
+                }
+                let base = (phase_r * sw + q) * plane + i * pw + (c0 + pl) / sw;
+                let dst = &mut self.phases[base..base + pw - (c0 + pl) / sw];
+                for (d, &v) in dst.iter_mut().zip(row[c0..].iter().step_by(sw)) {
+                    *d = v;
+                }
+            }
+        }
+        let len = oh * pw;
+        self.acc[..len].fill(0.0);
+        let acc = &mut self.acc[..len];
+        for ky in 0..win.kernel[1] {
+            for kx in 0..win.kernel[2] {
+                let wv = w[ky * win.kernel[2] + kx];
+                let p = (ky % sh) * sw + kx % sw;
+                let off = p * plane + (ky / sh) * pw + kx / sw;
+                for (a, v) in acc.iter_mut().zip(&self.phases[off..off + len]) {
+                    *a += wv * v;
+                }
+            }
+        }
+        for (yo, dst) in y.chunks_mut(ow).enumerate() {
+            for (d, a) in dst.iter_mut().zip(&acc[yo * pw..yo * pw + ow]) {
+                *d += a;
+            }
+        }
+    }
 }
 
 fn conv_transpose(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -792,7 +1006,8 @@ mod tests {
     #[test]
     fn conv_paths_match_direct_convolution() {
         // (n, c, h, w, m, group, k, stride, pad, dilation): dense, strided,
-        // dilated, grouped, depthwise with multiplier, pointwise, batched.
+        // dilated, grouped, depthwise with multiplier, pointwise, batched
+        // (images side by side in one GEMM), unpadded strided depthwise.
         let cases = [
             (1, 3, 9, 8, 4, 1, 3, 1, 1, 1),
             (2, 4, 10, 7, 6, 2, 3, 2, 1, 1),
@@ -800,6 +1015,8 @@ mod tests {
             (3, 4, 7, 9, 8, 4, 3, 2, 1, 1),
             (2, 5, 6, 6, 7, 1, 1, 1, 0, 1),
             (1, 6, 5, 5, 6, 6, 5, 1, 2, 1),
+            (5, 3, 8, 7, 5, 1, 3, 2, 1, 1),
+            (3, 4, 9, 9, 4, 4, 3, 2, 0, 1),
         ];
         for (ci, &(n, c, h, wd, m, g, k, s, p, dil)) in cases.iter().enumerate() {
             let x: Vec<f32> = (0..n * c * h * wd)

@@ -8,7 +8,12 @@
 use crate::{Result, RuntimeError};
 use shrink_graph::{Graph, Node};
 use shrink_tensor::Tensor;
+use std::any::Any;
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+/// One node's once-per-session state (see [`OpContext::prepared`]).
+pub type Prepared = OnceLock<Option<Arc<dyn Any + Send + Sync>>>;
 
 mod args;
 mod broadcast;
@@ -19,7 +24,6 @@ mod elementwise;
 mod layout;
 mod linalg;
 mod logic;
-mod lrn;
 mod norm;
 mod pool;
 mod quant;
@@ -42,6 +46,11 @@ pub struct OpContext<'a> {
     /// Runs a subgraph (If/Loop bodies) with access to the enclosing scope.
     #[allow(clippy::type_complexity)]
     pub(crate) subgraph: &'a dyn Fn(&Graph, &[Tensor]) -> Result<Vec<Tensor>>,
+    /// This node's slot for state prepared once per session (packed weights,
+    /// im2col plans …); `None` inside subgraphs, which are not planned.
+    pub(crate) prepared: Option<&'a Prepared>,
+    /// Whether a value name is an initializer of the graph being run.
+    pub(crate) constants: &'a dyn Fn(&str) -> bool,
 }
 
 impl OpContext<'_> {
@@ -58,6 +67,33 @@ impl OpContext<'_> {
     /// names `g` reads from the enclosing scope resolve to the caller's values.
     pub fn run_subgraph(&self, g: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         (self.subgraph)(g, inputs)
+    }
+
+    /// State built once per session for this node and reused on every run:
+    /// the op packs constant weights for its kernel on the first call and
+    /// gets them back afterwards. `build` returns `None` when the state
+    /// cannot be reused (e.g. the weight is not a constant); the op then
+    /// works without it. Inside subgraphs nothing is cached.
+    pub fn prepared<T: Any + Send + Sync>(
+        &self,
+        build: impl FnOnce() -> Result<Option<T>>,
+    ) -> Result<Option<Arc<T>>> {
+        let Some(slot) = self.prepared else {
+            return Ok(build()?.map(Arc::new));
+        };
+        if let Some(v) = slot.get() {
+            return Ok(v.clone().and_then(|a| a.downcast::<T>().ok()));
+        }
+        let built: Option<Arc<dyn Any + Send + Sync>> = build()?.map(|t| Arc::new(t) as _);
+        // A concurrent run may have filled the slot first; either value is valid.
+        let _ = slot.set(built);
+        Ok(slot.get().cloned().flatten().and_then(|a| a.downcast::<T>().ok()))
+    }
+
+    /// True when `name` is a constant of the graph (an initializer), i.e. its
+    /// value cannot change between runs and may be prepared once.
+    pub fn is_constant_input(&self, i: usize) -> bool {
+        self.node.input(i).is_some_and(|n| (self.constants)(n))
     }
 
     /// Input `i`, or an error saying it is required.
@@ -95,7 +131,6 @@ impl Registry {
         elementwise::register(&mut r);
         linalg::register(&mut r);
         logic::register(&mut r);
-        lrn::register(&mut r);
         norm::register(&mut r);
         pool::register(&mut r);
         quant::register(&mut r);

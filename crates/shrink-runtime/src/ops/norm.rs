@@ -11,6 +11,73 @@ pub(super) fn register(r: &mut Registry) {
     r.add("", "LayerNormalization", layer_norm);
     r.add("", "Softmax", softmax);
     r.add("", "LogSoftmax", log_softmax);
+    r.add("", "LRN", lrn);
+    r.add("", "Dropout", dropout);
+}
+
+/// Local response normalisation across channels (AlexNet-era models):
+/// `y = x / (bias + alpha/size · Σ x²)^beta` over a window of `size` channels.
+fn lrn(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
+    let alpha = ctx.node.attr_float("alpha", 1e-4).map_err(attr)?;
+    let beta = ctx.node.attr_float("beta", 0.75).map_err(attr)?;
+    let bias = ctx.node.attr_float("bias", 1.0).map_err(attr)?;
+    let size = ctx
+        .node
+        .attr_int_opt("size")
+        .map_err(attr)?
+        .filter(|&s| s > 0)
+        .ok_or_else(|| ctx.error("attribute 'size' is required and must be positive"))?
+        as usize;
+    let xs = x.shape();
+    if xs.len() < 3 {
+        return Err(ctx.error(format!("X {xs:?} must have rank ≥ 3 (N, C, spatial…)")));
+    }
+    let (n, c) = (xs[0], xs[1]);
+    let plane: usize = xs[2..].iter().product();
+    let xv = floats(ctx, x, "X")?;
+    let (before, after) = ((size - 1) / 2, size.div_ceil(2) - 1);
+    let mut y = vec![0f32; xv.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            let lo = ch.saturating_sub(before);
+            let hi = (ch + after).min(c - 1);
+            for p in 0..plane {
+                let sq: f32 = (lo..=hi)
+                    .map(|k| {
+                        let v = xv[(b * c + k) * plane + p];
+                        v * v
+                    })
+                    .sum();
+                let i = (b * c + ch) * plane + p;
+                y[i] = xv[i] / (bias + alpha / size as f32 * sq).powf(beta);
+            }
+        }
+    }
+    Ok(vec![float_tensor(x.dtype(), xs.to_vec(), y)?])
+}
+
+/// Dropout at inference: the identity, with an all-true mask. Training mode
+/// with a non-zero ratio needs randomness the reference runtime does not
+/// model, so it is an error rather than a silent identity.
+fn dropout(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let training = inputs
+        .get(2)
+        .copied()
+        .flatten()
+        .map(|t| t.to_f64_vec().first().copied().unwrap_or(0.0) != 0.0)
+        .unwrap_or(false);
+    let ratio = match inputs.get(1).copied().flatten() {
+        Some(r) => r.to_f64_vec().first().copied().unwrap_or(0.5),
+        None => 0.5,
+    };
+    if training && ratio != 0.0 {
+        return Err(ctx.error("training-mode Dropout (random masking) is not supported"));
+    }
+    let mask = Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()])?;
+    Ok(vec![x.clone(), mask])
 }
 
 /// Resolves a possibly negative axis against `rank` (valid range `-rank..rank`).
@@ -103,6 +170,9 @@ fn batch_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     Ok(out)
 }
 
+/// One normalised row with its output, input, and mean / inverse-std slots.
+type RowItem<'a> = ((&'a mut [f32], &'a [f32]), (&'a mut f32, &'a mut f32));
+
 fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
     let scale = ctx.required(inputs, 1)?;
@@ -142,7 +212,7 @@ fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     let mut y = vec![0f32; xv.len()];
     let mut means = vec![0f32; rows];
     let mut inv = vec![0f32; rows];
-    let row = |((yr, xr), (m, is)): ((&mut [f32], &[f32]), (&mut f32, &mut f32))| {
+    let row = |((yr, xr), (m, is)): RowItem| {
         let n = cols as f32;
         let mean = xr.iter().sum::<f32>() / n;
         let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
@@ -176,7 +246,7 @@ fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         }
     }
     let mut stat_shape = xs[..axis].to_vec();
-    stat_shape.extend(std::iter::repeat(1).take(xs.len() - axis));
+    stat_shape.extend(std::iter::repeat_n(1, xs.len() - axis));
     let dt = x.dtype();
     Ok(vec![
         float_tensor(dt, xs.to_vec(), y)?,

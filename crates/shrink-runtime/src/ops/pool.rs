@@ -284,7 +284,7 @@ fn global(ctx: &OpContext, inputs: &[Option<&Tensor>], kind: Kind) -> Result<Vec
         })
         .collect();
     let mut shape = xs[..2].to_vec();
-    shape.extend(std::iter::repeat(1).take(xs.len() - 2));
+    shape.extend(std::iter::repeat_n(1, xs.len() - 2));
     Ok(vec![pool_output(x.dtype(), shape, y)?])
 }
 

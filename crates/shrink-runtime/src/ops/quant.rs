@@ -375,6 +375,105 @@ fn qlinear_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Session, SessionOptions};
+    use shrink_graph::{Attr, Graph, Node, ValueInfo};
+
+    /// ONNX Runtime outputs for the integer ops (see tests/fixtures/gen_quant_ort.py).
+    const ORT_CASES: &str = include_str!("../../tests/fixtures/quant_ort.txt");
+
+    fn parse_tensor(toks: &[&str]) -> Tensor {
+        let rank: usize = toks[1].parse().expect("rank");
+        let shape: Vec<usize> = toks[2..2 + rank]
+            .iter()
+            .map(|v| v.parse().expect("dim"))
+            .collect();
+        let vals = &toks[2 + rank..];
+        if toks[0] == "f32" {
+            let v: Vec<f32> = vals.iter().map(|v| v.parse().expect("float")).collect();
+            return Tensor::from_vec(shape, v).expect("f32 tensor");
+        }
+        let v: Vec<i64> = vals.iter().map(|v| v.parse().expect("int")).collect();
+        let dt = match toks[0] {
+            "u8" => DType::U8,
+            "i8" => DType::I8,
+            "i32" => DType::I32,
+            other => panic!("fixture dtype {other}"),
+        };
+        Tensor::from_vec(shape, v).expect("int tensor").cast(dt)
+    }
+
+    /// Runs one fixture case as a one-node graph; returns (name, got, want).
+    fn run_case(block: &str) -> (String, Vec<Tensor>, Vec<Tensor>) {
+        let mut name = String::new();
+        let mut node = Node::new("n", "", &[], &[]);
+        let mut g = Graph::default();
+        let mut feeds = Vec::new();
+        let mut want = Vec::new();
+        for line in block.lines() {
+            let t: Vec<&str> = line.split_whitespace().collect();
+            match t[0] {
+                "case" => name = t[1].to_string(),
+                "op" => node.op_type = t[1].to_string(),
+                "opset" => {
+                    g.opsets.insert(String::new(), t[1].parse().expect("opset"));
+                }
+                "attr" => {
+                    let a = match t[2] {
+                        "ints" => {
+                            Attr::Ints(t[3..].iter().map(|v| v.parse().expect("int")).collect())
+                        }
+                        "int" => Attr::Int(t[3].parse().expect("int")),
+                        _ => Attr::Float(t[3].parse().expect("float")),
+                    };
+                    node.attrs.insert(t[1].to_string(), a);
+                }
+                "input" if t[1] == "-" => node.inputs.push(String::new()),
+                "input" => {
+                    let n = format!("i{}", node.inputs.len());
+                    node.inputs.push(n.clone());
+                    g.inputs.push(ValueInfo::unknown(n.clone()));
+                    feeds.push((n, parse_tensor(&t[1..])));
+                }
+                "output" => {
+                    let n = format!("o{}", want.len());
+                    node.outputs.push(n.clone());
+                    g.outputs.push(ValueInfo::unknown(n));
+                    want.push(parse_tensor(&t[1..]));
+                }
+                _ => {}
+            }
+        }
+        g.nodes.push(node);
+        let s = Session::new(g, SessionOptions { threads: 1 }).expect("plan");
+        let got = s.run_named(feeds).unwrap_or_else(|e| panic!("{name}: {e}"));
+        (name, got, want)
+    }
+
+    #[test]
+    fn integer_ops_match_onnx_runtime_exactly() {
+        let blocks: Vec<&str> = ORT_CASES
+            .split("case ")
+            .filter(|b| !b.trim().is_empty())
+            .collect();
+        assert_eq!(blocks.len(), 6, "fixture cases");
+        for b in blocks {
+            let (name, got, want) = run_case(&format!("case {b}"));
+            assert_eq!(got.len(), want.len(), "{name}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.shape(), w.shape(), "{name}");
+                assert_eq!(g.dtype(), w.dtype(), "{name}");
+                if w.dtype() == DType::F32 {
+                    let (a, b) = (g.to_f64_vec(), w.to_f64_vec());
+                    assert!(
+                        a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-7),
+                        "{name}"
+                    );
+                } else {
+                    assert_eq!(g.to_i64_vec(), w.to_i64_vec(), "{name}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn blocked_params_index_block_of_each_element() {

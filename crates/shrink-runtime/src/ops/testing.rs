@@ -18,6 +18,8 @@ pub(crate) fn try_run_op_at(node: Node, opset: i64, inputs: &[&Tensor]) -> Resul
         opset,
         threads: 1,
         subgraph: &no_subgraphs,
+        prepared: None,
+        constants: &|_: &str| false,
     };
     let args: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
     op(&ctx, &args)

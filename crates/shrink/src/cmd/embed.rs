@@ -85,9 +85,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if rows.len() > 1 {
         println!("cosine similarities:");
-        for i in 0..rows.len() {
-            for j in i + 1..rows.len() {
-                println!("    [{i}] ~ [{j}]: {:.6}", cos[i][j]);
+        for (i, row) in cos.iter().enumerate() {
+            for (j, c) in row.iter().enumerate().skip(i + 1) {
+                println!("    [{i}] ~ [{j}]: {c:.6}");
             }
         }
     }

@@ -3,8 +3,10 @@
 pub mod bench;
 pub mod demo;
 pub mod embed;
+pub mod energy;
 pub mod eval;
 pub mod export;
+pub mod formats;
 pub mod inspect;
 pub mod ops;
 pub mod run;
