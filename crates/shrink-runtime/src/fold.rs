@@ -167,11 +167,15 @@ fn try_fold(
             msg: "constant folding does not run subgraphs".into(),
         })
     };
+    // Folding runs each node once, so there is nothing to prepare or cache.
+    let not_cached = |_: &str| false;
     let ctx = OpContext {
         node,
         opset,
         threads: 1,
         subgraph: &no_subgraphs,
+        prepared: None,
+        constants: &not_cached,
     };
     let outputs = if default_domain && node.op_type == "Shape" && node.input(0).is_some() {
         let x = node.inputs[0].as_str();
