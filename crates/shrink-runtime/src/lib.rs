@@ -7,9 +7,11 @@
 //! functions registered by name in [`ops::Registry`]; each op module owns one
 //! family (convolution, elementwise, shape …).
 
+pub mod fold;
 pub mod ops;
 mod session;
 
+pub use fold::{fold_constants, fold_constants_with, FoldOptions, FoldReport};
 pub use ops::{OpContext, OpFn, Registry};
 pub use session::{NodeTiming, Session, SessionOptions};
 pub use shrink_graph::{Graph, Node};

@@ -6,16 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// How a [`Session`] runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
-    /// Worker threads for kernels; 0 means one per core.
+    /// Worker threads for kernels; 0 (the default) means one per core.
     pub threads: usize,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        SessionOptions { threads: 0 }
-    }
 }
 
 /// When each value can be dropped: `free_after[i]` lists the values whose last

@@ -86,3 +86,21 @@ pub(crate) fn axes(ctx: &OpContext, list: &[i64], rank: usize) -> Result<Vec<usi
 pub(crate) fn dim(ctx: &OpContext, v: i64, what: &str) -> Result<usize> {
     usize::try_from(v).map_err(|_| ctx.error(format!("{what} has a negative dimension {v}")))
 }
+
+/// Largest element count an op builds from shapes it reads from data
+/// (Reshape, Expand, Pad, Tile, ConstantOfShape, Range): 2^32, 16 GiB of f32.
+/// Beyond it, or on overflow, the op errors instead of aborting on allocation.
+pub(crate) const MAX_ELEMENTS: usize = 1 << 32;
+
+/// Element count of a shape that came from data, checked for overflow and
+/// against [`MAX_ELEMENTS`].
+pub(crate) fn numel(ctx: &OpContext, dims: &[usize], what: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            ctx.error(format!(
+                "{what} {dims:?} has more than {MAX_ELEMENTS} elements"
+            ))
+        })
+}

@@ -58,7 +58,10 @@ fn strided_vec<T: Clone>(v: &[T], base: usize, dims: &[usize], strides: &[isize]
 
 /// The elements of `d` at positions `idx` (each `< d.len()`).
 pub(crate) fn select(d: &TensorData, idx: &[usize]) -> TensorData {
-    map_data!(d, v => idx.iter().map(|&i| v[i].clone()).collect())
+    fn go<T: Clone>(v: &[T], idx: &[usize]) -> Vec<T> {
+        idx.iter().map(|&i| v[i].clone()).collect()
+    }
+    map_data!(d, v => go(v, idx))
 }
 
 /// Rows `[start, start + len)` of the middle axis of `d` viewed as

@@ -200,7 +200,7 @@ fn bit_shift(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         let x = slice_of::<T>(ctx, a)?;
         let y = slice_of::<T>(ctx, b)?;
         let v = zip_map(x, a.shape(), y, b.shape(), &out, |&p, &q| {
-            let s = u32::try_from(q).unwrap_or(u32::MAX);
+            let s = (q as u128).min(u32::MAX as u128) as u32;
             if left { p.checked_shl(s).unwrap_or(0) } else { p.checked_shr(s).unwrap_or(0) }
         });
         Ok(vec![Tensor::from_vec(out, v)?])

@@ -44,6 +44,7 @@ pub struct OpContext<'a> {
     /// Number of threads the op may use (rayon's pool is already sized to it).
     pub threads: usize,
     /// Runs a subgraph (If/Loop bodies) with access to the enclosing scope.
+    #[allow(clippy::type_complexity)]
     pub(crate) subgraph: &'a dyn Fn(&Graph, &[Tensor]) -> Result<Vec<Tensor>>,
     /// This node's slot for state prepared once per session (packed weights,
     /// im2col plans …); `None` inside subgraphs, which are not planned.

@@ -134,10 +134,15 @@ fn reduce(ctx: &OpContext, inputs: &[Option<&Tensor>], kind: Kind) -> Result<Vec
     let shape = x.shape();
     let vals = x.to_f64_vec();
     let count: usize = axes.iter().map(|&a| shape[a]).product();
-    let sum = |f: fn(f64) -> f64| fold(&vals, shape, &axes, 0.0, move |a, v, _| a + f(v));
+    fn sum_of(vals: &[f64], shape: &[usize], axes: &[usize], f: impl Fn(f64) -> f64) -> Vec<f64> {
+        fold(vals, shape, axes, 0.0, |a, v, _| a + f(v))
+    }
     let out = match kind {
-        Kind::Sum => sum(|v| v),
-        Kind::Mean => sum(|v| v).into_iter().map(|s| s / count as f64).collect(),
+        Kind::Sum => sum_of(&vals, shape, &axes, |v| v),
+        Kind::Mean => sum_of(&vals, shape, &axes, |v| v)
+            .into_iter()
+            .map(|s| s / count as f64)
+            .collect(),
         Kind::Max => fold(&vals, shape, &axes, f64::NEG_INFINITY, |a, v, _| {
             if v > a || v.is_nan() {
                 v
@@ -153,10 +158,16 @@ fn reduce(ctx: &OpContext, inputs: &[Option<&Tensor>], kind: Kind) -> Result<Vec
             }
         }),
         Kind::Prod => fold(&vals, shape, &axes, 1.0, |a, v, _| a * v),
-        Kind::L1 => sum(f64::abs),
-        Kind::L2 => sum(|v| v * v).into_iter().map(f64::sqrt).collect(),
-        Kind::SumSquare => sum(|v| v * v),
-        Kind::LogSum => sum(|v| v).into_iter().map(f64::ln).collect(),
+        Kind::L1 => sum_of(&vals, shape, &axes, f64::abs),
+        Kind::L2 => sum_of(&vals, shape, &axes, |v| v * v)
+            .into_iter()
+            .map(f64::sqrt)
+            .collect(),
+        Kind::SumSquare => sum_of(&vals, shape, &axes, |v| v * v),
+        Kind::LogSum => sum_of(&vals, shape, &axes, |v| v)
+            .into_iter()
+            .map(f64::ln)
+            .collect(),
         Kind::LogSumExp => {
             // Subtract each output's max first so large inputs do not overflow.
             let m = fold(&vals, shape, &axes, f64::NEG_INFINITY, |a, v, _| a.max(v));

@@ -6,7 +6,7 @@
 //! from shapes and attributes (checked against the input, so user data never
 //! indexes out of bounds) and leave the copying to [`super::layout`].
 
-use super::args::{attr_int, attr_ints, axes as norm_axes, axis, dim, ints, opt_ints};
+use super::args::{attr_int, attr_ints, axes as norm_axes, axis, dim, ints, numel, opt_ints};
 use super::broadcast::{broadcast_shapes, expand as expand_vec};
 use super::layout::{append, axis_range, join_blocks, select, strided};
 use super::{OpContext, Registry};
@@ -73,7 +73,7 @@ fn reshape(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         }
     }
     if let Some(i) = infer {
-        let known: usize = out.iter().product();
+        let known = numel(ctx, &out, "shape")?;
         if known == 0 || x.len() % known != 0 {
             return Err(ctx.error(format!(
                 "cannot infer the -1 in {spec:?} for an input of shape {:?}",
@@ -252,19 +252,36 @@ fn slice(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         }
         let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
         let (s, e) = (norm(starts[k]), norm(ends[k]));
-        let (s, e, count) = if step > 0 {
+        // i128: a step of ±i64::MAX must not overflow the count arithmetic.
+        let (s, count): (i64, i128) = if d == 0 {
+            (0, 0)
+        } else if step > 0 {
             let (s, e) = (s.clamp(0, d), e.clamp(0, d));
-            (s, e, if e > s { (e - s + step - 1) / step } else { 0 })
+            let span = (e - s) as i128;
+            (
+                s,
+                if span > 0 {
+                    (span + step as i128 - 1) / step as i128
+                } else {
+                    0
+                },
+            )
         } else {
-            let (s, e) = (s.clamp(0, (d - 1).max(0)), e.clamp(-1, d - 1));
-            (s, e, if s > e { (s - e - step - 1) / -step } else { 0 })
+            let (s, e) = (s.clamp(0, d - 1), e.clamp(-1, d - 1));
+            let (span, st) = ((s - e) as i128, -(step as i128));
+            (s, if span > 0 { (span + st - 1) / st } else { 0 })
         };
-        let _ = e;
         dims[a] = count as usize;
         if count > 0 {
             base += s as usize * st[a];
         }
-        strides[a] = st[a] as isize * step as isize;
+        // With at most one element along the axis its stride is never used;
+        // zero it so a huge step cannot overflow the offset arithmetic.
+        strides[a] = if count > 1 {
+            st[a] as isize * step as isize
+        } else {
+            0
+        };
     }
     let data = if dims.iter().product::<usize>() == 0 {
         TensorData::zeros(x.dtype(), 0)
@@ -443,8 +460,26 @@ fn saturate(ctx: &OpContext) -> Result<bool> {
 }
 
 /// ONNX Cast; floats print as the shortest string that reads back to the same
-/// value *in their own type* (`0.039187793`, not the f64 expansion of it).
+/// value *in their own type* (`0.039187793`, not the f64 expansion of it), and
+/// f32 -> bfloat16 truncates the low mantissa bits as the ONNX reference does
+/// (its backend data match truncation bit for bit, round-to-nearest-even only
+/// 58% of the time).
 fn cast_tensor(x: &Tensor, to: DType, saturate: bool) -> Tensor {
+    if let (DType::BF16, TensorData::F32(v)) = (to, x.data()) {
+        let b: Vec<half::bf16> = v
+            .iter()
+            .map(|&a| {
+                if a.is_nan() {
+                    half::bf16::NAN
+                } else {
+                    half::bf16::from_bits((a.to_bits() >> 16) as u16)
+                }
+            })
+            .collect();
+        if let Ok(t) = Tensor::new(x.shape().to_vec(), TensorData::BF16(b)) {
+            return t;
+        }
+    }
     let short = |v: f32| {
         if v.is_nan() {
             "NaN".to_string()
@@ -490,6 +525,7 @@ fn expand(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             x.shape()
         ))
     })?;
+    numel(ctx, &out, "expanded shape")?;
     let data = map_data!(x.data(), v => expand_vec(v, x.shape(), &out));
     Ok(vec![Tensor::new(out, data)?])
 }
@@ -558,7 +594,7 @@ fn pad(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     }
     // Every output element's source: an input offset, or the fill (index n).
     let n = x.len();
-    let total: usize = out_shape.iter().product();
+    let total = numel(ctx, &out_shape, "padded shape")?;
     let st = strides_of(shape);
     let mut idx = vec![0usize; rank];
     let mut pos = Vec::with_capacity(total);
@@ -615,8 +651,11 @@ fn constant_of_shape(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<
             value.shape()
         )));
     }
-    let n: usize = shape.iter().product();
-    let data = map_data!(value.data(), v => vec![v[0].clone(); n]);
+    let n = numel(ctx, &shape, "shape")?;
+    fn fill<T: Clone>(v: &[T], n: usize) -> Vec<T> {
+        vec![v[0].clone(); n]
+    }
+    let data = map_data!(value.data(), v => fill(v, n));
     Ok(vec![Tensor::new(shape, data)?])
 }
 
@@ -645,7 +684,8 @@ fn range(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             return Err(ctx.error("delta is 0"));
         }
         let n = ((l as i128 - s as i128) + d as i128 - d.signum() as i128) / d as i128;
-        let n = n.max(0) as usize;
+        let n = usize::try_from(n.max(0)).unwrap_or(usize::MAX);
+        numel(ctx, &[n], "range")?;
         let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
         let t = Tensor::from_vec(vec![n], v)?;
         return Ok(vec![t.cast(dt)]);
@@ -662,6 +702,7 @@ fn range(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         return Err(ctx.error(format!("range {s}..{l} step {d} is not finite")));
     }
     let n = ((l - s) / d).ceil().max(0.0) as usize;
+    numel(ctx, &[n], "range")?;
     let v: Vec<f64> = (0..n).map(|i| s + i as f64 * d).collect();
     Ok(vec![Tensor::from_vec(vec![n], v)?.cast(dt)])
 }
@@ -685,8 +726,9 @@ fn tile(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let r = dim(ctx, r, "repeats")?;
         from.extend([1, d]);
         to.extend([r, d]);
-        out.push(r * d);
+        out.push(r.saturating_mul(d));
     }
+    numel(ctx, &out, "tiled shape")?;
     let data = map_data!(x.data(), v => expand_vec(v, &from, &to));
     Ok(vec![Tensor::new(out, data)?])
 }
@@ -762,6 +804,21 @@ mod tests {
         assert_eq!(run(20, -20, -4), vec![9, 5, 1]);
         assert_eq!(run(-3, 1000, 1), vec![7, 8, 9]);
         assert_eq!(run(5, 2, 1), Vec::<i32>::new());
+        assert_eq!(run(3, 10, i64::MAX), vec![3]);
+        assert_eq!(run(3, -20, i64::MIN), vec![3]);
+        let empty = Tensor::from_vec(vec![0], Vec::<f32>::new()).unwrap();
+        let n = Node::new("n", "Slice", &["x", "s", "e", "a", "t"], &["y"]);
+        let out = run_op(
+            n,
+            &[
+                &empty,
+                &i64s(&[-1]),
+                &i64s(&[i64::MIN]),
+                &i64s(&[0]),
+                &i64s(&[-1]),
+            ],
+        );
+        assert_eq!(out[0].shape(), &[0]);
         let m = iota(&[3, 4]);
         let n = Node::new("n", "Slice", &["x", "s", "e", "a"], &["y"]);
         let out = run_op(n, &[&m, &i64s(&[1]), &i64s(&[3]), &i64s(&[-1])]);
@@ -873,6 +930,14 @@ mod tests {
         );
         let c = run_op(n, &[&i64s(&[2, 2])]);
         assert_eq!(c[0].as_slice::<i64>().unwrap(), &[7; 4]);
+        let huge = i64s(&[1 << 40, 1 << 40]);
+        let e = run_op_err(Node::new("n", "ConstantOfShape", &["s"], &["y"]), &[&huge]);
+        assert!(e.contains("more than"), "{e}");
+        let e = run_op_err(
+            Node::new("n", "Expand", &["x", "s"], &["y"]),
+            &[&x, &i64s(&[1 << 40, 1, 1 << 40])],
+        );
+        assert!(e.contains("more than"), "{e}");
         let n = Node::new("n", "Shape", &["x"], &["y"]).with("start", Attr::Int(-1));
         assert_eq!(
             run_op(n, &[&iota(&[2, 3, 4])])[0]
@@ -882,5 +947,11 @@ mod tests {
         );
         let n = Node::new("n", "Cast", &["x"], &["y"]).with("to", Attr::Int(1));
         assert_eq!(run_op(n, &[&x])[0].dtype(), DType::F32);
+        // 0.48033667 is 0x3EF5_EE5E: truncation keeps 0x3EF5 (0.478515625).
+        let f = Tensor::from_vec(vec![2], vec![0.480_336_67f32, f32::NAN]).unwrap();
+        let n = Node::new("n", "Cast", &["x"], &["y"]).with("to", Attr::Int(16));
+        let b = run_op(n, &[&f]).remove(0).cast(DType::F32);
+        assert_eq!(b.as_slice::<f32>().unwrap()[0], f32::from_bits(0x3EF5_0000));
+        assert!(b.as_slice::<f32>().unwrap()[1].is_nan());
     }
 }
