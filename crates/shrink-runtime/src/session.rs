@@ -181,8 +181,7 @@ impl Session {
             }
         }
         let none = |_: &str| -> Option<&Tensor> { None };
-        self.pool
-            .install(|| {
+        self.pool.install(|| {
             self.execute(
                 &self.graph,
                 &self.liveness,

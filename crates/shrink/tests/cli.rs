@@ -90,7 +90,7 @@ fn truncated_and_corrupt_onnx_are_errors() {
     std::fs::write(
         &p,
         (0..4000u32)
-            .map(|i| (i * 2654435761u32 >> 24) as u8)
+            .map(|i| (i.wrapping_mul(2654435761u32) >> 24) as u8)
             .collect::<Vec<_>>(),
     )
     .unwrap();

@@ -87,7 +87,11 @@ impl OpContext<'_> {
         let built: Option<Arc<dyn Any + Send + Sync>> = build()?.map(|t| Arc::new(t) as _);
         // A concurrent run may have filled the slot first; either value is valid.
         let _ = slot.set(built);
-        Ok(slot.get().cloned().flatten().and_then(|a| a.downcast::<T>().ok()))
+        Ok(slot
+            .get()
+            .cloned()
+            .flatten()
+            .and_then(|a| a.downcast::<T>().ok()))
     }
 
     /// True when `name` is a constant of the graph (an initializer), i.e. its
