@@ -85,6 +85,28 @@ const SCOPE: &[&str] = &[
     "QLinearMatMul",
 ];
 
+/// In-scope tests known to fail, with the reason; printed next to each
+/// failure so the report says why. They still count as failures.
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "test_identity_opt",
+        "optional-typed values (ONNX Optional) are outside shrink's tensor-only IR",
+    ),
+    (
+        "test_identity_sequence",
+        "sequence-typed values (ONNX Sequence) are outside shrink's tensor-only IR",
+    ),
+    (
+        "test_if_opt",
+        "the branches build Optional values (type-proto attributes), outside the tensor-only IR",
+    ),
+    (
+        "test_qlinearmatmul_",
+        "int8 cases: the ONNX reference wraps the requantised result on overflow, ONNX Runtime \
+         saturates; shrink follows ONNX Runtime (checked against it in ops/quant.rs fixtures)",
+    ),
+];
+
 /// Pass rate the suite must keep over in-scope node tests.
 const MIN_PASS_RATE: f64 = 0.97;
 const RTOL: f64 = 1e-3;
@@ -306,7 +328,12 @@ fn onnx_backend_node_tests() {
     }
     println!("failures ({}):", failures.len());
     for f in &failures {
-        println!("  {f}");
+        let reason = KNOWN
+            .iter()
+            .find(|(prefix, _)| f.starts_with(prefix))
+            .map(|(_, why)| format!("\n      known: {why}"))
+            .unwrap_or_default();
+        println!("  {f}{reason}");
     }
     let panics: Vec<_> = failures.iter().filter(|f| f.contains("PANIC")).collect();
     assert!(
