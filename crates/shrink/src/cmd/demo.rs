@@ -78,6 +78,39 @@ pub fn run(args: Args) -> Result<()> {
             batch as f64 / med
         );
     }
+    rule("what bit width would cost (45 nm energy model, 256 KiB SRAM)");
+    let layers = shrink_energy::layer_work(session.graph())?;
+    let mem = shrink_energy::MemoryConfig {
+        sram_bytes: 256 << 10,
+        dram_pj_per_64b: 1300.0,
+    };
+    let mut fp32_total = None;
+    println!(
+        "{:<16} {:>12} {:>12} {:>12} {:>12} {:>10}",
+        "weights/acts", "compute nJ", "on-chip nJ", "off-chip nJ", "total nJ", "× less"
+    );
+    for (w, a) in [
+        ("fp32", "fp32"),
+        ("int8", "int8"),
+        ("int4", "int8"),
+        ("int2", "int2"),
+    ] {
+        let asg = shrink_energy::Assignment::uniform(w.parse()?, a.parse()?);
+        let r = shrink_energy::estimate(&layers, &asg, &mem);
+        let total = r.total.total_pj();
+        let base = *fp32_total.get_or_insert(total);
+        println!(
+            "{:<16} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>9.1}×",
+            format!("{w}/{a}"),
+            r.total.compute_pj / 1e3,
+            r.total.onchip_pj / 1e3,
+            r.total.offchip_pj / 1e3,
+            total / 1e3,
+            base / total
+        );
+    }
+    println!("(`shrink energy MODEL --sweep` explores every width; `shrink formats MODEL` shows what each format does to the weights)");
+
     println!("\nNext: `shrink inspect`, `shrink eval`, `shrink bench` on your own ONNX models (see README).");
     Ok(())
 }
