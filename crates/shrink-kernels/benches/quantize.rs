@@ -54,19 +54,17 @@ fn inputs() -> Inputs {
 
 type Job<'a> = Box<dyn FnMut() + 'a>;
 
-/// (name, input bytes, job) for every kernel at `isa`.
-fn jobs<'a>(
-    inp: &'a Inputs,
-    isa: Isa,
-    q: &'a mut [i8],
-    p: &'a mut [u64],
-) -> Vec<(String, usize, Job<'a>)> {
+/// (name, input bytes, job) for every kernel at `isa`; each job owns its output.
+fn jobs<'a>(inp: &'a Inputs, isa: Isa) -> Vec<(String, usize, Job<'a>)> {
     let wd = COLS.div_ceil(64);
-    let (q_ptr, p_ptr) = (
-        std::cell::RefCell::new(q),
-        std::rc::Rc::new(std::cell::RefCell::new(p)),
-    );
-    let p2 = p_ptr.clone();
+    let mut q = vec![0i8; ROWS * COLS];
+    let pack = |codes: &'a [u8], bits: u32| -> Job<'a> {
+        let mut o = vec![0u64; ROWS * bits as usize * wd];
+        let pl = Planes { bits, signed: true };
+        Box::new(move || {
+            bitplanes::pack_into_with(isa, black_box(codes), ROWS, COLS, pl, &mut o).unwrap()
+        })
+    };
     vec![
         (
             format!("quantize-i8-per-channel/{isa:?}"),
@@ -80,50 +78,20 @@ fn jobs<'a>(
                     &inp.scales,
                     None,
                     Saturation::Narrow,
-                    &mut q_ptr.borrow_mut(),
+                    &mut q,
                 )
                 .unwrap()
-            }) as Job,
+            }),
         ),
         (
             format!("pack-int8-planes/{isa:?}"),
             ROWS * COLS,
-            Box::new(move || {
-                let pl = Planes {
-                    bits: 8,
-                    signed: true,
-                };
-                let mut o = p_ptr.borrow_mut();
-                bitplanes::pack_into_with(
-                    isa,
-                    black_box(&inp.c8),
-                    ROWS,
-                    COLS,
-                    pl,
-                    &mut o[..ROWS * 8 * wd],
-                )
-                .unwrap()
-            }),
+            pack(&inp.c8, 8),
         ),
         (
             format!("pack-int4-planes/{isa:?}"),
             ROWS * COLS,
-            Box::new(move || {
-                let pl = Planes {
-                    bits: 4,
-                    signed: true,
-                };
-                let mut o = p2.borrow_mut();
-                bitplanes::pack_into_with(
-                    isa,
-                    black_box(&inp.c4),
-                    ROWS,
-                    COLS,
-                    pl,
-                    &mut o[..ROWS * 4 * wd],
-                )
-                .unwrap()
-            }),
+            pack(&inp.c4, 4),
         ),
     ]
 }
@@ -138,11 +106,7 @@ fn cpu_time_table(inp: &Inputs) {
         "single thread, {ROWS}x{COLS}, GB/s of input (1e9 B/s): wall median | thread-CPU median"
     );
     for isa in cpu::available().into_iter().filter(|&i| i <= Isa::Avx512) {
-        let (mut q, mut p) = (
-            vec![0i8; ROWS * COLS],
-            vec![0u64; ROWS * 8 * COLS.div_ceil(64)],
-        );
-        for (name, bytes, mut f) in jobs(inp, isa, &mut q, &mut p) {
+        for (name, bytes, mut f) in jobs(inp, isa) {
             f();
             let (mut w, mut c) = (Vec::new(), Vec::new());
             let start = Instant::now();
@@ -169,11 +133,7 @@ fn bench(c: &mut Criterion) {
     cpu_time_table(&inp);
     let mut g = c.benchmark_group("quantize");
     for isa in [Isa::Scalar, cpu::best().min(Isa::Avx512)] {
-        let (mut q, mut p) = (
-            vec![0i8; ROWS * COLS],
-            vec![0u64; ROWS * 8 * COLS.div_ceil(64)],
-        );
-        for (name, bytes, mut f) in jobs(&inp, isa, &mut q, &mut p) {
+        for (name, bytes, mut f) in jobs(&inp, isa) {
             g.throughput(Throughput::Bytes(bytes as u64));
             g.bench_function(name, |b| b.iter(&mut f));
         }

@@ -196,32 +196,32 @@ mod avx512 {
             return true;
         }
         if signed {
-            _mm512_reduce_min_epi8(mn) as i32 >= lo && _mm512_reduce_max_epi8(mx) as i32 <= hi
+            min_i8(mn) as i32 >= lo && max_i8(mx) as i32 <= hi
         } else {
-            _mm512_reduce_max_epu8(mx) as i32 <= hi
+            max_u8(mx) as i32 <= hi
         }
     }
 
-    // AVX-512 has no byte reductions; fold through 256- and 128-bit halves.
+    // Byte min/max of a register, once per row (AVX-512BW has no byte reduction).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn halves(v: __m512i) -> [i8; 64] {
+    fn bytes(v: __m512i) -> [i8; 64] {
         let mut a = [0i8; 64];
         // SAFETY: a has 64 bytes.
         unsafe { _mm512_storeu_si512(a.as_mut_ptr() as *mut _, v) };
         a
     }
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn _mm512_reduce_min_epi8(v: __m512i) -> i8 {
-        halves(v).into_iter().min().unwrap_or(0)
+    fn min_i8(v: __m512i) -> i8 {
+        bytes(v).into_iter().min().unwrap_or(0)
     }
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn _mm512_reduce_max_epi8(v: __m512i) -> i8 {
-        halves(v).into_iter().max().unwrap_or(0)
+    fn max_i8(v: __m512i) -> i8 {
+        bytes(v).into_iter().max().unwrap_or(0)
     }
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn _mm512_reduce_max_epu8(v: __m512i) -> u8 {
-        halves(v).into_iter().map(|c| c as u8).max().unwrap_or(0)
+    fn max_u8(v: __m512i) -> u8 {
+        bytes(v).into_iter().map(|c| c as u8).max().unwrap_or(0)
     }
 }
 
