@@ -19,11 +19,14 @@
 //! - [`int4`]: int4 weights × u8 activations, per-channel or per-group scales.
 //! - [`conv`]: Conv2d (im2col over the GEMMs, 1×1 fast path, depthwise
 //!   f32 and int8); [`pool`] and [`eltwise`]: what the runtime needs around it.
+//! - [`quantize`]: f32 → int8 per output channel; [`bitplanes`]: byte codes
+//!   → bit planes (`vptestmb`: one plane word per instruction).
 //! - [`peak`]: register-only probes of the per-core peak of each format.
 
 pub mod bf16gemm;
 pub mod binary;
 pub mod binary_connect;
+pub mod bitplanes;
 pub mod bits;
 pub mod bitserial;
 pub mod conv;
@@ -35,6 +38,7 @@ pub mod int4;
 pub mod int8;
 pub mod peak;
 pub mod pool;
+pub mod quantize;
 mod scratch;
 pub mod ternary;
 mod tiling;
