@@ -20,7 +20,7 @@ import onnxruntime as ort
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.environ.get("SHRINK_SHARED", os.path.join(os.path.dirname(ROOT), "shared")), "data")
 CACHE = os.environ.get("SHRINK_CACHE", os.path.expanduser("~/.cache/shrink"))
-SHRINK = os.path.join(ROOT, "target", "release", "shrink")
+SHRINK = os.environ.get("SHRINK_BIN", os.path.join(ROOT, "target", "release", "shrink"))
 
 
 def ort_time(path, feeds, threads, min_time=1.0):

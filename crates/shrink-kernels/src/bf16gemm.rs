@@ -73,6 +73,12 @@ fn check(m: usize, a_len: usize, w: &PackedBf16, ep: &F32Epilogue, out: &[f32]) 
     if let Some(b) = ep.bias {
         check_len("bf16 bias", w.n, b.len())?;
     }
+    if ep.row_bias.is_some() {
+        return Err(KernelError::Unsupported {
+            what: "bf16 epilogue",
+            why: "a row bias is only supported by the f32 GEMM".into(),
+        });
+    }
     Ok(())
 }
 

@@ -33,6 +33,8 @@ pub struct PackedF32 {
     n: usize,
     k: usize,
     w: Vec<f32>,
+    /// `w` is stored `K×N` (as given to [`PackedF32::pack_kn`]) rather than `N×K`.
+    kn: bool,
     data: Vec<f32>,
 }
 
@@ -57,6 +59,69 @@ impl PackedF32 {
             n,
             k,
             w: w.to_vec(),
+            kn: false,
+            data,
+        })
+    }
+
+    /// Packs weights given transposed, `wt: K×N` row-major (an ONNX MatMul
+    /// right operand, or an im2col matrix whose columns are output
+    /// positions). Rows of `wt` are contiguous runs of a panel, so this is a
+    /// sequence of short copies.
+    pub fn pack_kn(wt: &[f32], k: usize, n: usize) -> Result<Self> {
+        check_len("f32 weights (K×N)", n * k, wt.len())?;
+        if n == 0 || k == 0 {
+            return Err(KernelError::Unsupported {
+                what: "f32 weights",
+                why: format!("empty shape N={n} K={k}"),
+            });
+        }
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; panels * k * NR];
+        for p in 0..panels {
+            let j0 = p * NR;
+            let cols = (n - j0).min(NR);
+            let dst = &mut data[p * k * NR..(p + 1) * k * NR];
+            for (kk, d) in dst.chunks_exact_mut(NR).enumerate() {
+                d[..cols].copy_from_slice(&wt[kk * n + j0..kk * n + j0 + cols]);
+            }
+        }
+        let w = if cpu::best() >= Isa::Avx512 {
+            // Only the `gemm` crate fallback reads the unpacked copy.
+            Vec::new()
+        } else {
+            wt.to_vec()
+        };
+        Ok(PackedF32 {
+            n,
+            k,
+            w,
+            kn: true,
+            data,
+        })
+    }
+    /// Takes panels a caller wrote itself in the layout shown on
+    /// [`PackedF32`] (`⌈N/32⌉·K·32` floats), e.g. an im2col that writes its
+    /// columns straight into panels instead of a `K×N` matrix packed after.
+    /// Only our kernel can read it: [`gemm`] runs it on our scalar path
+    /// where AVX-512 is missing.
+    pub fn from_panels(data: Vec<f32>, k: usize, n: usize) -> Result<Self> {
+        if n == 0 || k == 0 {
+            return Err(KernelError::Unsupported {
+                what: "f32 panels",
+                why: format!("empty shape N={n} K={k}"),
+            });
+        }
+        check_len(
+            "f32 panels (⌈N/32⌉·K·32)",
+            n.div_ceil(NR) * k * NR,
+            data.len(),
+        )?;
+        Ok(PackedF32 {
+            n,
+            k,
+            w: Vec::new(),
+            kn: true,
             data,
         })
     }
@@ -73,7 +138,11 @@ impl PackedF32 {
 /// What follows the product: bias and clip (`lo = 0` is ReLU).
 #[derive(Debug, Clone, Copy)]
 pub struct F32Epilogue<'a> {
+    /// Added to column `j` (one value per output channel of `W`).
     pub bias: Option<&'a [f32]>,
+    /// Added to row `i` (one per row of `A`): the bias of a convolution that
+    /// puts its weights on the left, `Y = W·col`.
+    pub row_bias: Option<&'a [f32]>,
     pub lo: f32,
     pub hi: f32,
 }
@@ -82,6 +151,7 @@ impl Default for F32Epilogue<'_> {
     fn default() -> Self {
         F32Epilogue {
             bias: None,
+            row_bias: None,
             lo: f32::NEG_INFINITY,
             hi: f32::INFINITY,
         }
@@ -122,6 +192,19 @@ pub fn gemm(a: &[f32], m: usize, w: &PackedF32, ep: &F32Epilogue, out: &mut [f32
     gemm_with(choose(m, w.n, w.k), a, m, w, ep, out)
 }
 
+/// [`gemm`] on the calling thread only: for callers that already run one
+/// product per rayon task (e.g. one per image of a batch), where splitting
+/// each small product again would only add fork/join overhead.
+pub fn gemm_serial(
+    a: &[f32],
+    m: usize,
+    w: &PackedF32,
+    ep: &F32Epilogue,
+    out: &mut [f32],
+) -> Result<()> {
+    gemm_inner(choose(m, w.n, w.k), a, m, w, ep, out, false)
+}
+
 /// [`gemm`] on a chosen path.
 pub fn gemm_with(
     path: F32Path,
@@ -131,26 +214,51 @@ pub fn gemm_with(
     ep: &F32Epilogue,
     out: &mut [f32],
 ) -> Result<()> {
+    gemm_inner(path, a, m, w, ep, out, true)
+}
+
+fn gemm_inner(
+    path: F32Path,
+    a: &[f32],
+    m: usize,
+    w: &PackedF32,
+    ep: &F32Epilogue,
+    out: &mut [f32],
+    parallel: bool,
+) -> Result<()> {
     let (n, k) = (w.n, w.k);
     check_len("f32 activations (M×K)", m * k, a.len())?;
     check_len("f32 output (M×N)", m * n, out.len())?;
     if let Some(b) = ep.bias {
         check_len("f32 bias", n, b.len())?;
     }
+    if let Some(b) = ep.row_bias {
+        check_len("f32 row bias", m, b.len())?;
+    }
     if m == 0 {
         return Ok(());
     }
+    // `pack_kn` drops the unpacked copy where our kernel always runs.
+    let path = match path {
+        F32Path::GemmCrate if w.w.is_empty() => F32Path::Own(cpu::best()),
+        p => p,
+    };
     match path {
         F32Path::GemmCrate => {
             let threads = rayon::current_num_threads();
-            let par = if threads > 1 {
+            let par = if parallel && threads > 1 {
                 gemm::Parallelism::Rayon(threads)
             } else {
                 gemm::Parallelism::None
             };
+            // rhs element (k, j) = W[j][k]: at j·K + k, or k·N + j when kept K×N.
+            let (rhs_cs, rhs_rs) = if w.kn {
+                (1, n as isize)
+            } else {
+                (k as isize, 1)
+            };
             // SAFETY: dst is M×N row-major (col stride 1, row stride N), lhs
-            // is A M×K row-major, rhs element (k, j) = W[j][k] at j·K + k; all
-            // lengths checked above.
+            // is A M×K row-major, rhs as above; all lengths checked above.
             unsafe {
                 gemm::gemm(
                     m,
@@ -164,8 +272,8 @@ pub fn gemm_with(
                     1,
                     k as isize,
                     w.w.as_ptr(),
-                    k as isize,
-                    1,
+                    rhs_cs,
+                    rhs_rs,
                     0.0,
                     1.0,
                     false,
@@ -174,22 +282,146 @@ pub fn gemm_with(
                     par,
                 )
             };
-            for row in out.chunks_exact_mut(n) {
+            for (i, row) in out.chunks_exact_mut(n).enumerate() {
+                let rb = ep.row_bias.map_or(0.0, |b| b[i]);
                 for (j, v) in row.iter_mut().enumerate() {
-                    *v = (*v + ep.bias.map_or(0.0, |b| b[j])).max(ep.lo).min(ep.hi);
+                    *v = (*v + ep.bias.map_or(0.0, |b| b[j]) + rb)
+                        .max(ep.lo)
+                        .min(ep.hi);
                 }
             }
         }
         F32Path::Own(isa) => {
             let isa = cpu::clamp(isa);
             let optr = SendPtr(out.as_mut_ptr());
-            let tasks = tiling::plan(m, n.div_ceil(NR), MR);
+            let tasks = if parallel {
+                tiling::plan(m, n.div_ceil(NR), MR)
+            } else {
+                vec![(0, m, 0, n.div_ceil(NR))]
+            };
             tiling::run(&tasks, usize::MAX, |r0, r1, p| {
                 let o = optr;
                 // SAFETY: disjoint in-bounds tiles; ISA clamped.
                 unsafe { panel_rows(isa, a, r0, r1, w, p, ep, o.0) }
             });
         }
+    }
+    Ok(())
+}
+
+/// A strided read-only matrix: element (i, j) is `data[i * rs + j * cs]`,
+/// so transposes cost nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix with `cols` columns.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        MatRef {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        MatRef {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+    /// Whether an `r`×`c` matrix with these strides fits in the slice.
+    fn fits(&self, r: usize, c: usize) -> bool {
+        r == 0
+            || c == 0
+            || (r - 1)
+                .checked_mul(self.rs)
+                .zip((c - 1).checked_mul(self.cs))
+                .and_then(|(x, y)| x.checked_add(y))
+                .is_some_and(|last| last < self.data.len())
+    }
+}
+
+/// Below this many multiply-adds [`sgemm_strided`] stays on one thread: the
+/// fork/join cost of rayon exceeds the work.
+const PARALLEL_FLOPS: usize = 1 << 18;
+
+/// `c[m×n] (row-major) = alpha · a[m×k] · b[k×n] + beta · c` for operands
+/// that are not packed ahead of time (both change on every call), on the
+/// `gemm` crate, which packs them itself. `beta = None` overwrites `c`
+/// without reading it. `threads > 1` splits big products over the current
+/// rayon pool.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    alpha: f32,
+    beta: Option<f32>,
+    threads: usize,
+) -> Result<()> {
+    if !a.fits(m, k) || !b.fits(k, n) {
+        return Err(KernelError::Unsupported {
+            what: "strided sgemm operands",
+            why: format!("A {m}×{k} or B {k}×{n} does not fit its slice with the given strides"),
+        });
+    }
+    if c.len() < m * n {
+        return Err(KernelError::Length {
+            what: "sgemm output (M×N)",
+            expected: m * n,
+            got: c.len(),
+        });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let c = &mut c[..m * n];
+    if k == 0 {
+        match beta {
+            Some(bt) => c.iter_mut().for_each(|x| *x *= bt),
+            None => c.fill(0.0),
+        }
+        return Ok(());
+    }
+    let par = if threads > 1 && m * n * k >= PARALLEL_FLOPS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `fits` checked that every element read through the (rs, cs)
+    // strides lies inside `a.data` / `b.data`; `c` holds the m·n row-major
+    // elements written; the borrows last the whole call, so nothing aliases.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta.is_some(),
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            beta.unwrap_or(0.0),
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
     }
     Ok(())
 }
@@ -233,8 +465,9 @@ unsafe fn panel_rows(
                         *s = av.mul_add(wv, *s);
                     }
                 }
+                let rb = ep.row_bias.map_or(0.0, |b| b[i]);
                 for (c, &s) in acc.iter().enumerate().take(cols) {
-                    let v = (s + ep.bias.map_or(0.0, |b| b[j0 + c]))
+                    let v = (s + ep.bias.map_or(0.0, |b| b[j0 + c]) + rb)
                         .max(ep.lo)
                         .min(ep.hi);
                     // SAFETY: row i, column j0+c in bounds and ours.
@@ -310,6 +543,10 @@ mod avx512 {
                     None => _mm512_setzero_ps(),
                 };
                 let y = _mm512_add_ps(x, b);
+                let y = match ep.row_bias {
+                    Some(rb) => _mm512_add_ps(y, _mm512_set1_ps(rb[i])),
+                    None => y,
+                };
                 let y = _mm512_min_ps(
                     _mm512_max_ps(y, _mm512_set1_ps(ep.lo)),
                     _mm512_set1_ps(ep.hi),
@@ -419,6 +656,7 @@ mod tests {
             bias: Some(&bias),
             lo: 0.0,
             hi: 6.0,
+            ..Default::default()
         };
         let mut paths = vec![F32Path::GemmCrate];
         paths.extend(cpu::available().into_iter().map(F32Path::Own));
@@ -452,6 +690,132 @@ mod tests {
         ] {
             check(m, k, n, (m * k + n) as u64);
         }
+    }
+
+    /// `pack_kn` of `Wᵀ` with a row bias equals the N×K packing with the
+    /// bias added per row, on every path.
+    #[test]
+    fn pack_kn_and_row_bias_match_reference() {
+        for &(m, k, n, seed) in &[
+            (1, 1, 1, 1u64),
+            (3, 9, 33, 2),
+            (8, 27, 196, 3),
+            (17, 5, 49, 4),
+        ] {
+            let mut r = ChaCha8Rng::seed_from_u64(seed);
+            let a: Vec<f32> = (0..m * k).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
+            let mut wt = vec![0f32; k * n];
+            for j in 0..n {
+                for t in 0..k {
+                    wt[t * n + j] = w[j * k + t];
+                }
+            }
+            let rb: Vec<f32> = (0..m).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let exact = reference(&a, m, &w, n, k);
+            let p = PackedF32::pack_kn(&wt, k, n).unwrap();
+            let ep = F32Epilogue {
+                row_bias: Some(&rb),
+                lo: -0.5,
+                ..Default::default()
+            };
+            let mut paths = vec![F32Path::GemmCrate];
+            paths.extend(cpu::available().into_iter().map(F32Path::Own));
+            for path in paths {
+                let mut y = vec![0f32; m * n];
+                gemm_with(path, &a, m, &p, &ep, &mut y).unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = (exact[i * n + j] + rb[i]).max(-0.5);
+                        let tol = 2.0 * k as f32 * f32::EPSILON * k as f32 + 1e-6;
+                        assert!((y[i * n + j] - want).abs() <= tol, "{path:?} ({i},{j})");
+                    }
+                }
+            }
+            let bad = F32Epilogue {
+                row_bias: Some(&rb[..m - 1]),
+                ..Default::default()
+            };
+            let mut y = vec![0f32; m * n];
+            assert!(gemm(&a, m, &p, &bad, &mut y).is_err());
+        }
+    }
+
+    /// Panels written by hand in the documented layout give the same
+    /// product as `pack_kn`.
+    #[test]
+    fn from_panels_equals_pack_kn() {
+        let (m, k, n): (usize, usize, usize) = (3, 5, 40);
+        let a: Vec<f32> = (0..m * k).map(|v| v as f32 * 0.5 - 3.0).collect();
+        let wt: Vec<f32> = (0..k * n).map(|v| (v % 7) as f32 - 3.0).collect();
+        let mut data = vec![0f32; n.div_ceil(NR) * k * NR];
+        for kk in 0..k {
+            for j in 0..n {
+                data[(j / NR) * k * NR + kk * NR + j % NR] = wt[kk * n + j];
+            }
+        }
+        let (p1, p2) = (
+            PackedF32::pack_kn(&wt, k, n).unwrap(),
+            PackedF32::from_panels(data, k, n).unwrap(),
+        );
+        let (mut y1, mut y2) = (vec![0f32; m * n], vec![0f32; m * n]);
+        let ep = F32Epilogue::default();
+        gemm(&a, m, &p1, &ep, &mut y1).unwrap();
+        gemm_with(F32Path::GemmCrate, &a, m, &p2, &ep, &mut y2).unwrap();
+        assert_eq!(y1, y2);
+        assert!(PackedF32::from_panels(vec![0.0; 3], k, n).is_err());
+    }
+
+    /// The strided product equals the naive one for every transpose, with
+    /// alpha, beta, and out-of-bounds strides rejected.
+    #[test]
+    fn strided_matches_naive() {
+        let (m, n, k) = (5, 7, 11);
+        let mut r = ChaCha8Rng::seed_from_u64(9);
+        let a: Vec<f32> = (0..m * k).map(|_| r.gen::<f32>() - 0.5).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| r.gen::<f32>() - 0.5).collect();
+        let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+        let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+        let c0: Vec<f32> = (0..m * n).map(|x| x as f32 * 0.01).collect();
+        for (am, bm) in [
+            (MatRef::rows(&a, k), MatRef::rows(&b, n)),
+            (MatRef::transposed(&at, m), MatRef::transposed(&bt, k)),
+        ] {
+            let mut c = c0.clone();
+            sgemm_strided(m, n, k, am, bm, &mut c, 2.0, Some(0.5), 1).unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let s: f32 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
+                    let want = 2.0 * s + 0.5 * c0[i * n + j];
+                    assert!((c[i * n + j] - want).abs() < 1e-5, "({i},{j})");
+                }
+            }
+        }
+        let mut c = vec![0f32; m * n];
+        assert!(sgemm_strided(
+            m,
+            n,
+            k,
+            MatRef::rows(&a[1..], k),
+            MatRef::rows(&b, n),
+            &mut c,
+            1.0,
+            None,
+            1
+        )
+        .is_err());
+        assert!(sgemm_strided(
+            m,
+            n,
+            k,
+            MatRef::rows(&a, k),
+            MatRef::rows(&b, n),
+            &mut c[1..],
+            1.0,
+            None,
+            1
+        )
+        .is_err());
     }
 
     proptest! {

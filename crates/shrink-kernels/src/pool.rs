@@ -73,6 +73,33 @@ impl Pool2d {
 pub fn maxpool<T: Copy + PartialOrd>(p: &Pool2d, x: &[T], out: &mut [T]) -> Result<()> {
     p.check(x.len(), out.len())?;
     let (oh, ow) = p.out_hw();
+    if p.pad == (0, 0, 0, 0) {
+        // Every window is whole: a row of outputs takes one tap at a time
+        // (same tap order and comparison as below, so the same result,
+        // NaN included), which keeps the inner loop free of window bounds.
+        for (plane, o) in x.chunks_exact(p.h * p.w).zip(out.chunks_exact_mut(oh * ow)) {
+            for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
+                for ky in 0..p.kh {
+                    let row = &plane[(oy * p.stride.0 + ky) * p.w..][..p.w];
+                    for kx in 0..p.kw {
+                        let taps = row[kx..].iter().step_by(p.stride.1);
+                        if ky == 0 && kx == 0 {
+                            for (m, &v) in orow.iter_mut().zip(taps) {
+                                *m = v;
+                            }
+                        } else {
+                            for (m, &v) in orow.iter_mut().zip(taps) {
+                                if v > *m {
+                                    *m = v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Ok(());
+    }
     for (plane, o) in x.chunks_exact(p.h * p.w).zip(out.chunks_exact_mut(oh * ow)) {
         for oy in 0..oh {
             for ox in 0..ow {
@@ -162,6 +189,58 @@ mod tests {
                     }
                 }
                 assert_eq!(y[r * 4 + c], m, "({r},{c})");
+            }
+        }
+    }
+
+    /// The unpadded fast path equals a naive first-tap-then-`>` loop over
+    /// every window, NaN placement included.
+    #[test]
+    fn unpadded_maxpool_matches_naive() {
+        for &(h, w, kh, kw, sh, sw) in &[
+            (24, 24, 2, 2, 2, 2),
+            (7, 9, 3, 2, 1, 3),
+            (5, 5, 5, 5, 1, 1),
+            (6, 11, 1, 3, 2, 2),
+        ] {
+            let p = Pool2d {
+                planes: 2,
+                h,
+                w,
+                kh,
+                kw,
+                stride: (sh, sw),
+                pad: (0, 0, 0, 0),
+            };
+            let x: Vec<f32> = (0..2 * h * w)
+                .map(|i| match i % 13 {
+                    5 => f32::NAN,
+                    r => ((i * 7919) % 101) as f32 - 50.0 + r as f32 * 0.25,
+                })
+                .collect();
+            let (oh, ow) = p.out_hw();
+            let mut y = vec![0f32; 2 * oh * ow];
+            maxpool(&p, &x, &mut y).unwrap();
+            for q in 0..2 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let at =
+                            |ky: usize, kx: usize| x[q * h * w + (oy * sh + ky) * w + ox * sw + kx];
+                        let mut m = at(0, 0);
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                if at(ky, kx) > m {
+                                    m = at(ky, kx);
+                                }
+                            }
+                        }
+                        let got = y[(q * oh + oy) * ow + ox];
+                        assert!(
+                            got == m || (got.is_nan() && m.is_nan()),
+                            "{p:?} {q} {oy} {ox}"
+                        );
+                    }
+                }
             }
         }
     }

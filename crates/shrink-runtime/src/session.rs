@@ -210,6 +210,18 @@ impl Session {
                 .get(&node.domain, &node.op_type)
                 .ok_or_else(|| unsupported(g, node))?;
             let start = timing.as_ref().map(|_| Instant::now());
+            // A single-output op with an in-place form may overwrite its first
+            // input when that value dies here (not a graph output, not used
+            // again, not read twice by this node). Only in the planned graph.
+            let inplace = prepared.and(self.registry.get_inplace(&node.domain, &node.op_type));
+            let mut donated: Option<Tensor> = None;
+            if let (Some(_), Some(first)) = (inplace, node.inputs.first()) {
+                let dies = live.free_after[i].iter().any(|f| f == first);
+                let once = node.inputs.iter().filter(|n| *n == first).count() == 1;
+                if !first.is_empty() && dies && once && node.outputs.len() == 1 {
+                    donated = values.remove(first);
+                }
+            }
             let outputs = {
                 let lookup = |name: &str| -> Option<&Tensor> {
                     values
@@ -218,8 +230,8 @@ impl Session {
                         .or_else(|| outer(name))
                 };
                 let mut args: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
-                for name in &node.inputs {
-                    if name.is_empty() {
+                for (j, name) in node.inputs.iter().enumerate() {
+                    if name.is_empty() || (j == 0 && donated.is_some()) {
                         args.push(None);
                     } else {
                         args.push(Some(lookup(name).ok_or_else(|| RuntimeError::Node {
@@ -246,7 +258,18 @@ impl Session {
                     prepared: prepared.and_then(|p| p.get(i)),
                     constants: &is_const,
                 };
-                op(&ctx, &args)?
+                let mut done = false;
+                if let (Some(f), Some(t)) = (inplace, donated.as_mut()) {
+                    done = f(&ctx, t, &args)?;
+                }
+                match donated.take() {
+                    Some(t) if done => vec![t],
+                    Some(t) => {
+                        args[0] = Some(&t);
+                        op(&ctx, &args)?
+                    }
+                    None => op(&ctx, &args)?,
+                }
             };
             if let (Some(t), Some(s)) = (timing.as_deref_mut(), start) {
                 t.push(NodeTiming {

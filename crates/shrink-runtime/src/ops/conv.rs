@@ -12,6 +12,8 @@ use super::linalg::{float_tensor, floats, int8_values, sgemm, MatRef, WrappingMa
 use super::{OpContext, Registry};
 use crate::Result;
 use rayon::prelude::*;
+use shrink_kernels::f32gemm::{self, F32Epilogue, PackedF32};
+use shrink_kernels::movement::copy_short;
 use shrink_tensor::Tensor;
 
 pub(super) fn register(r: &mut Registry) {
@@ -457,12 +459,12 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
     }
     let work = d.batch * d.out_channels * out_sz * cg * ksz;
     let parallel = threads > 1 && work >= PARALLEL_WORK;
-    if let Some(b) = bias {
-        for (i, plane) in y.chunks_mut(out_sz).enumerate() {
-            plane.fill(b[i % d.out_channels]);
-        }
-    }
     if cg == 1 && g > 1 {
+        if let Some(b) = bias {
+            for (i, plane) in y.chunks_mut(out_sz).enumerate() {
+                plane.fill(b[i % d.out_channels]);
+            }
+        }
         // Depthwise (channel multiplier mg): output channel m reads input channel m / mg.
         let ranges: Vec<(usize, usize, isize)> =
             (0..win.kernel[2]).map(|e| win.valid(2, e)).collect();
@@ -490,36 +492,31 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
         }
         return y;
     }
-    let pointwise = win.is_pointwise();
     let kdim = cg * ksz;
     let block = |(i, yb): (usize, &mut [f32]), col: &mut Vec<f32>, threads: usize| {
         let (n, gi) = (i / g, i % g);
         let xg = &x[(n * d.in_channels + gi * cg) * in_sz..][..cg * in_sz];
-        let b = if pointwise {
-            xg
-        } else {
-            col.resize(kdim * out_sz, 0.0);
-            im2col(xg, cg, win, col);
-            &col[..]
-        };
+        let packed = pack_columns(xg, cg, win, 1, in_sz, col);
         let wg = &w[gi * mg * kdim..(gi + 1) * mg * kdim];
-        sgemm(
-            mg,
-            out_sz,
-            kdim,
-            MatRef::rows(wg, kdim),
-            MatRef::rows(b, out_sz),
-            yb,
-            1.0,
-            bias.map(|_| 1.0),
-            threads,
-        );
+        let ep = F32Epilogue {
+            row_bias: bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
+            ..Default::default()
+        };
+        weights_left_gemm(wg, mg, &packed, &ep, yb, threads > 1);
     };
     // Small output planes make one GEMM per image too thin to run well:
     // unfold several images side by side into one wide column matrix instead.
     let per_chunk = (CHUNK_COLUMNS / out_sz.max(1)).min(d.batch);
     if g == 1 && per_chunk > 1 {
-        conv_batched(x, w, d, per_chunk, parallel.then_some(threads), &mut y);
+        conv_batched(
+            x,
+            w,
+            bias,
+            d,
+            per_chunk,
+            parallel.then_some(threads),
+            &mut y,
+        );
         return y;
     }
     let tasks = d.batch * g;
@@ -536,15 +533,140 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
     y
 }
 
+/// The im2col matrices of `imgs` images (`x` holds them back to back,
+/// `in_sz` values per channel) side by side, `K × imgs·out` with image `i`'s
+/// positions at columns `i·out..`, written straight into the panel layout of
+/// the kernels crate's GEMM ([`PackedF32`]): no `K×N` matrix is built and
+/// packed after. A pointwise conv's input already is its im2col matrix;
+/// other windows unfold one image at a time into `scratch` first.
+fn pack_columns(
+    x: &[f32],
+    channels: usize,
+    win: &Window,
+    imgs: usize,
+    in_sz: usize,
+    scratch: &mut Vec<f32>,
+) -> PackedF32 {
+    const NR: usize = f32gemm::NR;
+    let out_sz = win.output_size();
+    let k = channels * win.kernel_size();
+    let n = imgs * out_sz;
+    let mut data = vec![0f32; n.div_ceil(NR) * k * NR];
+    let two_d = win.input[0] == 1 && win.kernel[0] == 1 && win.output[0] == 1;
+    for i in 0..imgs {
+        let xi = &x[i * channels * in_sz..(i + 1) * channels * in_sz];
+        if win.is_pointwise() {
+            for (kk, row) in xi.chunks_exact(out_sz).enumerate() {
+                put_columns(&mut data, k, kk, i * out_sz, row);
+            }
+        } else if two_d {
+            // Straight from the image: padding stays the zeros `data` starts with.
+            let [_, _, iw] = win.input;
+            let [_, kh, kw] = win.kernel;
+            let [_, oh, ow] = win.output;
+            let sw = win.stride[2];
+            for c in 0..channels {
+                let xc = &xi[c * in_sz..(c + 1) * in_sz];
+                for b in 0..kh {
+                    for e in 0..kw {
+                        let kk = (c * kh + b) * kw + e;
+                        let (lo, hi, off) = win.valid(2, e);
+                        if lo >= hi {
+                            continue;
+                        }
+                        for y in 0..oh {
+                            let Some(yi) = win.index(1, y, b) else {
+                                continue;
+                            };
+                            let src = &xc[yi * iw..(yi + 1) * iw];
+                            let j0 = i * out_sz + y * ow;
+                            if sw == 1 {
+                                let start = (lo as isize + off) as usize;
+                                put_columns(
+                                    &mut data,
+                                    k,
+                                    kk,
+                                    j0 + lo,
+                                    &src[start..start + hi - lo],
+                                );
+                            } else {
+                                for o in lo..hi {
+                                    let j = j0 + o;
+                                    data[(j / NR) * k * NR + kk * NR + j % NR] =
+                                        src[((o * sw) as isize + off) as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            scratch.resize(k * out_sz, 0.0);
+            im2col(xi, channels, win, scratch);
+            for (kk, row) in scratch.chunks_exact(out_sz).enumerate() {
+                put_columns(&mut data, k, kk, i * out_sz, row);
+            }
+        }
+    }
+    match PackedF32::from_panels(data, k, n) {
+        Ok(p) => p,
+        Err(e) => panic!("conv panels sized wrongly (caller bug): {e}"),
+    }
+}
+
+/// Writes `row` as columns `j0..` of row `kk` of a packed panel matrix with
+/// reduction length `k` (column j of row kk lives at (j/NR)·K·NR + kk·NR + j%NR).
+fn put_columns(data: &mut [f32], k: usize, kk: usize, j0: usize, row: &[f32]) {
+    const NR: usize = f32gemm::NR;
+    let mut j = j0;
+    let mut o = 0;
+    while o < row.len() {
+        let (p, off) = (j / NR, j % NR);
+        let len = (NR - off).min(row.len() - o);
+        let at = p * k * NR + kk * NR + off;
+        if let Err(e) = copy_short(&mut data[at..at + len], &row[o..o + len]) {
+            panic!("panel run sized wrongly (caller bug): {e}");
+        }
+        o += len;
+        j += len;
+    }
+}
+
+/// `y[m×n] = clip(w[m×k] · cols + row_bias)` on the kernels crate's GEMM
+/// with the weights on the left: the im2col columns are the packed right
+/// operand, so the product comes out directly in NCHW order and the bias
+/// is fused per output channel (= row). `parallel` lets the GEMM split over
+/// the rayon pool.
+fn weights_left_gemm(
+    w: &[f32],
+    m: usize,
+    cols: &PackedF32,
+    ep: &F32Epilogue,
+    y: &mut [f32],
+    parallel: bool,
+) {
+    let (k, n) = (cols.k(), cols.n());
+    let r = if parallel {
+        f32gemm::gemm(&w[..m * k], m, cols, ep, &mut y[..m * n])
+    } else {
+        f32gemm::gemm_serial(&w[..m * k], m, cols, ep, &mut y[..m * n])
+    };
+    if let Err(e) = r {
+        panic!("conv GEMM operands disagree (caller bug): {e}");
+    }
+}
+
 /// Target width (output positions) of one batched conv GEMM.
 const CHUNK_COLUMNS: usize = 2048;
 
 /// Ungrouped conv over chunks of `per_chunk` images: their im2col matrices
 /// sit side by side (K × chunk·out), one GEMM computes all their outputs,
 /// which are then scattered back to N×M×out order on top of the bias.
+#[allow(clippy::too_many_arguments)]
 fn conv_batched(
     x: &[f32],
     w: &[f32],
+    bias: Option<&[f32]>,
     d: &ConvDims,
     per_chunk: usize,
     threads: Option<usize>,
@@ -553,46 +675,26 @@ fn conv_batched(
     let win = &d.win;
     let (c, m) = (d.in_channels, d.out_channels);
     let (in_sz, out_sz) = (win.input_size(), win.output_size());
-    let kdim = c * win.kernel_size();
-    let pointwise = win.is_pointwise();
     let chunk = |(col, tmp): &mut (Vec<f32>, Vec<f32>), (ci, yc): (usize, &mut [f32])| {
         let imgs = yc.len() / (m * out_sz);
         let cols = imgs * out_sz;
-        col.resize(kdim * cols, 0.0);
-        tmp.resize(m * cols, 0.0);
-        let mut one = Vec::new();
-        for j in 0..imgs {
-            let n = ci * per_chunk + j;
-            let xn = &x[n * c * in_sz..(n + 1) * c * in_sz];
-            let src: &[f32] = if pointwise {
-                xn
-            } else {
-                one.resize(kdim * out_sz, 0.0);
-                im2col(xn, c, win, &mut one);
-                &one
-            };
-            for (r, row) in src.chunks(out_sz).enumerate() {
-                col[r * cols + j * out_sz..r * cols + (j + 1) * out_sz].copy_from_slice(row);
-            }
+        let first = ci * per_chunk;
+        let xs = &x[first * c * in_sz..(first + imgs) * c * in_sz];
+        let packed = pack_columns(xs, c, win, imgs, in_sz, col);
+        let ep = F32Epilogue {
+            row_bias: bias,
+            ..Default::default()
+        };
+        if imgs == 1 {
+            weights_left_gemm(w, m, &packed, &ep, yc, false);
+            return;
         }
-        sgemm(
-            m,
-            cols,
-            kdim,
-            MatRef::rows(w, kdim),
-            MatRef::rows(col, cols),
-            tmp,
-            1.0,
-            None,
-            1,
-        );
+        tmp.resize(m * cols, 0.0);
+        weights_left_gemm(w, m, &packed, &ep, tmp, false);
         for j in 0..imgs {
             for o in 0..m {
                 let dst = &mut yc[(j * m + o) * out_sz..(j * m + o + 1) * out_sz];
-                let src = &tmp[o * cols + j * out_sz..o * cols + (j + 1) * out_sz];
-                for (a, b) in dst.iter_mut().zip(src) {
-                    *a += b;
-                }
+                dst.copy_from_slice(&tmp[o * cols + j * out_sz..o * cols + (j + 1) * out_sz]);
             }
         }
     };

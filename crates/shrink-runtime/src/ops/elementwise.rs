@@ -17,6 +17,8 @@ pub(super) fn register(r: &mut Registry) {
     r.add("", "Add", |c, i| variadic::<AddOp>(c, i, 2, 2));
     r.add("", "Sub", |c, i| variadic::<SubOp>(c, i, 2, 2));
     r.add("", "Mul", |c, i| variadic::<MulOp>(c, i, 2, 2));
+    r.add_inplace("", "Add", |c, a, i| binary_inplace(c, a, i, |x, y| x + y));
+    r.add_inplace("", "Mul", |c, a, i| binary_inplace(c, a, i, |x, y| x * y));
     r.add("", "Div", |c, i| variadic::<DivOp>(c, i, 2, 2));
     r.add("", "Max", |c, i| variadic::<MaxOp>(c, i, 1, usize::MAX));
     r.add("", "Min", |c, i| variadic::<MinOp>(c, i, 1, usize::MAX));
@@ -209,6 +211,44 @@ fn modulo(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         binary::<TruncModOp>(ctx, a, b)?
     };
     Ok(vec![t])
+}
+
+/// f32 `a ∘ b` written over the dying `a`, when the output has `a`'s shape:
+/// `b` of the same shape, a single value, or a trailing block of `a`'s
+/// shape (a bias row). Other broadcasts go to the ordinary op.
+fn binary_inplace(
+    _: &OpContext,
+    a: &mut Tensor,
+    inputs: &[Option<&Tensor>],
+    f: impl Fn(f32, f32) -> f32,
+) -> Result<bool> {
+    let Some(b) = inputs.get(1).copied().flatten() else {
+        return Ok(false);
+    };
+    let Ok(bv) = b.as_slice::<f32>() else {
+        return Ok(false);
+    };
+    let (ash, bsh) = (a.shape().to_vec(), b.shape());
+    // b's shape without leading 1s must be a suffix of a's shape, and b's
+    // rank at most a's (otherwise the output grows).
+    let trimmed: &[usize] = &bsh[bsh.iter().take_while(|&&d| d == 1).count()..];
+    if bsh.len() > ash.len() || !ash.ends_with(trimmed) || bv.is_empty() {
+        return Ok(false);
+    }
+    let Ok(av) = a.as_mut_slice::<f32>() else {
+        return Ok(false);
+    };
+    if bv.len() == 1 {
+        let y = bv[0];
+        av.iter_mut().for_each(|x| *x = f(*x, y));
+    } else {
+        for row in av.chunks_exact_mut(bv.len()) {
+            for (x, &y) in row.iter_mut().zip(bv) {
+                *x = f(*x, y);
+            }
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 
 use super::{OpContext, Registry};
 use crate::Result;
-use gemm::Parallelism;
 use rayon::prelude::*;
+use shrink_kernels::f32gemm::{self, F32Epilogue, PackedF32};
 use shrink_tensor::{DType, Tensor, TensorData};
 use std::borrow::Cow;
 
@@ -43,49 +43,15 @@ pub(super) fn float_tensor(dtype: DType, shape: Vec<usize>, v: Vec<f32>) -> Resu
     })
 }
 
-/// Problems smaller than this many multiply-adds run single-threaded: the
-/// fork/join cost of rayon exceeds the work (LeNet's layers sit below it).
-const PARALLEL_FLOPS: usize = 1 << 18;
-
-/// A strided read-only matrix: element (i, j) is `data[i * rs + j * cs]`.
-/// Strides express transposes without copying.
-#[derive(Clone, Copy)]
-pub(super) struct MatRef<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl<'a> MatRef<'a> {
-    /// A row-major matrix with `cols` columns.
-    pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        MatRef {
-            data,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `cols` columns.
-    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        MatRef {
-            data,
-            rs: 1,
-            cs: cols,
-        }
-    }
-
-    /// Whether an `r`×`c` matrix with these strides fits in the slice.
-    fn fits(&self, r: usize, c: usize) -> bool {
-        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
-    }
-}
+pub(super) use shrink_kernels::f32gemm::MatRef;
 
 /// `c[m×n] (row-major) = alpha · a[m×k] · b[k×n] + beta · c`, where `beta`
-/// `None` means `c` is overwritten without being read.
+/// `None` means `c` is overwritten without being read: the kernels crate's
+/// strided GEMM for operands that change on every run.
 ///
-/// `threads` > 1 lets the `gemm` crate split the work over the current rayon
-/// pool when the problem is big enough to pay for it.
+/// `threads` > 1 lets the work split over the current rayon pool when the
+/// problem is big enough to pay for it. Operands that do not fit their
+/// slices are a bug of the calling op, hence the panic.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn sgemm(
     m: usize,
@@ -98,52 +64,8 @@ pub(super) fn sgemm(
     beta: Option<f32>,
     threads: usize,
 ) {
-    assert!(
-        a.fits(m, k) && b.fits(k, n) && c.len() >= m * n,
-        "sgemm operands out of bounds (caller bug)"
-    );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        let c = &mut c[..m * n];
-        match beta {
-            Some(bt) => c.iter_mut().for_each(|x| *x *= bt),
-            None => c.fill(0.0),
-        }
-        return;
-    }
-    let par = if threads > 1 && m * n * k >= PARALLEL_FLOPS {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: `fits` checked above that every element the kernel reads through
-    // (rs, cs) strides lies inside `a.data` / `b.data`, and `c` holds m*n
-    // row-major elements, the only ones written; the slices are borrowed for
-    // the whole call so nothing aliases `c` mutably.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            beta.is_some(),
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            beta.unwrap_or(0.0),
-            alpha,
-            false,
-            false,
-            false,
-            par,
-        );
+    if let Err(e) = f32gemm::sgemm_strided(m, n, k, a, b, c, alpha, beta, threads) {
+        panic!("sgemm operands out of bounds (caller bug): {e}");
     }
 }
 
@@ -266,6 +188,9 @@ fn matmul(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         return matmul_int_typed(ctx, a, b);
     }
     let s = matmul_shape(ctx, a.shape(), b.shape())?;
+    if let Some(y) = matmul_prepacked(ctx, &s, a, b)? {
+        return Ok(vec![y]);
+    }
     let av = floats(ctx, a, "A")?;
     let bv = floats(ctx, b, "B")?;
     let out = matmul_f32(&s, &av, &bv, ctx.threads);
@@ -312,7 +237,7 @@ fn matmul_f32(s: &MatMulShape, a: &[f32], b: &[f32], threads: usize) -> Vec<f32>
             threads,
         );
     };
-    if threads > 1 && batches > 1 && m * n * k * batches >= PARALLEL_FLOPS {
+    if threads > 1 && batches > 1 && m * n * k * batches >= 1 << 18 {
         // Many independent products: one per task, each single-threaded.
         out.par_chunks_mut(m * n)
             .enumerate()
@@ -429,6 +354,9 @@ fn gemm_op(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             tb as i32
         )));
     }
+    if let Some(y) = gemm_prepacked(ctx, a, b, c, [alpha, beta], ta, tb, [m, n, k])? {
+        return Ok(vec![y]);
+    }
     let av = floats(ctx, a, "A")?;
     let bv = floats(ctx, b, "B")?;
     let am = if ta {
@@ -449,6 +377,124 @@ fn gemm_op(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     }
     sgemm(m, n, k, am, bm, &mut out, alpha, read, ctx.threads);
     Ok(vec![float_tensor(a.dtype(), vec![m, n], out)?])
+}
+
+/// A constant right operand packed once per session for the kernels
+/// crate's GEMM, with `alpha` folded in, and the bias `beta·C` when `C` is a
+/// constant row.
+struct PackedRight {
+    w: PackedF32,
+    bias: Option<Vec<f32>>,
+}
+
+/// `out[rows×n] = a · W + bias` on the packed kernel; threaded only when the
+/// product is big enough to pay for rayon.
+fn packed_product(a: &[f32], rows: usize, p: &PackedRight, threads: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; rows * p.w.n()];
+    let ep = F32Epilogue {
+        bias: p.bias.as_deref(),
+        ..Default::default()
+    };
+    let work = rows * p.w.n() * p.w.k();
+    let r = if threads > 1 && work >= 1 << 18 {
+        f32gemm::gemm(a, rows, &p.w, &ep, &mut out)
+    } else {
+        f32gemm::gemm_serial(a, rows, &p.w, &ep, &mut out)
+    };
+    r.map_err(|e| crate::RuntimeError::Input {
+        name: "packed GEMM".into(),
+        msg: e.to_string(),
+    })?;
+    Ok(out)
+}
+
+/// Gemm with a constant f32 `B` (and `C` absent, ignored, or a constant
+/// row): `B` is packed once per session and the bias fused into the
+/// product. `None` when the node does not fit; the general path runs then.
+#[allow(clippy::too_many_arguments)]
+fn gemm_prepacked(
+    ctx: &OpContext,
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+    [alpha, beta]: [f32; 2],
+    ta: bool,
+    tb: bool,
+    [m, n, k]: [usize; 3],
+) -> Result<Option<Tensor>> {
+    if ta
+        || m == 0
+        || n == 0
+        || k == 0
+        || a.dtype() != DType::F32
+        || b.dtype() != DType::F32
+        || !ctx.is_constant_input(1)
+    {
+        return Ok(None);
+    }
+    let c = c.filter(|_| beta != 0.0);
+    if let Some(ct) = c {
+        let row = ct.len() == n && (ct.rank() == 1 || (ct.rank() == 2 && ct.shape()[0] == 1));
+        if !row || ct.dtype() != DType::F32 || !ctx.is_constant_input(2) {
+            return Ok(None);
+        }
+    }
+    let prep = ctx.prepared(|| {
+        let bv = b.as_slice::<f32>()?;
+        let scaled: Cow<[f32]> = if alpha == 1.0 {
+            Cow::Borrowed(bv)
+        } else {
+            Cow::Owned(bv.iter().map(|v| v * alpha).collect())
+        };
+        let w = if tb {
+            PackedF32::pack(&scaled, n, k)
+        } else {
+            PackedF32::pack_kn(&scaled, k, n)
+        }
+        .map_err(|e| ctx.error(e.to_string()))?;
+        let bias = match c {
+            Some(ct) => Some(ct.as_slice::<f32>()?.iter().map(|v| v * beta).collect()),
+            None => None,
+        };
+        Ok(Some(PackedRight { w, bias }))
+    })?;
+    let Some(p) = prep else { return Ok(None) };
+    let out = packed_product(a.as_slice::<f32>()?, m, &p, ctx.threads)
+        .map_err(|e| ctx.error(e.to_string()))?;
+    Ok(Some(Tensor::from_vec(vec![m, n], out)?))
+}
+
+/// MatMul with a constant 2-D f32 `B` shared by every batch of `A`: `B` is
+/// packed once per session, A's batch folds into M. `None` otherwise.
+fn matmul_prepacked(
+    ctx: &OpContext,
+    s: &MatMulShape,
+    a: &Tensor,
+    b: &Tensor,
+) -> Result<Option<Tensor>> {
+    let (m, k, n) = (s.m, s.k, s.n);
+    if a.dtype() != DType::F32
+        || b.dtype() != DType::F32
+        || b.rank() != 2
+        || a.rank() < 2
+        || s.a_batch != s.batch
+        || m == 0
+        || n == 0
+        || k == 0
+        || !ctx.is_constant_input(1)
+    {
+        return Ok(None);
+    }
+    let prep = ctx.prepared(|| {
+        let w =
+            PackedF32::pack_kn(b.as_slice::<f32>()?, k, n).map_err(|e| ctx.error(e.to_string()))?;
+        Ok(Some(PackedRight { w, bias: None }))
+    })?;
+    let Some(p) = prep else { return Ok(None) };
+    let rows = s.batch.iter().product::<usize>() * m;
+    let out = packed_product(a.as_slice::<f32>()?, rows, &p, ctx.threads)
+        .map_err(|e| ctx.error(e.to_string()))?;
+    Ok(Some(Tensor::from_vec(s.out.clone(), out)?))
 }
 
 /// Writes `c` broadcast (unidirectionally, numpy rules) to an m×n matrix.

@@ -10,6 +10,7 @@ use super::linalg::{float_tensor, floats};
 use super::{OpContext, Registry};
 use crate::Result;
 use rayon::prelude::*;
+use shrink_kernels::pool as shrink_pool;
 use shrink_tensor::{DType, Tensor};
 use std::borrow::Cow;
 
@@ -204,6 +205,58 @@ fn pool_output(dtype: DType, shape: Vec<usize>, y: Vec<f32>) -> Result<Tensor> {
     }
 }
 
+/// f32 max pooling over 2-D undilated windows whose indices nobody asked
+/// for, on the kernels crate's plain window loop (the general path also
+/// tracks the argmax of every window). `None` when the case does not fit.
+fn fast_max_pool_2d(
+    ctx: &OpContext,
+    x: &Tensor,
+    win: &Window,
+    kind: Kind,
+) -> Result<Option<Tensor>> {
+    let wants_indices = ctx.node.outputs.get(1).is_some_and(|o| !o.is_empty());
+    let Ok(xv) = x.as_slice::<f32>() else {
+        return Ok(None);
+    };
+    if kind != Kind::Max
+        || wants_indices
+        || win.input[0] != 1
+        || win.kernel[0] != 1
+        || win.output[0] != 1
+        || win.dilation != [1; 3]
+    {
+        return Ok(None);
+    }
+    let xs = x.shape();
+    let p = shrink_pool::Pool2d {
+        planes: xs[0] * xs[1],
+        h: win.input[1],
+        w: win.input[2],
+        kh: win.kernel[1],
+        kw: win.kernel[2],
+        stride: (win.stride[1], win.stride[2]),
+        pad: (
+            win.pad_begin[1],
+            win.pad_begin[2],
+            win.pad_end[1],
+            win.pad_end[2],
+        ),
+    };
+    if p.pad.0 >= p.kh
+        || p.pad.1 >= p.kw
+        || p.h + p.pad.0 + p.pad.2 < p.kh
+        || p.w + p.pad.1 + p.pad.3 < p.kw
+        || p.out_hw() != (win.output[1], win.output[2])
+    {
+        return Ok(None);
+    }
+    let mut y = vec![0f32; p.planes * win.output[1] * win.output[2]];
+    shrink_pool::maxpool(&p, xv, &mut y).map_err(|e| ctx.error(e.to_string()))?;
+    let mut shape = xs[..2].to_vec();
+    shape.extend(win.output_dims());
+    Ok(Some(Tensor::from_vec(shape, y)?))
+}
+
 fn windowed(ctx: &OpContext, inputs: &[Option<&Tensor>], kind: Kind) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
     let xs = x.shape();
@@ -227,6 +280,9 @@ fn windowed(ctx: &OpContext, inputs: &[Option<&Tensor>], kind: Kind) -> Result<V
         },
     )?;
     let column_major = ctx.node.attr_int("storage_order", 0).map_err(attr)? != 0;
+    if let Some(y) = fast_max_pool_2d(ctx, x, &win, kind)? {
+        return Ok(vec![y]);
+    }
     let xv = pool_input(ctx, x, kind == Kind::Max)?;
     let (y, idx) = pool(&xv, xs[0] * xs[1], &win, kind, column_major);
     let mut shape = xs[..2].to_vec();

@@ -21,6 +21,8 @@ pub(super) fn register(r: &mut Registry) {
     r.add("", "LeakyRelu", leaky_relu);
     r.add("", "PRelu", prelu);
     r.add("", "Clip", clip);
+    r.add_inplace("", "Relu", relu_inplace);
+    r.add_inplace("", "Clip", clip_inplace);
     r.add("", "Neg", neg);
     r.add("", "Abs", abs);
     r.add("", "Sign", sign);
@@ -148,6 +150,49 @@ fn relu(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         if a > T::ZERO || a.is_nan() { a } else { T::ZERO }
     }), dt => Err(ctx.error(format!("dtype {dt} is not supported"))))?;
     Ok(vec![out])
+}
+
+/// [`relu`] on f32, overwriting its dying input.
+fn relu_inplace(_: &OpContext, x: &mut Tensor, _: &[Option<&Tensor>]) -> Result<bool> {
+    let Ok(v) = x.as_mut_slice::<f32>() else {
+        return Ok(false);
+    };
+    // Unconditional stores of a select: vectorised, no branch to mispredict.
+    for a in v {
+        *a = if *a > 0.0 || a.is_nan() { *a } else { 0.0 };
+    }
+    Ok(true)
+}
+
+/// [`clip`] on f32 from opset 11 (bounds as optional one-value inputs),
+/// overwriting its dying input; anything unusual goes to [`clip`].
+fn clip_inplace(ctx: &OpContext, x: &mut Tensor, inputs: &[Option<&Tensor>]) -> Result<bool> {
+    if ctx.opset < 11 || x.dtype() != shrink_tensor::DType::F32 {
+        return Ok(false);
+    }
+    let bound = |i: usize| -> std::result::Result<Option<f32>, ()> {
+        match inputs.get(i).copied().flatten() {
+            None => Ok(None),
+            Some(t) => match t.as_slice::<f32>() {
+                Ok([v]) => Ok(Some(*v)),
+                _ => Err(()),
+            },
+        }
+    };
+    let (Ok(lo), Ok(hi)) = (bound(1), bound(2)) else {
+        return Ok(false);
+    };
+    let Ok(v) = x.as_mut_slice::<f32>() else {
+        return Ok(false);
+    };
+    let (lo, hi) = (lo.unwrap_or(f32::NEG_INFINITY), hi.unwrap_or(f32::INFINITY));
+    for a in v {
+        // Same comparisons as `clip` (NaN stays NaN, min > max gives max),
+        // as selects with unconditional stores so that they vectorise.
+        let x = if *a < lo { lo } else { *a };
+        *a = if x > hi { hi } else { x };
+    }
+    Ok(true)
 }
 
 fn leaky_relu(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
