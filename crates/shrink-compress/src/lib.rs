@@ -6,3 +6,9 @@
 //! executes it as the simulated (fake-quant) model, the runtime's integer
 //! planner lowers the same patterns onto integer kernels, and ONNX export is
 //! the graph itself — one representation, three uses, and they must agree.
+
+pub mod error;
+pub mod pass;
+
+pub use error::{CompressError, Result};
+pub use pass::PassRecord;
