@@ -36,6 +36,7 @@ pub mod epilogue;
 pub mod f32gemm;
 pub mod int4;
 pub mod int8;
+pub mod memory;
 pub mod movement;
 pub mod peak;
 pub mod pool;

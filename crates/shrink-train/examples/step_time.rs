@@ -29,7 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
     let mut params = ParamStore::from_graph(&g, &ParamFilter::All)?;
     let mut exec = Executor::new(&g)?;
+    let profile = std::env::var_os("PROFILE").is_some();
     let mut fwd = 0f64;
+    let mut cpu0 = 0f64;
     let mut bwd = 0f64;
     for step in 0..steps + 3 {
         let t0 = Instant::now();
@@ -51,20 +53,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let grads = exec.backward(&params, &[Tensor::from_vec(vec![batch, c], grad)?])?;
         let t3 = Instant::now();
         std::hint::black_box(grads);
+        if step == 2 && profile {
+            exec.set_profiling(true);
+        }
+        if step == 2 {
+            cpu0 = cpu_seconds();
+        }
         if step >= 3 {
             fwd += (t1 - t0).as_secs_f64();
             bwd += (t3 - t2).as_secs_f64();
         }
     }
     let n = steps as f64;
+    let cpu = cpu_seconds() - cpu0;
+    for t in exec.node_times() {
+        println!(
+            "  {:<28} {:<20} fwd {:7.3} ms  bwd {:7.3} ms",
+            t.node,
+            t.op,
+            t.forward.as_secs_f64() * 1e3 / n,
+            t.backward.as_secs_f64() * 1e3 / n
+        );
+    }
     println!(
-        "{model} batch {batch}: forward {:.2} ms, backward {:.2} ms, step {:.2} ms ({} threads); \
-         469 steps = {:.2} s",
+        "{model} batch {batch}: forward {:.2} ms, backward {:.2} ms, step {:.2} ms wall, \
+         {:.2} ms CPU ({} threads); 469 steps = {:.2} s",
         1e3 * fwd / n,
         1e3 * bwd / n,
         1e3 * (fwd + bwd) / n,
+        1e3 * cpu / n,
         rayon::current_num_threads(),
         469.0 * (fwd + bwd) / n
     );
     Ok(())
+}
+
+/// User + system CPU seconds of this process (Linux /proc; 0 elsewhere):
+/// on a shared machine wall time mostly measures the other tenants.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the ")" that ends the command name; utime and stime are
+    // fields 14 and 15 of the whole line, in clock ticks (100 per second).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -9,6 +9,7 @@ use shrink_tensor::{DType, Tensor};
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use crate::ops::Mode;
 
@@ -88,6 +89,18 @@ pub struct Executor {
     step: u64,
     input_grads: bool,
     tape: Option<Tape>,
+    /// Per node: (forward, backward) wall time accumulated while profiling.
+    profile: Option<Vec<(Duration, Duration)>>,
+}
+
+/// Wall time one node spent in forward and backward (see
+/// [`Executor::set_profiling`]).
+#[derive(Debug, Clone)]
+pub struct NodeTime {
+    pub node: String,
+    pub op: String,
+    pub forward: Duration,
+    pub backward: Duration,
 }
 
 impl Executor {
@@ -97,7 +110,15 @@ impl Executor {
         Executor::with_registry(graph, standard_registry())
     }
 
+    ///
+    /// Also asks the allocator to keep freed memory (see
+    /// [`shrink_kernels::memory::retain_freed_memory`]): every training step
+    /// frees and reallocates the same activation-sized buffers.
     pub fn with_registry(graph: &Graph, registry: &OpRegistry) -> Result<Executor> {
+        static TUNE: std::sync::Once = std::sync::Once::new();
+        TUNE.call_once(|| {
+            shrink_kernels::memory::retain_freed_memory();
+        });
         let mut ops = Vec::with_capacity(graph.nodes.len());
         let mut opsets = Vec::with_capacity(graph.nodes.len());
         for n in &graph.nodes {
@@ -157,6 +178,7 @@ impl Executor {
             step: 0,
             input_grads: false,
             tape: None,
+            profile: None,
         })
     }
 
@@ -171,6 +193,28 @@ impl Executor {
     /// [`Executor::backward`].
     pub fn set_input_grads(&mut self, on: bool) {
         self.input_grads = on;
+    }
+
+    /// Starts (or stops) accumulating per-node forward/backward times.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(|| vec![Default::default(); self.nodes.len()]);
+    }
+
+    /// Accumulated per-node times since profiling was switched on.
+    pub fn node_times(&self) -> Vec<NodeTime> {
+        let Some(p) = &self.profile else {
+            return Vec::new();
+        };
+        self.nodes
+            .iter()
+            .zip(p)
+            .map(|(n, &(f, b))| NodeTime {
+                node: n.name.clone(),
+                op: n.op_type.clone(),
+                forward: f,
+                backward: b,
+            })
+            .collect()
     }
 
     /// Names the caller must feed.
@@ -277,7 +321,11 @@ impl Executor {
                 recording: record,
             };
             let op = &self.ops[i];
+            let start = Instant::now();
             let fwd = op.forward(&cx, &refs)?;
+            if let Some(p) = self.profile.as_mut() {
+                p[i].0 += start.elapsed();
+            }
             let named = node.outputs.iter().filter(|o| !o.is_empty()).count();
             if fwd.outputs.len() < named {
                 return Err(TrainError::Node {
@@ -415,7 +463,11 @@ impl Executor {
                 saved: e.saved.as_deref(),
                 needs: &e.needs,
             };
+            let start = Instant::now();
             let res = self.ops[e.node].backward(&cx, &grefs)?;
+            if let Some(p) = self.profile.as_mut() {
+                p[e.node].1 += start.elapsed();
+            }
             for (j, g) in res.into_iter().enumerate() {
                 let (Some(g), true) = (g, e.needs.get(j).copied().unwrap_or(false)) else {
                     continue;

@@ -47,7 +47,7 @@ pub mod ops;
 mod params;
 
 pub use error::{Result, TrainError};
-pub use executor::{Executor, Grads};
+pub use executor::{Executor, Grads, NodeTime};
 pub use ops::{BackwardCtx, DiffOp, Forward, ForwardCtx, Mode, OpRegistry};
 pub use params::{ParamFilter, ParamStore};
 
