@@ -43,8 +43,8 @@ fn map(
     let xs = f32s(cx.node, x, "input")?;
     let ys = f32s(cx.node, cx.output(0)?, "output")?;
     let gs = f32s(cx.node, grad0(cx, grads)?, "output gradient")?;
-    let mut dx = vec![0f32; xs.len()];
-    if xs.len() >= PAR_MIN {
+    let dx: Vec<f32> = if xs.len() >= PAR_MIN && rayon::current_num_threads() > 1 {
+        let mut dx = vec![0f32; xs.len()];
         dx.par_chunks_mut(4096)
             .zip(xs.par_chunks(4096))
             .zip(ys.par_chunks(4096).zip(gs.par_chunks(4096)))
@@ -53,11 +53,15 @@ fn map(
                     d[i] = f(x[i], y[i], g[i]);
                 }
             });
+        dx
     } else {
-        for i in 0..xs.len() {
-            dx[i] = f(xs[i], ys[i], gs[i]);
-        }
-    }
+        // Collected rather than written into a zeroed buffer: no memset pass.
+        xs.iter()
+            .zip(ys)
+            .zip(gs)
+            .map(|((&x, &y), &g)| f(x, y, g))
+            .collect()
+    };
     Ok(vec![Some(tensor(x.shape(), dx)?)])
 }
 

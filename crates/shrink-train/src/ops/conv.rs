@@ -9,7 +9,7 @@
 //! Depthwise convs (one channel per group) use direct loops: a GEMM with
 //! one row would waste its register tile.
 
-use super::{f32s, grad0, node_error, rt, tensor, BackwardCtx, OpRegistry};
+use super::{f32s, grad0, lanes, node_error, rt, tensor, BackwardCtx, OpRegistry};
 use crate::Result;
 use rayon::prelude::*;
 use shrink_graph::Node;
@@ -249,7 +249,7 @@ fn conv(cx: &BackwardCtx, grads: &[Option<&Tensor>]) -> Result<Vec<Option<Tensor
             };
             if need_b {
                 for (o, d) in db.iter_mut().enumerate() {
-                    *d += gi[o * p..][..p].iter().sum::<f32>();
+                    *d += lanes::sum(&gi[o * p..][..p]);
                 }
             }
             if depthwise {
@@ -388,18 +388,19 @@ fn depthwise_back(
                         let n = x1 - x0;
                         let xr = &plane[ix0..ix0 + n];
                         let gr = &grow[x0..x1];
-                        acc += xr.iter().zip(gr).map(|(a, b)| a * b).sum::<f32>();
+                        acc += lanes::dot(xr, gr);
                         if let Some(dx) = dx.as_deref_mut() {
                             let dr = &mut dx[c * hw + ix0..c * hw + ix0 + n];
                             dr.iter_mut().zip(gr).for_each(|(d, g)| *d += g * wt);
                         }
                     } else {
-                        for ox in x0..x1 {
-                            let i = row + ox * s.sw + kx * s.dw - s.pl;
-                            acc += plane[i] * grow[ox];
-                            if let Some(dx) = dx.as_deref_mut() {
-                                dx[c * hw + i] += grow[ox] * wt;
-                            }
+                        let i0 = row + x0 * s.sw + kx * s.dw - s.pl;
+                        let xr = plane[i0..].iter().step_by(s.sw).take(x1 - x0);
+                        let gr = &grow[x0..x1];
+                        acc += xr.zip(gr).map(|(a, b)| a * b).sum::<f32>();
+                        if let Some(dx) = dx.as_deref_mut() {
+                            let dr = dx[c * hw + i0..].iter_mut().step_by(s.sw);
+                            dr.zip(gr).for_each(|(d, g)| *d += g * wt);
                         }
                     }
                 }

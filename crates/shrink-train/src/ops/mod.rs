@@ -25,6 +25,7 @@ pub(crate) mod broadcast;
 pub(crate) mod conv;
 pub(crate) mod dropout;
 pub(crate) mod elementwise;
+pub(crate) mod lanes;
 pub(crate) mod linalg;
 pub(crate) mod movement;
 pub(crate) mod nondiff;

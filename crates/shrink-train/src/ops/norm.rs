@@ -6,7 +6,7 @@
 //! batch variance for `running_var` as PyTorch does (the reference models
 //! were trained by PyTorch, whose exported `momentum` is 1 − its own).
 
-use super::{f32s, grad0, rt, tensor, BackwardCtx, DiffOp, Forward, ForwardCtx, Mode, OpRegistry};
+use super::{f32s, grad0, lanes, rt, tensor, BackwardCtx, DiffOp, Forward, ForwardCtx, Mode, OpRegistry};
 use crate::Result;
 use rayon::prelude::*;
 use shrink_tensor::Tensor;
@@ -33,27 +33,22 @@ fn dims(x: &Tensor) -> (usize, usize, usize) {
     (n, c, s.iter().skip(2).product())
 }
 
-/// Per-channel mean and biased variance (f64 sums).
-fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f64>, Vec<f64>) {
+/// Per-channel mean and biased variance: per plane in f32 lanes, shifted
+/// by `shift` (the running mean, close to the batch mean, so the sum of
+/// squares does not cancel), planes added in f64.
+fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize, shift: &[f32]) -> (Vec<f64>, Vec<f64>) {
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut s = 0f64;
+            let (mut s1, mut s2) = (0f64, 0f64);
             for b in 0..n {
-                s += x[(b * c + ch) * hw..][..hw]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .sum::<f64>();
+                let (a, q) = lanes::shifted_sums(&x[(b * c + ch) * hw..][..hw], shift[ch]);
+                s1 += a as f64;
+                s2 += q as f64;
             }
-            let m = s / (n * hw).max(1) as f64;
-            let mut q = 0f64;
-            for b in 0..n {
-                q += x[(b * c + ch) * hw..][..hw]
-                    .iter()
-                    .map(|&v| (v as f64 - m) * (v as f64 - m))
-                    .sum::<f64>();
-            }
-            (m, q / (n * hw).max(1) as f64)
+            let cnt = (n * hw).max(1) as f64;
+            let d = s1 / cnt;
+            (shift[ch] as f64 + d, (s2 / cnt - d * d).max(0.0))
         })
         .unzip()
 }
@@ -85,7 +80,7 @@ impl DiffOp for BatchNorm {
         let eps = cx.node.attr_float("epsilon", 1e-5)? as f64;
         let momentum = cx.node.attr_float("momentum", 0.9)?;
         let xv = f32s(cx.node, x, "X")?;
-        let (mean, var) = channel_stats(xv, n, c, hw);
+        let (mean, var) = channel_stats(xv, n, c, hw, rmean);
         let inv_std: Vec<f32> = var
             .iter()
             .map(|&v| (1.0 / (v + eps).sqrt()) as f32)
@@ -156,12 +151,11 @@ impl DiffOp for BatchNorm {
                 let (mut sg, mut sgx) = (0f64, 0f64);
                 for b in 0..n {
                     let o = (b * c + ch) * hw;
-                    for (&gv, &xv) in g[o..o + hw].iter().zip(&xv[o..o + hw]) {
-                        sg += gv as f64;
-                        sgx += (gv * (xv - mean[ch]) * inv_std[ch]) as f64;
-                    }
+                    let (a, q) = lanes::grad_sums(&g[o..o + hw], &xv[o..o + hw], mean[ch]);
+                    sg += a as f64;
+                    sgx += q as f64;
                 }
-                (sg, sgx)
+                (sg, sgx * inv_std[ch] as f64)
             })
             .unzip();
         let mut out = vec![None; cx.inputs.len()];
