@@ -539,3 +539,19 @@ fn dropout_with_a_replayed_mask() {
     };
     check(&n, &[x, Tensor::scalar(0.3f32)], &[0], &eval);
 }
+
+#[test]
+fn variadic_max_min_sum_mean() {
+    // Distinct values so no ties are crossed by the perturbation.
+    let a = uniform(&[2, 3], -1.0, 1.0, 190);
+    let b = uniform(&[3], -1.0, 1.0, 191);
+    let c = Tensor::scalar(0.05f32);
+    for op in ["Max", "Min", "Sum", "Mean"] {
+        check(
+            &node(op, &["a", "b", "c"], &["y"]),
+            &[a.clone(), b.clone(), c.clone()],
+            &[0, 1, 2],
+            &cfg(),
+        );
+    }
+}

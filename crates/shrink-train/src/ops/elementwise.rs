@@ -14,6 +14,58 @@ pub(super) fn register(r: &mut OpRegistry) {
     rt(r, "Div", div);
     rt(r, "Pow", pow);
     rt(r, "Where", where_);
+    rt(r, "Max", |cx, g| extremum(cx, g, true));
+    rt(r, "Min", |cx, g| extremum(cx, g, false));
+    rt(r, "Sum", |cx, g| variadic_sum(cx, g, false));
+    rt(r, "Mean", |cx, g| variadic_sum(cx, g, true));
+}
+
+/// Variadic Max/Min: each output element's gradient goes to the first input
+/// that attains the extremum there (ties are not split).
+fn extremum(
+    cx: &BackwardCtx,
+    grads: &[Option<&Tensor>],
+    _max: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    let y = cx.output(0)?;
+    let out = y.shape().to_vec();
+    let yv = f32s(cx.node, y, "output")?;
+    let g = f32s(cx.node, grad0(cx, grads)?, "output gradient")?;
+    let mut taken = vec![false; g.len()];
+    let mut res = Vec::with_capacity(cx.inputs.len());
+    for i in 0..cx.inputs.len() {
+        let x = cx.input(i)?;
+        let xv = f32s(cx.node, x, "input")?;
+        let mut full = vec![0f32; g.len()];
+        for_each(&out, &strides_in(x.shape(), &out), |o, k| {
+            if !taken[o] && xv[k] == yv[o] {
+                taken[o] = true;
+                full[o] = g[o];
+            }
+        });
+        res.push(if cx.needs(i) {
+            Some(tensor(x.shape(), reduce_to(&full, &out, x.shape()))?)
+        } else {
+            None
+        });
+    }
+    Ok(res)
+}
+
+/// Variadic Sum/Mean: every input gets the (scaled) gradient, summed to its shape.
+fn variadic_sum(
+    cx: &BackwardCtx,
+    grads: &[Option<&Tensor>],
+    mean: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    let scale = if mean {
+        1.0 / cx.inputs.len().max(1) as f32
+    } else {
+        1.0
+    };
+    (0..cx.inputs.len())
+        .map(|i| plain(cx, grads, i, scale))
+        .collect()
 }
 
 /// Gradient of input `which` (0 or 1): `f(a, b, y, g)` at each output

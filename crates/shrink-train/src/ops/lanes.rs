@@ -79,15 +79,23 @@ mod tests {
 
     #[test]
     fn lane_sums_match_f64_references() {
-        let a: Vec<f32> = (0..37).map(|i| ((i * 7919) % 101) as f32 / 13.0 - 3.0).collect();
-        let b: Vec<f32> = (0..37).map(|i| ((i * 104729) % 97) as f32 / 11.0 - 4.0).collect();
+        let a: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 101) as f32 / 13.0 - 3.0)
+            .collect();
+        let b: Vec<f32> = (0..37)
+            .map(|i| ((i * 104729) % 97) as f32 / 11.0 - 4.0)
+            .collect();
         let s = 0.75f32;
         let r1: f64 = a.iter().map(|&v| (v - s) as f64).sum();
         let r2: f64 = a.iter().map(|&v| ((v - s) as f64).powi(2)).sum();
         let (t1, t2) = shifted_sums(&a, s);
         assert!((t1 as f64 - r1).abs() < 1e-4 && (t2 as f64 - r2).abs() < 1e-3);
         let (g1, g2) = grad_sums(&a, &b, s);
-        let q2: f64 = a.iter().zip(&b).map(|(&g, &x)| g as f64 * (x - s) as f64).sum();
+        let q2: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(&g, &x)| g as f64 * (x - s) as f64)
+            .sum();
         assert!((g1 as f64 - a.iter().map(|&v| v as f64).sum::<f64>()).abs() < 1e-4);
         assert!((g2 as f64 - q2).abs() < 1e-3);
         let d: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();

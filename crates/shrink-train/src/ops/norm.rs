@@ -6,7 +6,9 @@
 //! batch variance for `running_var` as PyTorch does (the reference models
 //! were trained by PyTorch, whose exported `momentum` is 1 − its own).
 
-use super::{f32s, grad0, lanes, rt, tensor, BackwardCtx, DiffOp, Forward, ForwardCtx, Mode, OpRegistry};
+use super::{
+    f32s, grad0, lanes, rt, tensor, BackwardCtx, DiffOp, Forward, ForwardCtx, Mode, OpRegistry,
+};
 use crate::Result;
 use rayon::prelude::*;
 use shrink_tensor::Tensor;
