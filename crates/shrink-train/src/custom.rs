@@ -158,7 +158,7 @@ impl DiffOp for FakeQuant {
         if z.len() != s.len() {
             return Err(cx.error(format!("{} zero points for {} scales", z.len(), s.len())));
         }
-        if s.iter().any(|&v| !(v > 0.0) || !v.is_finite()) {
+        if s.iter().any(|&v| v.is_nan() || v <= 0.0 || v.is_infinite()) {
             return Err(cx.error("scales must be positive and finite"));
         }
         let codes = Codes::of(cx.node)?;
@@ -216,7 +216,7 @@ impl DiffOp for LsqQuant {
         let x = cx.required(inputs, 0)?;
         let xv = f32s(cx.node, x, "X")?;
         let s = f32s(cx.node, cx.required(inputs, 1)?, "scale")?;
-        if s.iter().any(|&v| !(v > 0.0) || !v.is_finite()) {
+        if s.iter().any(|&v| v.is_nan() || v <= 0.0 || v.is_infinite()) {
             return Err(cx.error("step sizes must be positive and finite"));
         }
         let codes = Codes::of(cx.node)?;
@@ -348,7 +348,7 @@ impl TernarySte {
             Some(_) => node.attr_float("threshold", 0.0)?,
             None => (node.attr_float("threshold_factor", 0.7)? as f64 * mean_abs) as f32,
         };
-        if !(delta >= 0.0) {
+        if delta.is_nan() || delta < 0.0 {
             return Err(node_error(node, format!("threshold {delta} must be ≥ 0")));
         }
         let alpha = if node.attr_int("scaled", 1)? != 0 {

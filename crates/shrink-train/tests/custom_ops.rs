@@ -238,7 +238,7 @@ fn mask_sign_ternary_and_detach() {
     let rr = uniform(&[30], -1.0, 1.0, 9);
     let (y, gs) = run(
         &shrink_node("SignSte", &["x"], &["y"]),
-        &[xs.clone()],
+        std::slice::from_ref(&xs),
         &["x"],
         &rr,
     );
@@ -251,7 +251,7 @@ fn mask_sign_ternary_and_detach() {
     // TernarySte: TWN threshold 0.7·mean|x| and scale α; identity gradient.
     let (y, gt) = run(
         &shrink_node("TernarySte", &["x"], &["y"]),
-        &[xs.clone()],
+        std::slice::from_ref(&xs),
         &["x"],
         &rr,
     );
@@ -449,7 +449,14 @@ fn the_checker_catches_a_wrong_backward() {
     reg.register("", "Relu", Arc::new(WrongRelu));
     let n = Node::new("r", "Relu", &["x"], &["y"]);
     let x = uniform(&[20], 0.1, 1.0, 11);
-    let rep = check_node_with(&n, &[x.clone()], &[0], &GradCheck::default(), &reg).unwrap();
+    let rep = check_node_with(
+        &n,
+        std::slice::from_ref(&x),
+        &[0],
+        &GradCheck::default(),
+        &reg,
+    )
+    .unwrap();
     assert!(!rep.passed, "a 1.5× gradient passed: {rep:?}");
     let rep = check_node(&n, &[x], &[0], &GradCheck::default()).unwrap();
     assert!(rep.passed, "{rep:?}");

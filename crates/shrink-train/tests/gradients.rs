@@ -178,17 +178,22 @@ fn activations() {
     for op in [
         "Relu", "Sigmoid", "Tanh", "Erf", "Neg", "Abs", "Softplus", "Exp",
     ] {
-        check(&node(op, &["x"], &["y"]), &[x.clone()], &[0], &cfg());
+        check(
+            &node(op, &["x"], &["y"]),
+            std::slice::from_ref(&x),
+            &[0],
+            &cfg(),
+        );
     }
     check(
         &node("LeakyRelu", &["x"], &["y"]).with("alpha", Attr::Float(0.1)),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[0],
         &cfg(),
     );
     check(
         &node("Elu", &["x"], &["y"]).with("alpha", Attr::Float(0.8)),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[0],
         &cfg(),
     );
@@ -209,18 +214,28 @@ fn activations() {
     let spread = Tensor::from_vec(vec![40], spread).unwrap();
     check(
         &node("HardSigmoid", &["x"], &["y"]),
-        &[spread.clone()],
+        std::slice::from_ref(&spread),
         &[0],
         &cfg(),
     );
     check(&node("HardSwish", &["x"], &["y"]), &[spread], &[0], &cfg());
     let pos = uniform(&[3, 5], 0.5, 2.0, 62);
     for op in ["Sqrt", "Log", "Reciprocal"] {
-        check(&node(op, &["x"], &["y"]), &[pos.clone()], &[0], &cfg());
+        check(
+            &node(op, &["x"], &["y"]),
+            std::slice::from_ref(&pos),
+            &[0],
+            &cfg(),
+        );
     }
     let mut gelu = cfg();
     gelu.opset = 20;
-    check(&node("Gelu", &["x"], &["y"]), &[x.clone()], &[0], &gelu);
+    check(
+        &node("Gelu", &["x"], &["y"]),
+        std::slice::from_ref(&x),
+        &[0],
+        &gelu,
+    );
     check(
         &node("Gelu", &["x"], &["y"]).with("approximate", Attr::String("tanh".into())),
         &[x],
@@ -262,10 +277,15 @@ fn clip_as_relu6_and_with_attributes() {
 fn softmax_and_log_softmax() {
     let x = uniform(&[2, 3, 4], -2.0, 2.0, 80);
     for op in ["Softmax", "LogSoftmax"] {
-        check(&node(op, &["x"], &["y"]), &[x.clone()], &[0], &cfg());
+        check(
+            &node(op, &["x"], &["y"]),
+            std::slice::from_ref(&x),
+            &[0],
+            &cfg(),
+        );
         check(
             &node(op, &["x"], &["y"]).with("axis", Attr::Int(1)),
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[0],
             &cfg(),
         );
@@ -273,7 +293,7 @@ fn softmax_and_log_softmax() {
         old.opset = 11;
         check(
             &node(op, &["x"], &["y"]).with("axis", Attr::Int(1)),
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[0],
             &old,
         );
@@ -286,7 +306,7 @@ fn max_pool_plain_padded_and_ceil() {
     let n = node("MaxPool", &["x"], &["y"])
         .with("kernel_shape", ints(&[2, 2]))
         .with("strides", ints(&[2, 2]));
-    check(&n, &[x.clone()], &[0], &cfg());
+    check(&n, std::slice::from_ref(&x), &[0], &cfg());
     let n = node("MaxPool", &["x"], &["y"])
         .with("kernel_shape", ints(&[3, 3]))
         .with("pads", ints(&[1, 1, 1, 1]))
@@ -304,7 +324,7 @@ fn average_pools() {
             .with("pads", ints(&[1, 1, 1, 1]))
             .with("strides", ints(&[2, 2]))
             .with("count_include_pad", Attr::Int(include));
-        check(&n, &[x.clone()], &[0], &cfg());
+        check(&n, std::slice::from_ref(&x), &[0], &cfg());
     }
     check(
         &node("GlobalAveragePool", &["x"], &["y"]),
@@ -404,13 +424,13 @@ fn reductions() {
     let x = uniform(&[2, 3, 4], -1.0, 1.0, 140);
     check(
         &node("ReduceMean", &["x"], &["y"]).with("axes", ints(&[1, -1])),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[0],
         &cfg(),
     );
     check(
         &node("ReduceMean", &["x"], &["y"]).with("keepdims", Attr::Int(0)),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[0],
         &cfg(),
     );
@@ -431,10 +451,15 @@ fn reductions() {
 #[test]
 fn reshape_family() {
     let x = uniform(&[2, 3, 4], -1.0, 1.0, 150);
-    check(&node("Flatten", &["x"], &["y"]), &[x.clone()], &[0], &cfg());
+    check(
+        &node("Flatten", &["x"], &["y"]),
+        std::slice::from_ref(&x),
+        &[0],
+        &cfg(),
+    );
     check(
         &node("Identity", &["x"], &["y"]),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[0],
         &cfg(),
     );
