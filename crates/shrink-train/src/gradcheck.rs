@@ -86,15 +86,30 @@ pub fn check_node_with(
     if !node.domain.is_empty() {
         g.opsets.insert(node.domain.clone(), 1);
     }
-    let mut names = Vec::new();
+    // A checked input is an initializer passed through Identity, so inputs
+    // an op declares as buffers (never trainable) can be checked too.
+    let mut names: Vec<String> = Vec::new();
+    let mut checked: Vec<(usize, String)> = Vec::new();
     for (i, t) in inputs.iter().enumerate() {
         let Some(name) = node.input(i) else { continue };
-        g.initializers.insert(name.to_string(), t.clone());
         if wrt.contains(&i) {
             if t.dtype() != DType::F32 {
                 return Err(TrainError::State(format!("input #{i} '{name}' is not f32")));
             }
-            names.push(name.to_string());
+            let src = format!("{name}.checked");
+            if !g.initializers.contains_key(&src) {
+                g.initializers.insert(src.clone(), t.clone());
+                g.nodes.push(Node::new(
+                    format!("{name}.identity"),
+                    "Identity",
+                    &[src.as_str()],
+                    &[name],
+                ));
+                names.push(src.clone());
+                checked.push((i, src));
+            }
+        } else {
+            g.initializers.insert(name.to_string(), t.clone());
         }
     }
     g.nodes.push(node.clone());
@@ -140,7 +155,8 @@ pub fn check_node_with(
         passed: true,
     };
     let mut worst_ratio = 0f64;
-    for (&i, name) in wrt.iter().zip(&names) {
+    for (i, name) in &checked {
+        let (i, name) = (*i, name.as_str());
         let analytic = grads
             .get(name)
             .ok_or_else(|| TrainError::State(format!("no gradient for '{name}'")))?

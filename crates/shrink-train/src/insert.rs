@@ -180,11 +180,8 @@ pub fn insert_lsq(
     if let Some(a) = axis {
         attrs.insert("axis".into(), Attr::Int(a as i64));
     }
-    let shape = if scale.len() == 1 {
-        vec![]
-    } else {
-        vec![scale.len()]
-    };
+    // Shaped [1] even per tensor: rank-0 initializers count as constants.
+    let shape = vec![scale.len()];
     insert_after(
         g,
         value,

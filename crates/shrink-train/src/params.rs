@@ -11,8 +11,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Which f32 initializers are trainable. Buffers (inputs an op declares
-/// non-trainable, such as BatchNorm running statistics or a pruning mask)
-/// never are, whatever the filter says.
+/// non-trainable, such as BatchNorm running statistics, a pruning mask,
+/// Clip bounds) never are, whatever the filter says; rank-0 initializers
+/// (exported Python constants) only when named in [`ParamFilter::Names`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParamFilter {
     /// Every f32 initializer.
@@ -91,7 +92,11 @@ impl ParamStore {
             if t.dtype() != DType::F32 {
                 continue;
             }
-            if trainable.matches(name) && !buffers.contains(name.as_str()) {
+            // Rank-0 initializers are constants by exporters' convention
+            // (PyTorch writes Python scalars such as an attention scale so);
+            // a trainable scalar is shaped [1] or named explicitly.
+            let scalar = t.rank() == 0 && !matches!(trainable, ParamFilter::Names(_));
+            if trainable.matches(name) && !buffers.contains(name.as_str()) && !scalar {
                 set.insert(name.clone());
             }
             params.insert(name.clone(), Arc::new(t.clone()));

@@ -279,3 +279,57 @@ fn unsupported_op_is_named() {
         .to_string();
     assert!(err.contains("Sin") && err.contains(&name), "{err}");
 }
+
+#[test]
+fn runs_are_deterministic_given_the_seed() {
+    // Dropout (seeded) inserted after the first Relu, BN in training mode.
+    let mut g = model("lenet5_bn.bn_nodes.onnx");
+    let relu = g.nodes.iter().position(|n| n.op_type == "Relu").unwrap();
+    let out = g.nodes[relu].outputs[0].clone();
+    let dropped = format!("{out}_dropped");
+    for n in g.nodes.iter_mut() {
+        for i in n.inputs.iter_mut() {
+            if *i == out {
+                *i = dropped.clone();
+            }
+        }
+    }
+    g.initializers.insert(
+        "ratio".into(),
+        Tensor::from_vec(vec![1], vec![0.25f32]).unwrap(),
+    );
+    g.nodes.insert(
+        relu + 1,
+        shrink_graph::Node::new("drop", "Dropout", &[&out, "ratio"], &[&dropped]),
+    );
+    let input = g.inputs[0].name.clone();
+    let x = images(16);
+    let y = labels(16);
+    let run = |seed: u64| {
+        let mut params = ParamStore::from_graph(&g, &ParamFilter::All).unwrap();
+        assert!(
+            !params.is_trainable("ratio"),
+            "Dropout's ratio is a setting"
+        );
+        let mut exec = Executor::new(&g).unwrap();
+        exec.set_seed(seed);
+        let mut all = Vec::new();
+        for _ in 0..2 {
+            let out = exec
+                .forward(&mut params, &[(&input, &x)], Mode::Train)
+                .unwrap();
+            let (_, dl) = cross_entropy(&out[0], &y);
+            let grads = exec.backward(&params, &[dl]).unwrap();
+            all.push(out[0].to_f32_vec());
+            for (_, gr) in grads.iter() {
+                all.push(gr.to_f32_vec());
+            }
+        }
+        all
+    };
+    let (a, b, c) = (run(3), run(3), run(4));
+    assert_eq!(a, b, "same seed, different results");
+    assert_ne!(a, c, "the seed does not reach the dropout mask");
+    // Consecutive steps draw different masks.
+    assert_ne!(a[0], a[a.len() / 2]);
+}

@@ -2,7 +2,7 @@
 //! `dx = dy · f'(x)`, written from `x` or from `y` (whichever is cheaper:
 //! sigmoid and tanh from their output).
 
-use super::{f32s, grad0, rt, tensor, BackwardCtx, OpRegistry};
+use super::{f32s, grad0, rt, rt_with_buffers, tensor, BackwardCtx, OpRegistry};
 use crate::Result;
 use rayon::prelude::*;
 use shrink_tensor::Tensor;
@@ -10,7 +10,7 @@ use shrink_tensor::Tensor;
 pub(super) fn register(r: &mut OpRegistry) {
     rt(r, "Relu", relu);
     rt(r, "LeakyRelu", leaky_relu);
-    rt(r, "Clip", clip);
+    rt_with_buffers(r, "Clip", clip, &[1, 2]);
     rt(r, "Sigmoid", sigmoid);
     rt(r, "Tanh", tanh);
     rt(r, "HardSigmoid", hard_sigmoid);

@@ -78,4 +78,8 @@ impl DiffOp for Dropout {
         });
         Ok(out)
     }
+
+    fn buffer_inputs(&self) -> &[usize] {
+        &[1]
+    }
 }

@@ -3,7 +3,7 @@
 //! dimensions that input was broadcast along.
 
 use super::broadcast::{for_each, reduce_to, strides_in};
-use super::{f32s, grad0, rt, tensor, BackwardCtx, OpRegistry};
+use super::{f32s, grad0, rt, rt_with_buffers, tensor, BackwardCtx, OpRegistry};
 use crate::Result;
 use shrink_tensor::Tensor;
 
@@ -12,7 +12,7 @@ pub(super) fn register(r: &mut OpRegistry) {
     rt(r, "Sub", sub);
     rt(r, "Mul", mul);
     rt(r, "Div", div);
-    rt(r, "Pow", pow);
+    rt_with_buffers(r, "Pow", pow, &[1]);
     rt(r, "Where", where_);
     rt(r, "Max", |cx, g| extremum(cx, g, true));
     rt(r, "Min", |cx, g| extremum(cx, g, false));

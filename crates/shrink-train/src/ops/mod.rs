@@ -294,6 +294,9 @@ pub(crate) fn node_error(node: &Node, msg: impl Into<String>) -> TrainError {
 /// function: the form most ops take.
 pub(crate) struct RtOp {
     pub bwd: BwdFn,
+    /// Inputs that are settings rather than parameters (Clip bounds, a Pow
+    /// exponent): never trainable.
+    pub buffers: &'static [usize],
 }
 
 pub(crate) type BwdFn = fn(&BackwardCtx, &[Option<&Tensor>]) -> Result<Vec<Option<Tensor>>>;
@@ -305,10 +308,17 @@ impl DiffOp for RtOp {
     fn backward(&self, cx: &BackwardCtx, grads: &[Option<&Tensor>]) -> Result<Vec<Option<Tensor>>> {
         (self.bwd)(cx, grads)
     }
+    fn buffer_inputs(&self) -> &[usize] {
+        self.buffers
+    }
 }
 
 pub(crate) fn rt(r: &mut OpRegistry, op: &str, bwd: BwdFn) {
-    r.register("", op, Arc::new(RtOp { bwd }));
+    rt_with_buffers(r, op, bwd, &[]);
+}
+
+pub(crate) fn rt_with_buffers(r: &mut OpRegistry, op: &str, bwd: BwdFn, buffers: &'static [usize]) {
+    r.register("", op, Arc::new(RtOp { bwd, buffers }));
 }
 
 /// f32 elements of a tensor, or an error naming the node.
