@@ -85,6 +85,11 @@ pub struct Executor {
     outputs: Vec<String>,
     /// Per node: values whose last reader it is (freed when not recording).
     free_after: Vec<Vec<String>>,
+    /// Per node: whether its inputs are all constants (non-f32 initializers
+    /// or outputs of such nodes): shape arithmetic and Constant nodes, run
+    /// once and cached.
+    fixed: Vec<bool>,
+    cache: HashMap<usize, Vec<Arc<Tensor>>>,
     seed: u64,
     step: u64,
     input_grads: bool,
@@ -161,7 +166,33 @@ impl Executor {
                 free_after[i].push(name);
             }
         }
+        let mut known: HashSet<&str> = graph
+            .initializers
+            .iter()
+            .filter(|(_, t)| t.dtype() != DType::F32)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let mut fixed = Vec::with_capacity(graph.nodes.len());
+        for n in &graph.nodes {
+            let subgraph = n.attrs.values().any(|a| {
+                matches!(
+                    a,
+                    shrink_graph::Attr::Graph(_) | shrink_graph::Attr::Graphs(_)
+                )
+            });
+            let f = !subgraph
+                && n.op_type != "Dropout"
+                && n.inputs
+                    .iter()
+                    .all(|i| i.is_empty() || known.contains(i.as_str()));
+            if f {
+                known.extend(n.outputs.iter().map(String::as_str));
+            }
+            fixed.push(f);
+        }
         Ok(Executor {
+            fixed,
+            cache: HashMap::new(),
             nodes: graph.nodes.clone(),
             opsets,
             ops,
@@ -293,6 +324,14 @@ impl Executor {
         }
         let mut entries = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(outs) = self.cache.get(&i) {
+                for (name, t) in node.outputs.iter().zip(outs) {
+                    if !name.is_empty() {
+                        values.insert(name.clone(), t.clone());
+                    }
+                }
+                continue;
+            }
             let mut args: Vec<Option<Arc<Tensor>>> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
                 if name.is_empty() {
@@ -351,6 +390,9 @@ impl Executor {
                 .map(|n| !n.is_empty() && requires.contains(n))
                 .collect();
             let outputs: Vec<Arc<Tensor>> = fwd.outputs.into_iter().map(Arc::new).collect();
+            if self.fixed[i] {
+                self.cache.insert(i, outputs.clone());
+            }
             if record && op.differentiable() && needs.iter().any(|&b| b) {
                 for (name, t) in node.outputs.iter().zip(&outputs) {
                     if !name.is_empty() && t.dtype().is_float() {
