@@ -37,6 +37,24 @@
 //!   kernel (so training and inference agree to the bit); backward is ours.
 //! - [`gradcheck`]: the central-difference checker every op is tested with,
 //!   public so ops added later are checked the same way.
+//!
+//! Details a caller may rely on:
+//! - Deterministic: the same seed, inputs and thread count give the same
+//!   bits (Dropout masks come from ChaCha8 seeded per node and step;
+//!   per-thread partial sums, e.g. of conv weight gradients, are added in a
+//!   fixed order). Another thread count may change the last bits.
+//! - Nodes whose inputs are all constants (Constant, shape arithmetic on
+//!   integer initializers) run once and are cached.
+//! - Rank-0 f32 initializers (exported Python constants such as an attention
+//!   scale) are trainable only when named in [`ParamFilter::Names`].
+//! - [`Executor::forward_recorded`] records a tape in [`Mode::Eval`] too
+//!   (fine-tuning with frozen BatchNorm statistics);
+//!   [`Executor::set_input_grads`] adds gradients of the fed inputs;
+//!   [`Executor::set_profiling`] accumulates per-node forward/backward time.
+//! - [`Executor::new`] asks the allocator to keep freed memory
+//!   (`shrink_kernels::memory::retain_freed_memory`): a training step frees
+//!   and reallocates the same big buffers, and returning them to the OS cost
+//!   ~30% of a MobileNetV2 step in page faults.
 
 pub mod custom;
 mod error;
