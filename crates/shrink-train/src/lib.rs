@@ -3,3 +3,8 @@
 //! each, and the custom ops compression needs (fake quantisation with
 //! straight-through estimators, learned step size, pruning masks, sign and
 //! ternary STE) as first-class tape entries.
+
+pub mod clip;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
