@@ -8,3 +8,4 @@ pub mod clip;
 pub mod loss;
 pub mod optim;
 pub mod schedule;
+pub mod zoo;
