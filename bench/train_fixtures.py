@@ -12,6 +12,7 @@ only to regenerate the fixtures:
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -47,7 +48,8 @@ CASES = [
 def main():
     rows = []
     for name, make in CASES:
-        vals = ", ".join(repr(float(torch.tensor(v, dtype=torch.float32))) + "f32" for v in trajectory(make))
+        # Shortest decimal that round-trips the f32 (numpy's repr of float32).
+        vals = ", ".join(str(np.float32(v)) + "f32" for v in trajectory(make))
         rows.append(f'    ("{name}", [{vals}]),')
     out = os.path.join(ROOT, "crates/shrink-train/tests/fixtures/optim_torch.in")
     with open(out, "w") as f:

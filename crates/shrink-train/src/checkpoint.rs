@@ -84,13 +84,17 @@ impl Checkpoint {
                 "meta/best_accuracy".into(),
                 Tensor::scalar(self.best_accuracy),
             ),
-            ("meta/best_epoch".into(), Tensor::scalar(self.best_epoch as i64)),
+            (
+                "meta/best_epoch".into(),
+                Tensor::scalar(self.best_epoch as i64),
+            ),
         ]);
         let refs: Vec<(&str, &Tensor)> = owned.iter().map(|(k, t)| (k.as_str(), t)).collect();
-        let bytes = shrink_graph::safetensors::to_bytes(&refs).map_err(|e| CheckpointError::Format {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
+        let bytes =
+            shrink_graph::safetensors::to_bytes(&refs).map_err(|e| CheckpointError::Format {
+                path: path.clone(),
+                msg: e.to_string(),
+            })?;
         let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
@@ -151,9 +155,9 @@ impl Checkpoint {
                     }
                     "meta/rng_seed" => {
                         let v = t.as_slice::<u8>().map_err(|e| bad(format!("{k}: {e}")))?;
-                        ck.rng_seed = v
-                            .try_into()
-                            .map_err(|_| bad(format!("{k}: expected 32 bytes, found {}", v.len())))?;
+                        ck.rng_seed = v.try_into().map_err(|_| {
+                            bad(format!("{k}: expected 32 bytes, found {}", v.len()))
+                        })?;
                     }
                     "meta/rng_word_pos" => match t.as_slice::<u64>() {
                         Ok([lo, hi]) => ck.rng_word_pos = (*lo as u128) | ((*hi as u128) << 64),
@@ -164,9 +168,16 @@ impl Checkpoint {
                 seen.push(k);
             }
         }
-        for needed in ["meta/epoch", "meta/step", "meta/rng_seed", "meta/rng_word_pos"] {
+        for needed in [
+            "meta/epoch",
+            "meta/step",
+            "meta/rng_seed",
+            "meta/rng_word_pos",
+        ] {
             if !seen.iter().any(|k| k == needed) {
-                return Err(bad(format!("missing '{needed}'; not a shrink training checkpoint")));
+                return Err(bad(format!(
+                    "missing '{needed}'; not a shrink training checkpoint"
+                )));
             }
         }
         Ok(Some(ck))
@@ -205,14 +216,20 @@ mod tests {
         ck.save(&dir).unwrap();
         assert_eq!(Checkpoint::load(&dir).unwrap().unwrap().epoch, 3);
         // Only the checkpoint itself remains: no temporary files left behind.
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(FILE_NAME)]);
         // A safetensors file that is not a checkpoint is refused, by name.
         let t = Tensor::scalar(1.0f32);
         let bytes = shrink_graph::safetensors::to_bytes(&[("x", &t)]).unwrap();
         std::fs::write(dir.join(FILE_NAME), bytes).unwrap();
         let e = Checkpoint::load(&dir).unwrap_err().to_string();
-        assert!(e.contains(FILE_NAME) && e.contains("unexpected entry 'x'"), "{e}");
+        assert!(
+            e.contains(FILE_NAME) && e.contains("unexpected entry 'x'"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

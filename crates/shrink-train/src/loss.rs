@@ -294,7 +294,12 @@ mod tests {
     fn cross_entropy_survives_huge_logits() {
         let l = cross_entropy(&t(&[1, 2], &[1000.0, -1000.0]), &[1], 0.0).unwrap();
         assert!((l.loss - 2000.0).abs() < 1e-3, "{}", l.loss);
-        assert!(l.grad.as_slice::<f32>().unwrap().iter().all(|g| g.is_finite()));
+        assert!(l
+            .grad
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .all(|g| g.is_finite()));
     }
 
     #[test]
@@ -334,7 +339,12 @@ mod tests {
         // A student equal to its teacher has zero loss and zero gradient.
         let same = kl_distillation(&teacher, &teacher, 2.0).unwrap();
         assert!(same.loss.abs() < 1e-6);
-        assert!(same.grad.as_slice::<f32>().unwrap().iter().all(|g| g.abs() < 1e-7));
+        assert!(same
+            .grad
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .all(|g| g.abs() < 1e-7));
         assert!(kl_distillation(&s, &teacher, 0.0).is_err());
         assert!(kl_distillation(&s, &t(&[1, 4], &LOGITS[..4]), 1.0).is_err());
     }

@@ -183,7 +183,10 @@ impl Optimizer {
                     (-lr) as f32,
                 );
                 let mut g: Vec<f32> = if wd != 0.0 {
-                    grad.iter().zip(param.iter()).map(|(&g, &p)| g + wd32 * p).collect()
+                    grad.iter()
+                        .zip(param.iter())
+                        .map(|(&g, &p)| g + wd32 * p)
+                        .collect()
                 } else {
                     grad.to_vec()
                 };

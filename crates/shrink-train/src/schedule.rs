@@ -107,7 +107,7 @@ impl Scheduler {
         self.lr = match &self.schedule {
             Schedule::Constant => lr,
             Schedule::Step { step_size, gamma } => {
-                if *step_size > 0 && t % step_size == 0 {
+                if *step_size > 0 && t.is_multiple_of(*step_size) {
                     lr * gamma
                 } else {
                     lr
@@ -119,8 +119,7 @@ impl Scheduler {
                 if (t as i64 - 1 - tm as i64).rem_euclid(2 * tm as i64) == 0 {
                     lr + (self.base - eta) * (1.0 - (PI / tm).cos()) / 2.0
                 } else {
-                    (1.0 + (PI * tf / tm).cos()) / (1.0 + (PI * (tf - 1.0) / tm).cos())
-                        * (lr - eta)
+                    (1.0 + (PI * tf / tm).cos()) / (1.0 + (PI * (tf - 1.0) / tm).cos()) * (lr - eta)
                         + eta
                 }
             }
@@ -203,7 +202,12 @@ mod tests {
         let r = warm.rates(0.1, 6);
         assert_same(
             &r[..4],
-            &[0.025, 0.043750000000000004, 0.06250000000000001, 0.08125000000000002],
+            &[
+                0.025,
+                0.043750000000000004,
+                0.06250000000000001,
+                0.08125000000000002,
+            ],
         );
         // After the warm-up the follow-up schedule restarts from the base rate.
         assert_same(&r[4..], &[0.1, 0.1]);

@@ -43,11 +43,11 @@ pub enum FitError {
         model: Vec<String>,
         data: Vec<usize>,
     },
-    #[error("the model has {0}; training needs exactly one input and its first output is the logits")]
-    Interface(String),
     #[error(
-        "loss became {value} at epoch {epoch}, step {step}: training stopped. {kept}"
+        "the model has {0}; training needs exactly one input and its first output is the logits"
     )]
+    Interface(String),
+    #[error("loss became {value} at epoch {epoch}, step {step}: training stopped. {kept}")]
     NonFinite {
         value: f32,
         epoch: u64,
@@ -82,10 +82,16 @@ pub enum LrPolicy {
     /// Cosine annealing to 0 over the whole run, stepped every batch.
     Cosine,
     /// Multiply by `gamma` every `epochs` epochs.
-    Step { epochs: u64, gamma: f64 },
+    Step {
+        epochs: u64,
+        gamma: f64,
+    },
     /// Linear warm-up from `start_factor` over `epochs` epochs, then cosine
     /// to 0 over the rest.
-    WarmupCosine { epochs: u64, start_factor: f64 },
+    WarmupCosine {
+        epochs: u64,
+        start_factor: f64,
+    },
 }
 
 impl LrPolicy {
@@ -485,8 +491,9 @@ impl<'a> Run<'a> {
                 dir.join(crate::checkpoint::FILE_NAME).display()
             ),
             Some(_) => "No epoch had finished, so no checkpoint was written".into(),
-            None => "No checkpoint directory was given (--checkpoint DIR keeps one per epoch)"
-                .into(),
+            None => {
+                "No checkpoint directory was given (--checkpoint DIR keeps one per epoch)".into()
+            }
         };
         FitError::NonFinite {
             value,
@@ -554,13 +561,15 @@ impl<'a> Run<'a> {
             let (x, y) = gather(self.data, idx)?;
             lr = self.sched.lr();
             self.opt.lr = lr;
-            let out = self
-                .exec
-                .forward(&mut self.params, &[(self.input.as_str(), &x)], Mode::Train)?;
+            let out =
+                self.exec
+                    .forward(&mut self.params, &[(self.input.as_str(), &x)], Mode::Train)?;
             let logits = &out[0];
             let mut lv = loss::cross_entropy(logits, &y, self.cfg.label_smoothing)?;
             if let Some((teacher, temperature, alpha)) = &self.teacher {
-                let t = teacher.run_named(vec![(self.input.clone(), x.clone())])?.remove(0);
+                let t = teacher
+                    .run_named(vec![(self.input.clone(), x.clone())])?
+                    .remove(0);
                 let kd = loss::kl_distillation(logits, &t, *temperature)?;
                 lv.loss = alpha * kd.loss + (1.0 - alpha) * lv.loss;
                 let g = lv.grad.as_mut_slice::<f32>().expect("f32 gradient");
@@ -610,7 +619,7 @@ impl<'a> Run<'a> {
             loss_sum += lv.loss as f64 * idx.len() as f64;
             seen += idx.len();
             pb.inc(idx.len() as u64);
-            if self.step % 8 == 0 || seen == n {
+            if self.step.is_multiple_of(8) || seen == n {
                 pb.set_message(format!(
                     "loss {:.4} acc {:.2}% {:.0} samples/s",
                     loss_sum / seen as f64,
@@ -663,9 +672,9 @@ impl<'a> Run<'a> {
         let mut hits = 0;
         for b in data.batches(self.cfg.eval_batch.max(1)) {
             let (x, y) = b?;
-            let out = self
-                .exec
-                .forward(&mut self.params, &[(self.input.as_str(), &x)], Mode::Eval)?;
+            let out =
+                self.exec
+                    .forward(&mut self.params, &[(self.input.as_str(), &x)], Mode::Eval)?;
             hits += loss::correct(&out[0], &y)?;
         }
         Ok(100.0 * hits as f64 / data.len().max(1) as f64)

@@ -84,14 +84,22 @@ fn resume_from_checkpoint_equals_uninterrupted_training() {
     assert_eq!(r2.epochs.len(), 1);
     assert_eq!(r2.epochs[0].train_loss, full.epochs[2].train_loss);
     for (name, t) in &whole.initializers {
-        assert_eq!(&resumed.initializers[name], t, "{name} differs after resume");
+        assert_eq!(
+            &resumed.initializers[name], t,
+            "{name} differs after resume"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `data` with one pixel of every image set to NaN (as f32 images).
 fn poisoned(data: &Dataset) -> Dataset {
-    let mut px: Vec<f32> = data.images.to_f32_vec().iter().map(|&p| p / 255.0).collect();
+    let mut px: Vec<f32> = data
+        .images
+        .to_f32_vec()
+        .iter()
+        .map(|&p| p / 255.0)
+        .collect();
     for img in px.chunks_mut(784) {
         img[400] = f32::NAN;
     }
@@ -121,7 +129,10 @@ fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     assert!(matches!(err, FitError::NonFinite { epoch: 2, .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("NaN") && msg.contains("epoch 2"), "{msg}");
-    assert!(msg.contains("after epoch 1") && msg.contains(FILE_NAME), "{msg}");
+    assert!(
+        msg.contains("after epoch 1") && msg.contains(FILE_NAME),
+        "{msg}"
+    );
     assert_eq!(std::fs::read(dir.join(FILE_NAME)).unwrap(), good);
     // The graph is left as it was: a failed run writes nothing back.
     assert_eq!(g2, g);
@@ -158,7 +169,9 @@ fn frozen_parameters_do_not_move() {
 fn dataset_model_shape_mismatch_names_the_input_and_both_shapes() {
     let train = fashion(Split::Train, 64);
     let mut g = zoo::build("resnet20", 0).unwrap();
-    let e = trainer::fit(&mut g, &train, None, &quiet(1)).unwrap_err().to_string();
+    let e = trainer::fit(&mut g, &train, None, &quiet(1))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("'input'") && e.contains("[64, 1, 28, 28]") && e.contains("[batch, 3, 32, 32]"),
         "{e}"
@@ -185,6 +198,9 @@ fn fine_tuning_the_shared_pytorch_lenet5_keeps_its_accuracy() {
     };
     let report = trainer::fit(&mut g, &train, Some(&test), &cfg).unwrap();
     let after = report.epochs[0].eval_accuracy.unwrap();
-    assert!(after >= before - 0.3, "fine-tuning lost accuracy: {before} -> {after}");
+    assert!(
+        after >= before - 0.3,
+        "fine-tuning lost accuracy: {before} -> {after}"
+    );
     assert!(g != shrink_graph::onnx::load(dir.join("lenet5.onnx")).unwrap());
 }

@@ -27,7 +27,10 @@ fn trainable_count(g: &Graph) -> usize {
 
 fn sample_inputs(n: usize) -> Tensor {
     let x = read_npy(fashion_dir().join("test_sample_x.npy")).unwrap();
-    let px: Vec<f32> = x.to_f32_vec()[..n * 784].iter().map(|&p| p / 255.0).collect();
+    let px: Vec<f32> = x.to_f32_vec()[..n * 784]
+        .iter()
+        .map(|&p| p / 255.0)
+        .collect();
     Tensor::from_vec(vec![n, 1, 28, 28], px).unwrap()
 }
 
@@ -38,20 +41,26 @@ fn run(g: Graph, x: &Tensor) -> Vec<f32> {
 
 #[test]
 fn zoo_models_with_pytorch_weights_reproduce_pytorch_logits() {
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fashion_dir().join("fp32.json")).unwrap(),
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fashion_dir().join("fp32.json")).unwrap())
+            .unwrap();
     let x = sample_inputs(64);
-    for name in ["lenet300100", "lenet5", "lenet5_bn", "mobilenetv2_tiny", "mobilenetv2_tiny_relu"] {
+    for name in [
+        "lenet300100",
+        "lenet5",
+        "lenet5_bn",
+        "mobilenetv2_tiny",
+        "mobilenetv2_tiny_relu",
+    ] {
         let mut g = zoo::build(name, 0).unwrap();
         assert_eq!(
             trainable_count(&g) as u64,
             json[name]["params"].as_u64().unwrap(),
             "{name}: parameter count"
         );
-        let weights = shrink_graph::safetensors::load(fashion_dir().join(format!("{name}.safetensors")))
-            .unwrap();
+        let weights =
+            shrink_graph::safetensors::load(fashion_dir().join(format!("{name}.safetensors")))
+                .unwrap();
         let mut ours: Vec<&str> = g
             .initializers
             .keys()
@@ -109,6 +118,9 @@ fn every_model_runs_exports_and_reimports() {
     }
     // ResNet-20 (option-B shortcuts): 0.27M parameters, as in the paper's table 6.
     let r = trainable_count(&zoo::build("resnet20", 0).unwrap());
-    assert!((270_000..=280_000).contains(&r), "resnet20 has {r} parameters");
+    assert!(
+        (270_000..=280_000).contains(&r),
+        "resnet20 has {r} parameters"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -64,7 +64,17 @@ pub(super) fn mobilenetv2_tiny(net: &mut Net, x: &str, relu6: bool) -> String {
         );
         y = net.batch_norm(&format!("{m}.{}", k + 1), &y, hidden);
         y = act(net, &format!("{m}.{}", k + 2), &y);
-        y = net.conv(&format!("{m}.{}", k + 3), &y, hidden, cout, 1, 1, 0, 1, false);
+        y = net.conv(
+            &format!("{m}.{}", k + 3),
+            &y,
+            hidden,
+            cout,
+            1,
+            1,
+            0,
+            1,
+            false,
+        );
         y = net.batch_norm(&format!("{m}.{}", k + 4), &y, cout);
         x = if stride == 1 && cin == cout {
             net.add(&format!("features.{}", b + 3), &x, &y)

@@ -291,7 +291,10 @@ mod tests {
         assert_eq!(canonical_name("LeNet-300-100").unwrap(), "lenet300100");
         assert_eq!(canonical_name("lenet5-bn").unwrap(), "lenet5_bn");
         let e = build("alexnet", 0).unwrap_err().to_string();
-        assert!(e.contains("'alexnet'") && e.contains("mobilenetv2_tiny"), "{e}");
+        assert!(
+            e.contains("'alexnet'") && e.contains("mobilenetv2_tiny"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -26,7 +26,17 @@ pub(super) fn resnet20(net: &mut Net, x: &str) -> String {
             let y = net.conv(&format!("{m}.conv2"), &y, cout, cout, 3, 1, 1, 1, false);
             let y = net.batch_norm(&format!("{m}.bn2"), &y, cout);
             let shortcut = if stride != 1 || cin != cout {
-                let s = net.conv(&format!("{m}.shortcut.0"), &x, cin, cout, 1, stride, 0, 1, false);
+                let s = net.conv(
+                    &format!("{m}.shortcut.0"),
+                    &x,
+                    cin,
+                    cout,
+                    1,
+                    stride,
+                    0,
+                    1,
+                    false,
+                );
                 net.batch_norm(&format!("{m}.shortcut.1"), &s, cout)
             } else {
                 x.clone()

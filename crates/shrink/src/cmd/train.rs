@@ -178,8 +178,7 @@ pub fn finish(
     mut summary: Summary,
     output: &std::path::Path,
 ) -> Result<()> {
-    shrink_graph::onnx::save(g, output)
-        .with_context(|| format!("writing {}", output.display()))?;
+    shrink_graph::onnx::save(g, output).with_context(|| format!("writing {}", output.display()))?;
     summary.epochs = report
         .epochs
         .iter()
