@@ -71,3 +71,11 @@ pub use params::{ParamFilter, ParamStore};
 
 /// Domain of shrink's own training ops (`FakeQuant`, `LsqQuant`, `Mask`, …).
 pub const SHRINK_DOMAIN: &str = "ai.shrink";
+
+pub mod checkpoint;
+pub mod clip;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;
+pub mod zoo;

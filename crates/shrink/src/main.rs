@@ -39,6 +39,10 @@ enum Command {
     Energy(cmd::energy::Args),
     /// List the ops the runtime implements.
     Ops,
+    /// Train a model-zoo network from scratch and write it as ONNX.
+    Train(cmd::train::Args),
+    /// Fine-tune an existing model (optionally some weights only, optionally distilling).
+    Finetune(cmd::finetune::Args),
     /// Sentence embeddings with a BERT sentence encoder (all-MiniLM-L6-v2 by default).
     Embed(cmd::embed::Args),
 }
@@ -70,5 +74,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Energy(a) => cmd::energy::run(a),
         Command::Ops => cmd::ops::run(),
         Command::Embed(args) => cmd::embed::run(args),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Finetune(a) => cmd::finetune::run(a),
     }
 }
