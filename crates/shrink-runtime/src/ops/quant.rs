@@ -504,7 +504,14 @@ mod tests {
             }
         }
         g.nodes.push(node);
-        let s = Session::new(g, SessionOptions { threads: 1 }).expect("plan");
+        let s = Session::new(
+            g,
+            SessionOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .expect("plan");
         let got = s.run_named(feeds).unwrap_or_else(|e| panic!("{name}: {e}"));
         (name, got, want)
     }
