@@ -76,6 +76,106 @@ pub struct QuadInput {
     /// Reduction length (rows of X).
     pub k: usize,
     pub data: Vec<u8>,
+    /// Scratch: the plain row-major im2col matrix.
+    col: Vec<u8>,
+}
+
+/// Geometry of the im2col of one image (or group): `c` planes of `h×w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Im2col {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    /// (stride_h, stride_w)
+    pub stride: (usize, usize),
+    /// (top, left, bottom, right)
+    pub pad: (usize, usize, usize, usize),
+    /// (dilation_h, dilation_w)
+    pub dilation: (usize, usize),
+}
+
+impl Im2col {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        let eh = self.dilation.0 * (self.kh - 1) + 1;
+        let ew = self.dilation.1 * (self.kw - 1) + 1;
+        (
+            (self.h + self.pad.0 + self.pad.2 - eh) / self.stride.0 + 1,
+            (self.w + self.pad.1 + self.pad.3 - ew) / self.stride.1 + 1,
+        )
+    }
+}
+
+/// Plain im2col: row `k = (c·kh + ky)·kw + kx` of a `K×P` matrix holds the
+/// input under tap (ky, kx) of channel c for every output pixel, `fill`
+/// (the zero point) in the padding. Rows are built from contiguous copies
+/// where the stride is 1.
+pub fn im2col(s: &Im2col, x: &[u8], fill: u8, col: &mut Vec<u8>) -> Result<()> {
+    check_len("im2col input (C×H×W)", s.c * s.h * s.w, x.len())?;
+    let bad = [
+        s.kh,
+        s.kw,
+        s.stride.0,
+        s.stride.1,
+        s.dilation.0,
+        s.dilation.1,
+    ]
+    .contains(&0)
+        || s.h + s.pad.0 + s.pad.2 < s.dilation.0 * (s.kh.max(1) - 1) + 1
+        || s.w + s.pad.1 + s.pad.3 < s.dilation.1 * (s.kw.max(1) - 1) + 1;
+    if bad {
+        return Err(KernelError::Unsupported {
+            what: "im2col shape",
+            why: format!("{s:?}"),
+        });
+    }
+    let (oh, ow) = s.out_hw();
+    let p = oh * ow;
+    let k = s.c * s.kh * s.kw;
+    col.clear();
+    col.resize(k * p, fill);
+    for c in 0..s.c {
+        let plane = &x[c * s.h * s.w..][..s.h * s.w];
+        for ky in 0..s.kh {
+            for kx in 0..s.kw {
+                let row = &mut col[((c * s.kh + ky) * s.kw + kx) * p..][..p];
+                // Output columns whose tap lands inside the input:
+                // ix = ox·sw + kx·dw − pl ∈ [0, w).
+                let off = (kx * s.dilation.1) as isize - s.pad.1 as isize;
+                let sw = s.stride.1 as isize;
+                let lo = if off >= 0 {
+                    0
+                } else {
+                    ((-off + sw - 1) / sw) as usize
+                };
+                let hi = if (s.w as isize) <= off {
+                    0
+                } else {
+                    ((s.w as isize - off + sw - 1) / sw) as usize
+                };
+                let (lo, hi) = (lo.min(ow), hi.min(ow).max(lo.min(ow)));
+                for oy in 0..oh {
+                    let iy = (oy * s.stride.0 + ky * s.dilation.0) as isize - s.pad.0 as isize;
+                    if iy < 0 || iy as usize >= s.h || lo == hi {
+                        continue;
+                    }
+                    let src = &plane[iy as usize * s.w..][..s.w];
+                    let dst = &mut row[oy * ow..(oy + 1) * ow];
+                    let first = (lo as isize * sw + off) as usize;
+                    if sw == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (t, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[first + t * s.stride.1];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl QuadInput {
@@ -100,6 +200,17 @@ impl QuadInput {
         }
     }
 
+    /// Fills with the im2col of one image (or group) `x` (see [`im2col`]).
+    pub fn from_image(&mut self, s: &Im2col, x: &[u8], za: u8) -> Result<()> {
+        let mut col = std::mem::take(&mut self.col);
+        let r = im2col(s, x, za, &mut col).and_then(|_| {
+            let (oh, ow) = s.out_hw();
+            self.from_rows(&col, s.c * s.kh * s.kw, oh * ow)
+        });
+        self.col = col;
+        r
+    }
+
     /// Fills from a plain row-major `k × p` matrix (the 1×1 conv input).
     pub fn from_rows(&mut self, x: &[u8], k: usize, p: usize) -> Result<()> {
         check_len("int8 planar input (K×P)", k * p, x.len())?;
@@ -115,9 +226,7 @@ impl QuadInput {
                     &x[(4 * q + 2) * p..][..p],
                     &x[(4 * q + 3) * p..][..p],
                 );
-                for (i, d) in dst.chunks_exact_mut(4).enumerate() {
-                    d.copy_from_slice(&[r0[i], r1[i], r2[i], r3[i]]);
-                }
+                interleave4(r0, r1, r2, r3, dst);
             } else {
                 for t in 0..rows {
                     let r = &x[(4 * q + t) * p..][..p];
@@ -128,6 +237,40 @@ impl QuadInput {
             }
         }
         Ok(())
+    }
+}
+
+/// `dst[4i + t] = r_t[i]`: four rows into one of byte quads.
+fn interleave4(r0: &[u8], r1: &[u8], r2: &[u8], r3: &[u8], dst: &mut [u8]) {
+    let p = r0.len();
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        while i + 16 <= p {
+            // SAFETY: SSE2 is part of x86-64; 16 bytes are read at i of each
+            // row (i + 16 ≤ p = every row's length) and 64 written at 4i
+            // (dst holds 4p bytes).
+            unsafe {
+                let a = _mm_loadu_si128(r0.as_ptr().add(i) as *const _);
+                let b = _mm_loadu_si128(r1.as_ptr().add(i) as *const _);
+                let c = _mm_loadu_si128(r2.as_ptr().add(i) as *const _);
+                let d = _mm_loadu_si128(r3.as_ptr().add(i) as *const _);
+                let ab_lo = _mm_unpacklo_epi8(a, b);
+                let ab_hi = _mm_unpackhi_epi8(a, b);
+                let cd_lo = _mm_unpacklo_epi8(c, d);
+                let cd_hi = _mm_unpackhi_epi8(c, d);
+                let o = dst.as_mut_ptr().add(4 * i);
+                _mm_storeu_si128(o as *mut _, _mm_unpacklo_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(o.add(16) as *mut _, _mm_unpackhi_epi16(ab_lo, cd_lo));
+                _mm_storeu_si128(o.add(32) as *mut _, _mm_unpacklo_epi16(ab_hi, cd_hi));
+                _mm_storeu_si128(o.add(48) as *mut _, _mm_unpackhi_epi16(ab_hi, cd_hi));
+            }
+            i += 16;
+        }
+    }
+    for j in i..p {
+        dst[4 * j..4 * j + 4].copy_from_slice(&[r0[j], r1[j], r2[j], r3[j]]);
     }
 }
 
@@ -432,6 +575,110 @@ mod tests {
                         .map(|&b| if lo < 0 { b as i8 as i32 } else { b as i32 })
                         .collect();
                     assert_eq!(got, want, "{isa:?} m={m} k={k} p={p} za={za} zo={zo}");
+                }
+            }
+        }
+    }
+
+    /// The im2col input times the weights equals direct convolution loops.
+    #[test]
+    fn im2col_input_equals_direct_convolution() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for s in [
+            Im2col {
+                c: 3,
+                h: 9,
+                w: 7,
+                kh: 3,
+                kw: 3,
+                stride: (1, 1),
+                pad: (1, 1, 1, 1),
+                dilation: (1, 1),
+            },
+            Im2col {
+                c: 2,
+                h: 10,
+                w: 11,
+                kh: 3,
+                kw: 2,
+                stride: (2, 3),
+                pad: (0, 2, 1, 0),
+                dilation: (1, 1),
+            },
+            Im2col {
+                c: 1,
+                h: 28,
+                w: 28,
+                kh: 5,
+                kw: 5,
+                stride: (1, 1),
+                pad: (2, 2, 2, 2),
+                dilation: (1, 1),
+            },
+            Im2col {
+                c: 4,
+                h: 6,
+                w: 9,
+                kh: 3,
+                kw: 3,
+                stride: (1, 2),
+                pad: (2, 2, 2, 2),
+                dilation: (2, 2),
+            },
+        ] {
+            let (oh, ow) = s.out_hw();
+            let k = s.c * s.kh * s.kw;
+            let m = 5;
+            let x: Vec<u8> = (0..s.c * s.h * s.w).map(|_| rng.gen()).collect();
+            let w: Vec<i8> = (0..m * k).map(|_| rng.gen()).collect();
+            let za = 37u8;
+            let rq = Requant {
+                mult: &[1.0],
+                bias: None,
+                out_zero: 0,
+                lo: i32::MIN / 2,
+                hi: i32::MAX / 2,
+            };
+            let packed = PackedRowsI8::pack(&w, m, k).unwrap();
+            let mut xq = QuadInput::default();
+            xq.from_image(&s, &x, za).unwrap();
+            for isa in cpu::available() {
+                let mut out = vec![0u8; m * oh * ow];
+                // Exact sums are compared through a small multiplier-free check:
+                // recompute them directly and requantise the same way.
+                gemm_with(isa, &packed, &xq, za, &rq, (0, m), &mut out).unwrap();
+                for r in 0..m {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = 0i32;
+                            for c in 0..s.c {
+                                for ky in 0..s.kh {
+                                    for kx in 0..s.kw {
+                                        let iy = (oy * s.stride.0 + ky * s.dilation.0) as isize
+                                            - s.pad.0 as isize;
+                                        let ix = (ox * s.stride.1 + kx * s.dilation.1) as isize
+                                            - s.pad.1 as isize;
+                                        if iy >= 0
+                                            && ix >= 0
+                                            && (iy as usize) < s.h
+                                            && (ix as usize) < s.w
+                                        {
+                                            let xv = x[(c * s.h + iy as usize) * s.w + ix as usize]
+                                                as i32
+                                                - za as i32;
+                                            acc +=
+                                                xv * w[r * k + (c * s.kh + ky) * s.kw + kx] as i32;
+                                        }
+                                    }
+                                }
+                            }
+                            assert_eq!(
+                                out[r * oh * ow + oy * ow + ox],
+                                rq.apply(acc, r) as u8,
+                                "{isa:?} {s:?}"
+                            );
+                        }
+                    }
                 }
             }
         }

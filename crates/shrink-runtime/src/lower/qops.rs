@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use shrink_kernels::cpu::{self, Isa};
 use shrink_kernels::epilogue::{Epilogue, Output};
 use shrink_kernels::int8::depthwise::{self, Dw2d, DwScratch};
-use shrink_kernels::int8::planar::{self, PackedRowsI8, QuadInput};
+use shrink_kernels::int8::planar::{self, Im2col, PackedRowsI8, QuadInput};
 use shrink_kernels::int8::{self as k8, PackedI8, Requant};
 use shrink_kernels::pool::{self as kpool, Pool2d};
 use shrink_tensor::{DType, Tensor, TensorData};
@@ -188,7 +188,9 @@ fn linear<'t>(
         w,
         q: LinearQ {
             x_zero: zx,
-            w: codes(w),
+            // Filled by `with_weights` only where needed (simulation,
+            // packing once): converting every run would cost more than the GEMM.
+            w: Vec::new(),
             w_zero,
             mult,
             bias,
@@ -198,6 +200,14 @@ fn linear<'t>(
         },
         y_dt: ydt,
     })
+}
+
+impl Linear<'_> {
+    fn with_weights(&self) -> LinearQ {
+        let mut q = self.q.clone();
+        q.w = codes(self.w);
+        q
+    }
 }
 
 /// Weight codes as i8 with a zero point the kernels accept: `w − z_w` when
@@ -289,7 +299,7 @@ struct ConvState {
 }
 
 fn conv_state(l: &Linear, g: &ConvGeom) -> Result<Option<ConvState>> {
-    let Some((w, zw)) = weights_i8(&l.q) else {
+    let Some((w, zw)) = weights_i8(&l.with_weights()) else {
         return Ok(None);
     };
     if zw != 0 {
@@ -333,7 +343,7 @@ fn qconv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         } else {
             format!("int8 scalar conv {kname} (weight zero point)")
         });
-        let y = simulate::conv(&codes(l.x), &g, &l.q);
+        let y = simulate::conv(&codes(l.x), &g, &l.with_weights());
         return Ok(vec![codes_tensor(l.y_dt, shape, y)?]);
     };
     let (x, za) = as_u8(l.x, l.q.x_zero);
@@ -415,35 +425,20 @@ fn qconv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         if pointwise {
             return xq.from_rows(xg, cg, p);
         }
-        xq.reset(cg * g.kh * g.kw, p);
-        let mut row = vec![za; p];
-        for c in 0..cg {
-            let plane = &xg[c * g.h * g.w..][..g.h * g.w];
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    for oy in 0..oh {
-                        let iy = (oy * g.stride.0 + ky * g.dilation.0) as isize - g.pad.0 as isize;
-                        let dst = &mut row[oy * ow..(oy + 1) * ow];
-                        if iy < 0 || iy as usize >= g.h {
-                            dst.fill(za);
-                            continue;
-                        }
-                        let src = &plane[iy as usize * g.w..][..g.w];
-                        for (ox, d) in dst.iter_mut().enumerate() {
-                            let ix =
-                                (ox * g.stride.1 + kx * g.dilation.1) as isize - g.pad.1 as isize;
-                            *d = if ix < 0 || ix as usize >= g.w {
-                                za
-                            } else {
-                                src[ix as usize]
-                            };
-                        }
-                    }
-                    xq.set_row((c * g.kh + ky) * g.kw + kx, &row);
-                }
-            }
-        }
-        Ok(())
+        xq.from_image(
+            &Im2col {
+                c: cg,
+                h: g.h,
+                w: g.w,
+                kh: g.kh,
+                kw: g.kw,
+                stride: g.stride,
+                pad: g.pad,
+                dilation: g.dilation,
+            },
+            xg,
+            za,
+        )
     };
     if per_image {
         let image = |b: usize,
@@ -574,11 +569,11 @@ fn qgemm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     shape.push(n);
     if simulating(ctx) {
         ctx.set_kernel("scalar simulate gemm");
-        let y = simulate::gemm(&codes(l.x), m, k, n, trans_b, &l.q);
+        let y = simulate::gemm(&codes(l.x), m, k, n, trans_b, &l.with_weights());
         return Ok(vec![codes_tensor(l.y_dt, shape, y)?]);
     }
     let packed = ctx.prepared(|| {
-        let Some((w, zw)) = weights_i8(&l.q) else {
+        let Some((w, zw)) = weights_i8(&l.with_weights()) else {
             return Ok(None);
         };
         let w_nk: Vec<i8> = if trans_b {
@@ -598,7 +593,7 @@ fn qgemm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     })?;
     let Some(packed) = packed else {
         ctx.set_kernel("int8 scalar gemm (weight range)");
-        let y = simulate::gemm(&codes(l.x), m, k, n, trans_b, &l.q);
+        let y = simulate::gemm(&codes(l.x), m, k, n, trans_b, &l.with_weights());
         return Ok(vec![codes_tensor(l.y_dt, shape, y)?]);
     };
     ctx.set_kernel(format!(
@@ -795,19 +790,27 @@ fn qadd(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         return Ok(vec![codes_tensor(ydt, shape, y)?]);
     }
     ctx.set_kernel("int8 add");
-    let y: Vec<i32> = match (a.data(), b.data()) {
-        (TensorData::U8(x), TensorData::U8(y)) => x
-            .iter()
-            .zip(y)
-            .map(|(&p, &q)| one(p as i32, q as i32))
-            .collect(),
-        _ => codes(a)
-            .into_iter()
-            .zip(codes(b))
-            .map(|(p, q)| one(p, q))
-            .collect(),
-    };
-    Ok(vec![codes_tensor(ydt, shape, y)?])
+    let (ab, za8) = as_u8(a, za);
+    let (bb, zb8) = as_u8(b, zb);
+    let mut out = vec![0u8; ab.len()];
+    k8::elementwise::add(
+        &ab,
+        k8::elementwise::Operand {
+            zero: za8 as i32,
+            mult: ma,
+        },
+        &bb,
+        k8::elementwise::Operand {
+            zero: zb8 as i32,
+            mult: mb,
+        },
+        zy,
+        lo,
+        hi,
+        &mut out,
+    )
+    .map_err(|e| ctx.error(e.to_string()))?;
+    Ok(vec![bytes_tensor(ydt, shape, out)?])
 }
 
 fn broadcast_shape(ctx: &OpContext, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
