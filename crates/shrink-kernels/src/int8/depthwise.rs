@@ -181,6 +181,13 @@ unsafe fn body_avx2(
 }
 
 /// The shared loop body (inlined into each target-feature wrapper).
+///
+/// Accumulators cover whole rows of the *padded* width `wp` (the columns
+/// past the last output are computed and dropped), so each tap is one long
+/// contiguous multiply-add over `rows·wp` elements that LLVM vectorises
+/// without tails per output row; with a vertical stride of 1 all output rows
+/// form a single span. Horizontal strides pick every `sw`-th column when
+/// requantising.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn body(
@@ -196,41 +203,51 @@ fn body(
     let (oh, ow) = s.out_hw();
     let hp = s.h + s.pad.0 + s.pad.2;
     let wp = s.w + s.pad.1 + s.pad.3;
+    // Room past the last row for the widest tap offset of the dropped columns.
+    let slack = s.dilation.1 * (s.kw - 1) + 1;
     let padded = &mut scratch.padded;
     padded.clear();
-    padded.resize(hp * wp, 0);
+    padded.resize(hp * wp + slack, 0);
     for y in 0..s.h {
         let dst = &mut padded[(y + s.pad.0) * wp + s.pad.1..][..s.w];
         for (d, &v) in dst.iter_mut().zip(&x[y * s.w..(y + 1) * s.w]) {
             *d = v as i16 - za as i16;
         }
     }
-    let acc = &mut scratch.acc;
-    acc.clear();
-    acc.resize(ow, 0);
     let bias = rq.bias_at(c);
     let (sh, sw) = s.stride;
-    for oy in 0..oh {
+    // Spans of accumulator rows: all rows at once when sh = 1.
+    let (span_rows, spans) = if sh == 1 { (oh, 1) } else { (1, oh) };
+    let len = span_rows * wp;
+    let acc = &mut scratch.acc;
+    acc.clear();
+    acc.resize(len, 0);
+    for sp in 0..spans {
+        let oy0 = sp * span_rows;
         acc.iter_mut().for_each(|a| *a = bias);
         for ky in 0..s.kh {
-            let row = &padded[(oy * sh + ky * s.dilation.0) * wp..][..wp];
             for kx in 0..s.kw {
                 let wv = taps[ky * s.kw + kx] as i32;
-                let off = kx * s.dilation.1;
-                if sw == 1 {
-                    let src = &row[off..off + ow];
-                    for (a, &v) in acc.iter_mut().zip(src) {
-                        *a += wv * v as i32;
-                    }
-                } else {
-                    for (ox, a) in acc.iter_mut().enumerate() {
-                        *a += wv * row[off + ox * sw] as i32;
-                    }
+                let off = (oy0 * sh + ky * s.dilation.0) * wp + kx * s.dilation.1;
+                let src = &padded[off..off + len];
+                for (a, &v) in acc.iter_mut().zip(src) {
+                    *a += wv * v as i32;
                 }
             }
         }
-        for (o, &a) in out[oy * ow..(oy + 1) * ow].iter_mut().zip(acc.iter()) {
-            *o = rq.apply(a, c) as u8;
+        for r in 0..span_rows {
+            let oy = oy0 + r;
+            let row = &acc[r * wp..(r + 1) * wp];
+            let dst = &mut out[oy * ow..(oy + 1) * ow];
+            if sw == 1 {
+                for (o, &a) in dst.iter_mut().zip(row) {
+                    *o = rq.apply(a, c) as u8;
+                }
+            } else {
+                for (ox, o) in dst.iter_mut().enumerate() {
+                    *o = rq.apply(row[ox * sw], c) as u8;
+                }
+            }
         }
     }
 }

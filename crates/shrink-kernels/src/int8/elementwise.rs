@@ -126,6 +126,68 @@ fn add_body(
     }
 }
 
+/// ONNX QuantizeLinear of one f32 to a byte code (per-tensor):
+/// `clamp(round_half_even(x / s) + z, lo, hi)`, NaN → `z`, ±inf saturate.
+#[inline(always)]
+pub fn quantize_one(x: f32, scale: f32, zero: i32, lo: i32, hi: i32) -> i32 {
+    let r = (x / scale).round_ties_even();
+    let r = if r.is_nan() { 0.0 } else { r };
+    let r = r.max((lo - zero) as f32).min((hi - zero) as f32);
+    r as i32 + zero
+}
+
+/// `out[i] = quantize_one(x[i])` (bytes; two's complement for i8 ranges),
+/// on the best path for this CPU.
+pub fn quantize(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) -> Result<()> {
+    quantize_with(cpu::best(), x, scale, zero, lo, hi, out)
+}
+
+/// [`quantize`] on a chosen path (lowered to what the CPU supports).
+pub fn quantize_with(
+    isa: Isa,
+    x: &[f32],
+    scale: f32,
+    zero: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [u8],
+) -> Result<()> {
+    check_len("quantize output", x.len(), out.len())?;
+    match cpu::clamp(isa) {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 => {
+            // SAFETY: the CPU supports AVX-512 F/BW (clamped above).
+            unsafe { quantize_avx512(x, scale, zero, lo, hi, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: the CPU supports AVX2 + FMA (clamped above).
+            unsafe { quantize_avx2(x, scale, zero, lo, hi, out) }
+        }
+        _ => quantize_body(x, scale, zero, lo, hi, out),
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+unsafe fn quantize_avx512(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) {
+    quantize_body(x, scale, zero, lo, hi, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_avx2(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) {
+    quantize_body(x, scale, zero, lo, hi, out)
+}
+
+#[inline(always)]
+fn quantize_body(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = quantize_one(v, scale, zero, lo, hi) as u8;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +220,33 @@ mod tests {
                 assert_eq!(out, want, "{isa:?}");
             }
         }
+        let x: Vec<f32> = (0..n)
+            .map(|i| match i % 7 {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2 => -f32::INFINITY,
+                3 => (i as f32 - 500.0) * 0.5, // exact ties at scale 1
+                _ => rng.gen_range(-300.0f32..300.0),
+            })
+            .collect();
+        for &(s, z, lo, hi) in &[
+            (1.0f32, 0, 0, 255),
+            (0.37, 128, 0, 255),
+            (2.5, -3, -128, 127),
+        ] {
+            let want: Vec<u8> = x
+                .iter()
+                .map(|&v| quantize_one(v, s, z, lo, hi) as u8)
+                .collect();
+            for isa in cpu::available() {
+                let mut out = vec![0u8; n];
+                quantize_with(isa, &x, s, z, lo, hi, &mut out).unwrap();
+                assert_eq!(out, want, "{isa:?}");
+            }
+        }
+        assert_eq!(quantize_one(f32::NAN, 1.0, 7, 0, 255), 7);
+        assert_eq!(quantize_one(2.5, 1.0, 0, 0, 255), 2);
+        assert_eq!(quantize_one(-1e30, 1.0, -3, -128, 127), -128);
         assert!(add(
             &a,
             Operand { zero: 0, mult: 1.0 },
