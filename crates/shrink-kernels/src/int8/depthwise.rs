@@ -126,6 +126,15 @@ pub fn plane_with(
     check_len("int8 depthwise plane (H×W)", s.h * s.w, x.len())?;
     check_len("int8 depthwise taps (kh×kw)", s.kh * s.kw, taps.len())?;
     check_len("int8 depthwise output (OH×OW)", oh * ow, out.len())?;
+    // Output codes are bytes; bounds this small keep the f32 → i32
+    // conversion of the requantisation exact and in range.
+    let small = |v: i32| v.unsigned_abs() < (1 << 20);
+    if !(small(rq.lo) && small(rq.hi) && small(rq.out_zero)) || rq.lo > rq.hi {
+        return Err(KernelError::Unsupported {
+            what: "int8 depthwise output range",
+            why: format!("lo {} hi {} zero {}", rq.lo, rq.hi, rq.out_zero),
+        });
+    }
     if rq.mult.len() <= c && rq.mult.len() != 1 || rq.bias.is_some_and(|b| b.len() <= c) {
         return Err(KernelError::Unsupported {
             what: "int8 depthwise channel",
@@ -235,17 +244,29 @@ fn body(
                 }
             }
         }
+        // Requant::apply with the channel's constants hoisted and a plain
+        // truncating conversion, so the loop vectorises.
+        let m = rq.mult_at(c);
+        let zo = rq.out_zero;
+        let (lo, hi) = ((rq.lo - zo) as f32, (rq.hi - zo) as f32);
+        let requant = |a: i32| -> u8 {
+            let r = (a as f32 * m).round_ties_even().max(lo).min(hi);
+            // SAFETY: max/min against the finite bounds make `r` finite
+            // (NaN gives `lo`, ±inf a bound) and integer-valued in
+            // [lo, hi], |lo|, |hi| < 2^21 (checked in `plane_with`).
+            (unsafe { r.to_int_unchecked::<i32>() } + zo) as u8
+        };
         for r in 0..span_rows {
             let oy = oy0 + r;
             let row = &acc[r * wp..(r + 1) * wp];
             let dst = &mut out[oy * ow..(oy + 1) * ow];
             if sw == 1 {
                 for (o, &a) in dst.iter_mut().zip(row) {
-                    *o = rq.apply(a, c) as u8;
+                    *o = requant(a);
                 }
             } else {
                 for (ox, o) in dst.iter_mut().enumerate() {
-                    *o = rq.apply(row[ox * sw], c) as u8;
+                    *o = requant(row[ox * sw]);
                 }
             }
         }
