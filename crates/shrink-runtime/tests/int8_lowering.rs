@@ -198,6 +198,9 @@ fn random_input(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tens
     .unwrap()
 }
 
+/// x signed, z_x, y signed, z_y, s_y, weight dtype, per channel, fused activation.
+type Variant = (bool, i64, bool, i64, f32, DType, bool, &'static str);
+
 struct ConvCase {
     c: usize,
     hw: (usize, usize),
@@ -306,7 +309,7 @@ fn conv_integer_equals_simulation_across_shapes_types_and_zero_points() {
     let mut seed = 100;
     for (ci, cc) in cases.iter().enumerate() {
         // (x signed, zx, y signed, zy, y scale, weight dtype, per channel, act)
-        let variants: [(bool, i64, bool, i64, f32, DType, bool, &str); 7] = [
+        let variants: [Variant; 7] = [
             (false, 0, false, 0, 0.05, DType::I8, true, "relu"),
             (false, 255, false, 255, 0.05, DType::I8, true, ""),
             (false, 128, false, 3, 0.002, DType::I8, false, "clip"),

@@ -277,8 +277,8 @@ fn conv_geom(ctx: &OpContext, xs: &[usize], ws: &[usize]) -> Result<ConvGeom> {
         g.dilation.1,
     ]
     .contains(&0)
-        || g.c_in % groups != 0
-        || g.c_out % groups != 0
+        || !g.c_in.is_multiple_of(groups)
+        || !g.c_out.is_multiple_of(groups)
         || ws[1] * groups != g.c_in
         || g.h + g.pad.0 + g.pad.2 < g.dilation.0 * (g.kh - 1) + 1
         || g.w + g.pad.1 + g.pad.3 < g.dilation.1 * (g.kw - 1) + 1;
