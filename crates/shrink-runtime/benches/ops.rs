@@ -40,7 +40,14 @@ fn session(node: Node, weights: Vec<(&str, Tensor)>, threads: usize) -> Session 
         g.initializers.insert(name.to_string(), t);
     }
     g.nodes.push(node);
-    Session::new(g, SessionOptions { threads }).expect("bench graph is valid")
+    Session::new(
+        g,
+        SessionOptions {
+            threads,
+            ..Default::default()
+        },
+    )
+    .expect("bench graph is valid")
 }
 
 /// (name, C, H=W, M, kernel, stride, pad, group)

@@ -176,6 +176,7 @@ fn try_fold(
         subgraph: &no_subgraphs,
         prepared: None,
         constants: &not_cached,
+        kernel: &std::sync::OnceLock::new(),
     };
     let outputs = if default_domain && node.op_type == "Shape" && node.input(0).is_some() {
         let x = node.inputs[0].as_str();
@@ -312,10 +313,16 @@ mod tests {
     }
 
     fn run(g: &Graph, x: &Tensor) -> Vec<Tensor> {
-        Session::new(g.clone(), SessionOptions { threads: 1 })
-            .unwrap()
-            .run(vec![x.clone()])
-            .unwrap()
+        Session::new(
+            g.clone(),
+            SessionOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .run(vec![x.clone()])
+        .unwrap()
     }
 
     #[test]

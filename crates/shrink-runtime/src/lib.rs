@@ -8,10 +8,12 @@
 //! family (convolution, elementwise, shape …).
 
 pub mod fold;
+pub mod lower;
 pub mod ops;
 mod session;
 
 pub use fold::{fold_constants, fold_constants_with, FoldOptions, FoldReport};
+pub use lower::QdqMode;
 pub use ops::{OpContext, OpFn, Registry};
 pub use session::{NodeTiming, Session, SessionOptions};
 pub use shrink_graph::{Graph, Node};

@@ -1,3 +1,4 @@
+use crate::lower::{self, QdqMode};
 use crate::ops::{OpContext, Prepared, Registry};
 use crate::{Result, RuntimeError};
 use shrink_graph::{node_uses, Attr, Dim, Graph};
@@ -10,6 +11,10 @@ use std::time::{Duration, Instant};
 pub struct SessionOptions {
     /// Worker threads for kernels; 0 (the default) means one per core.
     pub threads: usize,
+    /// How quantised (QDQ) patterns run: lowered to integer kernels (the
+    /// default), lowered to the scalar reference of the same arithmetic, or
+    /// left as the float QDQ graph.
+    pub qdq: QdqMode,
 }
 
 /// When each value can be dropped: `free_after[i]` lists the values whose last
@@ -48,6 +53,9 @@ pub struct NodeTiming {
     pub node: String,
     pub op: String,
     pub time: Duration,
+    /// Which kernel ran (e.g. "int8-vnni conv 1x1", "f32 fallback"); empty
+    /// when the op does not say.
+    pub kernel: String,
 }
 
 /// A graph ready to run: ops resolved, liveness planned, thread pool built.
@@ -59,6 +67,9 @@ pub struct Session {
     threads: usize,
     /// Per top-level node: state its op prepared once (packed weights).
     prepared: Vec<Prepared>,
+    /// Per top-level node: the kernel label reported when the op sets none
+    /// (float ops left inside a quantised region read "f32 fallback").
+    labels: Vec<&'static str>,
 }
 
 impl Session {
@@ -73,6 +84,13 @@ impl Session {
         options: SessionOptions,
         registry: Registry,
     ) -> Result<Session> {
+        // Integer lowering of QDQ patterns, when the registry has its ops.
+        let (graph, labels) = if options.qdq != QdqMode::Float && lower::available(&registry) {
+            lower::lower(graph, options.qdq)?
+        } else {
+            let n = graph.nodes.len();
+            (graph, vec![""; n])
+        };
         check_supported(&graph, &registry)?;
         let threads = if options.threads == 0 {
             std::thread::available_parallelism()
@@ -97,6 +115,7 @@ impl Session {
             pool,
             threads,
             prepared,
+            labels,
         })
     }
 
@@ -210,6 +229,7 @@ impl Session {
                 .get(&node.domain, &node.op_type)
                 .ok_or_else(|| unsupported(g, node))?;
             let start = timing.as_ref().map(|_| Instant::now());
+            let kernel = std::sync::OnceLock::new();
             // A single-output op with an in-place form may overwrite its first
             // input when that value dies here (not a graph output, not used
             // again, not read twice by this node). Only in the planned graph.
@@ -257,6 +277,7 @@ impl Session {
                     subgraph: &sub,
                     prepared: prepared.and_then(|p| p.get(i)),
                     constants: &is_const,
+                    kernel: &kernel,
                 };
                 let mut done = false;
                 if let (Some(f), Some(t)) = (inplace, donated.as_mut()) {
@@ -276,6 +297,13 @@ impl Session {
                     node: node.name.clone(),
                     op: node.op_type.clone(),
                     time: s.elapsed(),
+                    kernel: match kernel.into_inner() {
+                        Some(k) => k.into_owned(),
+                        None if prepared.is_some() => {
+                            self.labels.get(i).copied().unwrap_or("").to_string()
+                        }
+                        None => String::new(),
+                    },
                 });
             }
             if outputs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {

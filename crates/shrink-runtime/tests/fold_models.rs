@@ -24,7 +24,14 @@ fn light(name: &str) -> PathBuf {
 }
 
 fn run(g: &shrink_graph::Graph) -> Vec<Tensor> {
-    let session = Session::new(g.clone(), SessionOptions { threads: 0 }).unwrap();
+    let session = Session::new(
+        g.clone(),
+        SessionOptions {
+            threads: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let info = session.runtime_inputs()[0].to_string();
     let shape: Vec<usize> = g
         .inputs

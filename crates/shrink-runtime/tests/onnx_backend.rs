@@ -208,8 +208,14 @@ fn run_case(model: &Path, sets: &[PathBuf], rtol: f64, atol: f64) -> Result<(), 
         .map(|i| i.dtype)
         .collect();
     let out_types: Vec<Option<DType>> = g.outputs.iter().map(|o| o.dtype).collect();
-    let session =
-        Session::new(g, SessionOptions { threads: 1 }).map_err(|e| format!("plan: {e}"))?;
+    let session = Session::new(
+        g,
+        SessionOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| format!("plan: {e}"))?;
     for set in sets {
         let inputs: Vec<Tensor> = read_set(set, "input")?
             .into_iter()
@@ -381,8 +387,14 @@ fn onnx_light_real_models() {
         let want_path = root.join(format!("light_{m}_output_0.pb"));
         let r = guarded(|| {
             let g = onnx::load(&path).map_err(|e| format!("import: {e}"))?;
-            let session =
-                Session::new(g, SessionOptions { threads: 0 }).map_err(|e| format!("plan: {e}"))?;
+            let session = Session::new(
+                g,
+                SessionOptions {
+                    threads: 0,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| format!("plan: {e}"))?;
             let info = session
                 .graph()
                 .inputs

@@ -82,17 +82,16 @@ unsafe fn finish_row(
 ) {
     let j0 = p * NR;
     let cols = (w.n - j0).min(NR);
-    // SAFETY: col_sums has panels·NR entries; stores are masked to `cols`.
+    // SAFETY: col_fix has panels·NR entries; stores are masked to `cols`.
     unsafe {
-        let za = _mm512_set1_epi32(fix.za);
-        let row = _mm512_set1_epi32(fix.kzz.wrapping_sub(fix.row_fix[i]));
+        let row = _mm512_set1_epi32(fix.row_fix[i]);
         for (h, &v) in acc.iter().enumerate() {
             let w_cols = cols.saturating_sub(16 * h).min(16);
             if w_cols == 0 {
                 break;
             }
-            let cs = _mm512_loadu_si512(fix.col_sums.as_ptr().add(j0 + 16 * h) as *const _);
-            let v = _mm512_add_epi32(_mm512_sub_epi32(v, _mm512_mullo_epi32(za, cs)), row);
+            let cf = _mm512_loadu_si512(fix.col_fix.as_ptr().add(j0 + 16 * h) as *const _);
+            let v = _mm512_sub_epi32(_mm512_add_epi32(v, cf), row);
             store16(ep, v, out, i, w.n, j0 + 16 * h, w_cols);
         }
     }

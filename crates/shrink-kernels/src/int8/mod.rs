@@ -16,6 +16,72 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod depthwise;
+pub mod elementwise;
+pub mod planar;
+
+/// The canonical requantisation of quantised models (one definition shared
+/// by every integer kernel, so they agree bit for bit with each other and
+/// with a scalar simulation of the model):
+///
+/// `q = clamp(round_half_even(acc as f32 · m[c]) + z_y, lo, hi)`
+///
+/// where `acc` already includes the i32 bias, `m[c] = s_x·s_w[c]/s_y` was
+/// computed in f32 in that order, and `[lo, hi]` is the output type's range
+/// narrowed by a fused Relu (`lo = z_y`) or Clip.
+#[derive(Debug, Clone, Copy)]
+pub struct Requant<'a> {
+    /// One multiplier per output channel, or a single one.
+    pub mult: &'a [f32],
+    /// i32 bias per output channel (scale `s_x·s_w[c]`), added to the sums.
+    pub bias: Option<&'a [i32]>,
+    pub out_zero: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl Requant<'_> {
+    pub(crate) fn check(&self, channels: usize) -> Result<()> {
+        if self.mult.len() != 1 && self.mult.len() != channels {
+            return Err(KernelError::Length {
+                what: "requantisation multipliers (1 or channels)",
+                expected: channels,
+                got: self.mult.len(),
+            });
+        }
+        if let Some(b) = self.bias {
+            check_len("requantisation bias (channels)", channels, b.len())?;
+        }
+        if self.lo > self.hi {
+            return Err(KernelError::Unsupported {
+                what: "requantisation range",
+                why: format!("lo {} > hi {}", self.lo, self.hi),
+            });
+        }
+        Ok(())
+    }
+    #[inline]
+    pub fn mult_at(&self, c: usize) -> f32 {
+        if self.mult.len() == 1 {
+            self.mult[0]
+        } else {
+            self.mult[c]
+        }
+    }
+    #[inline]
+    pub fn bias_at(&self, c: usize) -> i32 {
+        self.bias.map_or(0, |b| b[c])
+    }
+    /// Requantises one accumulator (bias already added) of channel `c`.
+    #[inline]
+    pub fn apply(&self, acc: i32, c: usize) -> i32 {
+        let r = (acc as f32 * self.mult_at(c)).round_ties_even();
+        let r = r
+            .max((self.lo - self.out_zero) as f32)
+            .min((self.hi - self.out_zero) as f32);
+        r as i32 + self.out_zero
+    }
+}
 
 use crate::cpu::{self, Isa};
 use crate::epilogue::{store_scalar, Epilogue, OutPtr, Output};
@@ -125,13 +191,12 @@ pub fn reference(
     y
 }
 
-/// The zero-point terms that do not depend on the product, per call.
+/// The terms that do not depend on the product, per call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ZeroFix<'a> {
-    /// `za·colsum[j] − K·za·zw` is subtracted per column.
-    pub za: i32,
-    pub kzz: i32,
-    pub col_sums: &'a [i32],
+    /// Added per column: `bias[j] − za·colsum[j] + K·za·zw` (panels·NR
+    /// entries, so SIMD loads of whole panels stay in bounds).
+    pub col_fix: &'a [i32],
     /// `zw·rowsum[i]` is subtracted per row (all zeros when zw = 0).
     pub row_fix: &'a [i32],
 }
@@ -139,8 +204,7 @@ pub(crate) struct ZeroFix<'a> {
 impl ZeroFix<'_> {
     #[inline]
     pub(crate) fn apply(&self, acc: i32, i: usize, j: usize) -> i32 {
-        acc.wrapping_sub(self.za.wrapping_mul(self.col_sums[j]))
-            .wrapping_add(self.kzz)
+        acc.wrapping_add(self.col_fix[j])
             .wrapping_sub(self.row_fix[i])
     }
 }
@@ -165,11 +229,44 @@ pub fn gemm_with(
     a_zero: u8,
     w: &PackedI8,
     ep: &Epilogue,
+    out: Output,
+) -> Result<()> {
+    gemm_bias_with(isa, a, m, a_zero, w, None, ep, out)
+}
+
+/// `out = epilogue(A·Wᵀ + bias)`: like [`gemm`] with an i32 bias per output
+/// column added to the exact sums before the epilogue (the quantised-model
+/// bias, whose scale is `s_a·s_w[j]`).
+pub fn gemm_bias(
+    a: &[u8],
+    m: usize,
+    a_zero: u8,
+    w: &PackedI8,
+    bias: Option<&[i32]>,
+    ep: &Epilogue,
+    out: Output,
+) -> Result<()> {
+    gemm_bias_with(cpu::best(), a, m, a_zero, w, bias, ep, out)
+}
+
+/// [`gemm_bias`] on a chosen path (lowered to what the CPU supports).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_with(
+    isa: Isa,
+    a: &[u8],
+    m: usize,
+    a_zero: u8,
+    w: &PackedI8,
+    bias: Option<&[i32]>,
+    ep: &Epilogue,
     mut out: Output,
 ) -> Result<()> {
     let (n, k) = (w.n, w.k);
     check_len("int8 activations (M×K)", m * k, a.len())?;
     check_len("int8 output (M×N)", m * n, out.len())?;
+    if let Some(b) = bias {
+        check_len("int8 GEMM bias (N)", n, b.len())?;
+    }
     ep.check(n)?;
     if m == 0 {
         return Ok(());
@@ -185,10 +282,18 @@ pub fn gemm_with(
     } else {
         vec![0; m]
     };
+    let kzz = (k as i32).wrapping_mul(za).wrapping_mul(w.w_zero);
+    let col_fix: Vec<i32> = w
+        .col_sums
+        .iter()
+        .enumerate()
+        .map(|(j, &cs)| {
+            let b = bias.map_or(0, |b| b.get(j).copied().unwrap_or(0));
+            b.wrapping_sub(za.wrapping_mul(cs)).wrapping_add(kzz)
+        })
+        .collect();
     let fix = ZeroFix {
-        za,
-        kzz: (k as i32).wrapping_mul(za).wrapping_mul(w.w_zero),
-        col_sums: &w.col_sums,
+        col_fix: &col_fix,
         row_fix: &row_fix,
     };
     let isa = cpu::clamp(isa);

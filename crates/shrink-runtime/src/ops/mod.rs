@@ -9,6 +9,7 @@ use crate::{Result, RuntimeError};
 use shrink_graph::{Graph, Node};
 use shrink_tensor::Tensor;
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -51,6 +52,8 @@ pub struct OpContext<'a> {
     pub(crate) prepared: Option<&'a Prepared>,
     /// Whether a value name is an initializer of the graph being run.
     pub(crate) constants: &'a dyn Fn(&str) -> bool,
+    /// Which kernel this node ran on, for per-layer reports (set by the op).
+    pub(crate) kernel: &'a OnceLock<Cow<'static, str>>,
 }
 
 /// Subgraph runner of a [`OpContext::standalone`] context: there is none.
@@ -130,6 +133,12 @@ impl OpContext<'_> {
         self.node.input(i).is_some_and(|n| (self.constants)(n))
     }
 
+    /// Records which kernel ran this node (first call wins), for
+    /// [`crate::NodeTiming::kernel`].
+    pub fn set_kernel(&self, k: impl Into<Cow<'static, str>>) {
+        let _ = self.kernel.set(k.into());
+    }
+
     /// Input `i`, or an error saying it is required.
     pub fn required<'t>(&self, inputs: &[Option<&'t Tensor>], i: usize) -> Result<&'t Tensor> {
         inputs
@@ -183,6 +192,7 @@ impl Registry {
         rnn::register(&mut r);
         shape::register(&mut r);
         unary::register(&mut r);
+        crate::lower::register(&mut r);
         r
     }
 

@@ -164,6 +164,28 @@ fn quantize_linear(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Te
     let sv = floats(ctx, scale, "y_scale")?;
     let (zv, dt) = zero_point(ctx, zp, sv.len(), default)?;
     let (lo, hi) = int_range(ctx, dt)?;
+    // Per-tensor f32 → u8/i8 (every activation of a QDQ model): the
+    // kernels' vectorised loop of the same formula.
+    if let (Ok(xs), 1, DType::U8 | DType::I8) = (x.as_slice::<f32>(), sv.len(), dt) {
+        if scale.dtype() == DType::F32 {
+            let mut out = vec![0u8; xs.len()];
+            shrink_kernels::int8::elementwise::quantize(
+                xs,
+                sv[0],
+                zv[0] as i32,
+                lo as i32,
+                hi as i32,
+                &mut out,
+            )
+            .map_err(|e| ctx.error(e.to_string()))?;
+            let shape = x.shape().to_vec();
+            return Ok(vec![if dt == DType::I8 {
+                Tensor::from_vec(shape, out.into_iter().map(|b| b as i8).collect::<Vec<_>>())?
+            } else {
+                Tensor::from_vec(shape, out)?
+            }]);
+        }
+    }
     let xv = floats(ctx, x, "x")?;
     let y: Vec<i64> = xv
         .iter()
@@ -504,7 +526,14 @@ mod tests {
             }
         }
         g.nodes.push(node);
-        let s = Session::new(g, SessionOptions { threads: 1 }).expect("plan");
+        let s = Session::new(
+            g,
+            SessionOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .expect("plan");
         let got = s.run_named(feeds).unwrap_or_else(|e| panic!("{name}: {e}"));
         (name, got, want)
     }

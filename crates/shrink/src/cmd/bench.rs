@@ -29,6 +29,9 @@ pub struct Args {
     /// Print a per-layer time table.
     #[arg(long)]
     pub per_layer: bool,
+    /// How QDQ (quantised) graphs run: integer kernels, the scalar simulation, or float.
+    #[arg(long, default_value = "integer")]
+    pub qdq: shrink_runtime::QdqMode,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +88,7 @@ pub fn run(args: Args) -> Result<()> {
         g,
         SessionOptions {
             threads: args.threads,
+            qdq: args.qdq,
         },
     )?;
     // Warm-up: first runs touch fresh memory and fill caches.
@@ -104,15 +108,20 @@ pub fn run(args: Args) -> Result<()> {
     let p10 = times[times.len() / 10];
     let p90 = times[(times.len() * 9) / 10];
     let layers = if args.per_layer {
-        let mut acc: Vec<(String, String, f64)> = Vec::new();
+        let mut acc: Vec<(String, String, String, f64)> = Vec::new();
         let reps = 10;
         for r in 0..reps {
             let (_, t) = session.run_profiled(inputs.clone())?;
             for (i, nt) in t.into_iter().enumerate() {
                 if r == 0 {
-                    acc.push((nt.node, nt.op, 0.0));
+                    let k = if nt.kernel.is_empty() {
+                        "f32".into()
+                    } else {
+                        nt.kernel
+                    };
+                    acc.push((nt.node, nt.op, k, 0.0));
                 }
-                acc[i].2 += nt.time.as_secs_f64() / reps as f64;
+                acc[i].3 += nt.time.as_secs_f64() / reps as f64;
             }
         }
         acc
@@ -129,7 +138,7 @@ pub fn run(args: Args) -> Result<()> {
             "p10_s": p10,
             "p90_s": p90,
             "items_per_s": args.batch as f64 / median,
-            "layers": layers.iter().map(|(n, o, t)| json!({"node": n, "op": o, "kernel": "f32", "mean_s": t})).collect::<Vec<_>>(),
+            "layers": layers.iter().map(|(n, o, k, t)| json!({"node": n, "op": o, "kernel": k, "mean_s": t})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -149,17 +158,17 @@ pub fn run(args: Args) -> Result<()> {
         args.batch as f64 / median
     );
     if !layers.is_empty() {
-        let total: f64 = layers.iter().map(|l| l.2).sum();
+        let total: f64 = layers.iter().map(|l| l.3).sum();
         println!(
-            "\n  {:<40} {:<20} {:<8} {:>10} {:>7}",
+            "\n  {:<40} {:<20} {:<24} {:>10} {:>7}",
             "node", "op", "kernel", "ms", "%"
         );
-        for (n, o, t) in &layers {
+        for (n, o, k, t) in &layers {
             println!(
-                "  {:<40} {:<20} {:<8} {:>10.4} {:>6.1}%",
+                "  {:<40} {:<20} {:<24} {:>10.4} {:>6.1}%",
                 n,
                 o,
-                "f32",
+                k,
                 t * 1e3,
                 100.0 * t / total
             );

@@ -48,6 +48,7 @@ pub fn run(args: Args) -> Result<()> {
         g,
         SessionOptions {
             threads: args.threads,
+            ..Default::default()
         },
     )?;
     rule("fp32 accuracy (shrink runtime)");

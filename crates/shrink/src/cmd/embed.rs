@@ -42,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         graph,
         SessionOptions {
             threads: args.threads,
+            ..Default::default()
         },
     )?;
     let enc = tokenizer.encode_batch(&args.texts)?;

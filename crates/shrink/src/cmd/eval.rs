@@ -122,6 +122,7 @@ pub fn run(args: Args) -> Result<()> {
         g,
         SessionOptions {
             threads: args.threads,
+            ..Default::default()
         },
     )?;
     let split = if args.train {

@@ -27,6 +27,7 @@ pub fn run(args: Args) -> Result<()> {
         g,
         SessionOptions {
             threads: args.threads,
+            ..Default::default()
         },
     )?;
     let wanted: Vec<String> = session

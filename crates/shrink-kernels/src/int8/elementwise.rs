@@ -1,0 +1,262 @@
+//! Requantising element-wise addition of two quantised tensors (residual
+//! connections), in the canonical form shared with the scalar simulation:
+//!
+//! `v = (a − z_a)·m_a + (b − z_b)·m_b` (two f32 products, one f32 sum — no
+//! fused multiply-add, so the vector and scalar paths round identically),
+//! `q = clamp(round_half_even(v) + z_y, lo, hi)`, with `m_a = s_a/s_y` and
+//! `m_b = s_b/s_y`.
+//!
+//! Operands are bytes in the u8 domain: i8 tensors are passed shifted by 128
+//! (`q ^ 0x80`, zero point + 128), which leaves `q − z` unchanged; outputs
+//! are stored as bytes (two's complement for i8 ranges).
+
+use crate::cpu::{self, Isa};
+use crate::{check_len, Result};
+
+/// Quantisation of one operand: zero point (u8 domain) and multiplier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Operand {
+    pub zero: i32,
+    pub mult: f32,
+}
+
+/// One element, the definition.
+#[inline(always)]
+pub fn add_one(a: u8, b: u8, qa: Operand, qb: Operand, zy: i32, lo: i32, hi: i32) -> i32 {
+    let v = (a as i32 - qa.zero) as f32 * qa.mult + (b as i32 - qb.zero) as f32 * qb.mult;
+    let r = v.round_ties_even();
+    let r = r.max((lo - zy) as f32).min((hi - zy) as f32);
+    r as i32 + zy
+}
+
+/// `out[i] = add_one(a[i], b[i])` on the best path for this CPU.
+#[allow(clippy::too_many_arguments)]
+pub fn add(
+    a: &[u8],
+    qa: Operand,
+    b: &[u8],
+    qb: Operand,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [u8],
+) -> Result<()> {
+    add_with(cpu::best(), a, qa, b, qb, zy, lo, hi, out)
+}
+
+/// [`add`] on a chosen path (lowered to what the CPU supports).
+#[allow(clippy::too_many_arguments)]
+pub fn add_with(
+    isa: Isa,
+    a: &[u8],
+    qa: Operand,
+    b: &[u8],
+    qb: Operand,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [u8],
+) -> Result<()> {
+    check_len("quantised add b", a.len(), b.len())?;
+    check_len("quantised add output", a.len(), out.len())?;
+    match cpu::clamp(isa) {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 => {
+            // SAFETY: the CPU supports AVX-512 F/BW (clamped above).
+            unsafe { add_avx512(a, qa, b, qb, zy, lo, hi, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: the CPU supports AVX2 + FMA (clamped above).
+            unsafe { add_avx2(a, qa, b, qb, zy, lo, hi, out) }
+        }
+        _ => add_body(a, qa, b, qb, zy, lo, hi, out),
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+unsafe fn add_avx512(
+    a: &[u8],
+    qa: Operand,
+    b: &[u8],
+    qb: Operand,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [u8],
+) {
+    add_body(a, qa, b, qb, zy, lo, hi, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn add_avx2(
+    a: &[u8],
+    qa: Operand,
+    b: &[u8],
+    qb: Operand,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [u8],
+) {
+    add_body(a, qa, b, qb, zy, lo, hi, out)
+}
+
+/// The loop, inlined into each target-feature wrapper (LLVM vectorises it;
+/// Rust never contracts `x·y + z` into an FMA, so every path rounds alike).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn add_body(
+    a: &[u8],
+    qa: Operand,
+    b: &[u8],
+    qb: Operand,
+    zy: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [u8],
+) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = add_one(x, y, qa, qb, zy, lo, hi) as u8;
+    }
+}
+
+/// ONNX QuantizeLinear of one f32 to a byte code (per-tensor):
+/// `clamp(round_half_even(x / s) + z, lo, hi)`, NaN → `z`, ±inf saturate.
+#[inline(always)]
+pub fn quantize_one(x: f32, scale: f32, zero: i32, lo: i32, hi: i32) -> i32 {
+    let r = (x / scale).round_ties_even();
+    let r = if r.is_nan() { 0.0 } else { r };
+    let r = r.max((lo - zero) as f32).min((hi - zero) as f32);
+    r as i32 + zero
+}
+
+/// `out[i] = quantize_one(x[i])` (bytes; two's complement for i8 ranges),
+/// on the best path for this CPU.
+pub fn quantize(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) -> Result<()> {
+    quantize_with(cpu::best(), x, scale, zero, lo, hi, out)
+}
+
+/// [`quantize`] on a chosen path (lowered to what the CPU supports).
+pub fn quantize_with(
+    isa: Isa,
+    x: &[f32],
+    scale: f32,
+    zero: i32,
+    lo: i32,
+    hi: i32,
+    out: &mut [u8],
+) -> Result<()> {
+    check_len("quantize output", x.len(), out.len())?;
+    match cpu::clamp(isa) {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 => {
+            // SAFETY: the CPU supports AVX-512 F/BW (clamped above).
+            unsafe { quantize_avx512(x, scale, zero, lo, hi, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: the CPU supports AVX2 + FMA (clamped above).
+            unsafe { quantize_avx2(x, scale, zero, lo, hi, out) }
+        }
+        _ => quantize_body(x, scale, zero, lo, hi, out),
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+unsafe fn quantize_avx512(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) {
+    quantize_body(x, scale, zero, lo, hi, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_avx2(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) {
+    quantize_body(x, scale, zero, lo, hi, out)
+}
+
+#[inline(always)]
+fn quantize_body(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = quantize_one(v, scale, zero, lo, hi) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn every_path_equals_definition() {
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let n = 1037;
+        let a: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+        let b: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+        for &(za, zb, zy, lo, hi, ma, mb) in &[
+            (0, 255, 0, 0, 255, 0.7f32, 1.3f32),
+            (128, 128, 0, -128, 127, 0.5, 0.5),
+            (3, 250, 255, 100, 255, 2.0, 0.01),
+        ] {
+            let (qa, qb) = (
+                Operand { zero: za, mult: ma },
+                Operand { zero: zb, mult: mb },
+            );
+            let want: Vec<u8> = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| add_one(x, y, qa, qb, zy, lo, hi) as u8)
+                .collect();
+            for isa in cpu::available() {
+                let mut out = vec![0u8; n];
+                add_with(isa, &a, qa, &b, qb, zy, lo, hi, &mut out).unwrap();
+                assert_eq!(out, want, "{isa:?}");
+            }
+        }
+        let x: Vec<f32> = (0..n)
+            .map(|i| match i % 7 {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2 => -f32::INFINITY,
+                3 => (i as f32 - 500.0) * 0.5, // exact ties at scale 1
+                _ => rng.gen_range(-300.0f32..300.0),
+            })
+            .collect();
+        for &(s, z, lo, hi) in &[
+            (1.0f32, 0, 0, 255),
+            (0.37, 128, 0, 255),
+            (2.5, -3, -128, 127),
+        ] {
+            let want: Vec<u8> = x
+                .iter()
+                .map(|&v| quantize_one(v, s, z, lo, hi) as u8)
+                .collect();
+            for isa in cpu::available() {
+                let mut out = vec![0u8; n];
+                quantize_with(isa, &x, s, z, lo, hi, &mut out).unwrap();
+                assert_eq!(out, want, "{isa:?}");
+            }
+        }
+        assert_eq!(quantize_one(f32::NAN, 1.0, 7, 0, 255), 7);
+        assert_eq!(quantize_one(2.5, 1.0, 0, 0, 255), 2);
+        assert_eq!(quantize_one(-1e30, 1.0, -3, -128, 127), -128);
+        assert!(add(
+            &a,
+            Operand { zero: 0, mult: 1.0 },
+            &b[..3],
+            Operand { zero: 0, mult: 1.0 },
+            0,
+            0,
+            255,
+            &mut [0; 1037]
+        )
+        .is_err());
+    }
+}
