@@ -42,7 +42,9 @@ fn corrupt(msg: impl Into<String>) -> HuffmanError {
 pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
     let mut pos = 0usize;
     let n = get_varint(frame, &mut pos, "symbol count")?;
-    let width = *frame.get(pos).ok_or(HuffmanError::Truncated("symbol width"))?;
+    let width = *frame
+        .get(pos)
+        .ok_or(HuffmanError::Truncated("symbol width"))?;
     pos += 1;
     if width != 1 && width != 2 {
         return Err(corrupt(format!("symbol width {width} is neither 1 nor 2")));
@@ -84,7 +86,9 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
         )));
     }
     info.alphabet = alphabet;
-    let max_len = *frame.get(pos).ok_or(HuffmanError::Truncated("code length limit"))? as u32;
+    let max_len = *frame
+        .get(pos)
+        .ok_or(HuffmanError::Truncated("code length limit"))? as u32;
     pos += 1;
     if max_len == 0 {
         let sym = get_varint(frame, &mut pos, "the single symbol")?;
@@ -99,7 +103,9 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
         return done(info, pos, Some(sym as u32), Vec::new(), 0, Vec::new());
     }
     if max_len > MAX_CODE_LEN {
-        return Err(corrupt(format!("code length limit {max_len} > {MAX_CODE_LEN}")));
+        return Err(corrupt(format!(
+            "code length limit {max_len} > {MAX_CODE_LEN}"
+        )));
     }
     info.max_len = max_len;
     let nib = alphabet.div_ceil(2);
@@ -113,7 +119,9 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
     }
     if lengths.iter().any(|&l| l as u32 > max_len) || !lengths.iter().any(|&l| l as u32 == max_len)
     {
-        return Err(corrupt(format!("code lengths disagree with the limit {max_len}")));
+        return Err(corrupt(format!(
+            "code lengths disagree with the limit {max_len}"
+        )));
     }
     if lengths.iter().filter(|&&l| l > 0).count() < 2 {
         return Err(corrupt("fewer than two coded symbols"));
@@ -121,7 +129,9 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
     if super::lengths::kraft_units(&lengths, max_len) > 1 << max_len {
         return Err(corrupt("code lengths over-subscribe the code space"));
     }
-    let streams = *frame.get(pos).ok_or(HuffmanError::Truncated("stream count"))? as usize;
+    let streams = *frame
+        .get(pos)
+        .ok_or(HuffmanError::Truncated("stream count"))? as usize;
     pos += 1;
     if streams != 1 && streams != 4 {
         return Err(corrupt(format!("{streams} streams (1 or 4 expected)")));
@@ -136,7 +146,10 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
     let check = u32::from_le_bytes(check.try_into().expect("4 bytes"));
     pos += 4;
     let payload = frame.len() - pos;
-    let listed: usize = sizes.iter().try_fold(0usize, |a, &s| a.checked_add(s)).unwrap_or(usize::MAX);
+    let listed: usize = sizes
+        .iter()
+        .try_fold(0usize, |a, &s| a.checked_add(s))
+        .unwrap_or(usize::MAX);
     if listed > payload {
         return Err(HuffmanError::Truncated("stream bytes"));
     }

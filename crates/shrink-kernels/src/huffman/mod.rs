@@ -106,7 +106,11 @@ impl Symbol for u16 {
 
 /// Symbol counts; `alphabet` = largest symbol + 1.
 pub fn histogram<S: Symbol>(symbols: &[S]) -> Vec<u64> {
-    let size = symbols.iter().map(|s| s.to_u32() as usize + 1).max().unwrap_or(0);
+    let size = symbols
+        .iter()
+        .map(|s| s.to_u32() as usize + 1)
+        .max()
+        .unwrap_or(0);
     let mut h = vec![0u64; size];
     // four sub-histograms break the store-to-load dependency on repeats
     let mut h4 = vec![[0u32; 4]; size];
@@ -178,7 +182,9 @@ pub(crate) fn get_varint(b: &[u8], pos: &mut usize, what: &'static str) -> Resul
             return Ok(v);
         }
     }
-    Err(HuffmanError::Corrupt(format!("{what}: varint longer than 64 bits")))
+    Err(HuffmanError::Corrupt(format!(
+        "{what}: varint longer than 64 bits"
+    )))
 }
 
 /// Code lengths for a frame: limited to 11 bits (five lookups per 64-bit

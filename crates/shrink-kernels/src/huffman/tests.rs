@@ -76,7 +76,11 @@ fn truncation_is_an_error_at_every_length() {
             .collect();
         let f = encode(&v).unwrap();
         for cut in 0..f.len() {
-            assert!(decode::<u8>(&f[..cut], n).is_err(), "cut at {cut} of {}", f.len());
+            assert!(
+                decode::<u8>(&f[..cut], n).is_err(),
+                "cut at {cut} of {}",
+                f.len()
+            );
         }
         let mut longer = f.clone();
         longer.push(0);
