@@ -5,9 +5,13 @@
 //!
 //! ```text
 //!  single  u16:  sym(12) | len(4)                  len 0 = no code starts here
-//!  multi   u32:  sym0(12) | sym1(12) | bits(4) | count(2) | bad(1, bit 31)
-//!               count 2 when a second whole code fits in the same max_len bits
+//!  multi   u64:  bits(6) | count(2) | … | pair(32) at bit 32
+//!               count 2 when a second whole code fits in the same max_len bits;
+//!               pair = both symbols as one 2-symbol store (Symbol::pair)
 //! ```
+//! Frames must use a complete code (Kraft sum exactly 1, what package-merge
+//! produces), so every table entry is a valid code and the fast loop needs no
+//! per-lookup validity check; `parse` rejects any other code.
 //!
 //! The fast loop refills each of the four streams to ≥ 56 bits with one
 //! unaligned 8-byte load (Giesen's branchless refill), then does five lookups
@@ -24,12 +28,13 @@ use super::{
 };
 
 const TABLE: usize = 1 << MAX_CODE_LEN;
-const BAD: u32 = 1 << 31;
 
 pub(super) struct Header<'a> {
     pub info: FrameInfo,
     lengths: Vec<u8>,
     single_symbol: Option<u32>,
+    /// Raw mode: bits per code.
+    raw_bits: Option<u32>,
     check: u32,
     streams: Vec<&'a [u8]>,
 }
@@ -71,6 +76,7 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
                 ..info
             },
             lengths,
+            raw_bits: None,
             single_symbol: single,
             check,
             streams,
@@ -102,6 +108,37 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
         info.symbols = n as usize;
         return done(info, pos, Some(sym as u32), Vec::new(), 0, Vec::new());
     }
+    if max_len & 0x80 != 0 {
+        let bits = max_len & 0x7f;
+        if bits != super::raw_bits(alphabet) {
+            return Err(corrupt(format!(
+                "raw mode with {bits}-bit codes for {alphabet} symbols"
+            )));
+        }
+        let check = frame
+            .get(pos..pos + 4)
+            .ok_or(HuffmanError::Truncated("check value"))?;
+        let check = u32::from_le_bytes(check.try_into().expect("4 bytes"));
+        pos += 4;
+        let need = (n as u128 * bits as u128).div_ceil(8);
+        if need != (frame.len() - pos) as u128 {
+            return Err(HuffmanError::Truncated("raw codes"));
+        }
+        info.symbols = n as usize;
+        info.streams = 1;
+        info.payload_bytes = frame.len() - pos;
+        return Ok(Header {
+            info: FrameInfo {
+                header_bytes: pos,
+                ..info
+            },
+            lengths: Vec::new(),
+            raw_bits: Some(bits),
+            single_symbol: None,
+            check,
+            streams: vec![&frame[pos..]],
+        });
+    }
     if max_len > MAX_CODE_LEN {
         return Err(corrupt(format!(
             "code length limit {max_len} > {MAX_CODE_LEN}"
@@ -126,8 +163,8 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
     if lengths.iter().filter(|&&l| l > 0).count() < 2 {
         return Err(corrupt("fewer than two coded symbols"));
     }
-    if super::lengths::kraft_units(&lengths, max_len) > 1 << max_len {
-        return Err(corrupt("code lengths over-subscribe the code space"));
+    if super::lengths::kraft_units(&lengths, max_len) != 1 << max_len {
+        return Err(corrupt("code lengths do not form a complete prefix code"));
     }
     let streams = *frame
         .get(pos)
@@ -172,10 +209,10 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
 
 struct Tables {
     single: Box<[u16; TABLE]>,
-    multi: Box<[u32; TABLE]>,
+    multi: Box<[u64; TABLE]>,
 }
 
-fn build_tables(lengths: &[u8], max_len: u32) -> Result<Tables> {
+fn build_tables<S: Symbol>(lengths: &[u8], max_len: u32) -> Result<Tables> {
     let codes = canonical_codes(lengths).ok_or_else(|| corrupt("over-subscribed code"))?;
     let size = 1usize << max_len;
     let mut single = Box::new([0u16; TABLE]);
@@ -189,20 +226,19 @@ fn build_tables(lengths: &[u8], max_len: u32) -> Result<Tables> {
             single[r | k << l] = entry;
         }
     }
-    let mut multi = Box::new([0u32; TABLE]);
+    let mut multi = Box::new([0u64; TABLE]);
     for x in 0..size {
         let e0 = single[x] as u32;
         let l0 = e0 >> 12;
-        multi[x] = if l0 == 0 {
-            BAD | max_len << 24
+        if l0 == 0 {
+            return Err(corrupt("incomplete code"));
+        }
+        let e1 = single[x >> l0] as u32;
+        let l1 = e1 >> 12;
+        multi[x] = if l1 > 0 && l0 + l1 <= max_len {
+            (l0 + l1) as u64 | 2 << 6 | S::pair(e0 & 0xfff, e1 & 0xfff) << 32
         } else {
-            let e1 = single[x >> l0] as u32;
-            let l1 = e1 >> 12;
-            if l1 > 0 && l0 + l1 <= max_len {
-                (e0 & 0xfff) | (e1 & 0xfff) << 12 | (l0 + l1) << 24 | 2 << 28
-            } else {
-                (e0 & 0xfff) | l0 << 24 | 1 << 28
-            }
+            l0 as u64 | 1 << 6 | S::pair(e0 & 0xfff, 0) << 32
         };
     }
     Ok(Tables { single, multi })
@@ -289,20 +325,20 @@ fn decode_parsed<S: Symbol>(h: &Header<'_>, out: &mut [S]) -> Result<()> {
         out.fill(S::from_u32(sym));
         return Ok(());
     }
+    if let Some(bits) = h.raw_bits {
+        return decode_raw(h, bits, out);
+    }
     let max_len = h.info.max_len;
-    let t = build_tables(&h.lengths, max_len)?;
+    let t = build_tables::<S>(&h.lengths, max_len)?;
     let q = n.div_ceil(h.streams.len());
     let mut readers: Vec<Reader<'_>> = h.streams.iter().map(|s| Reader::new(s)).collect();
     let mut starts: Vec<usize> = (0..readers.len()).map(|k| (k * q).min(n)).collect();
     let ends: Vec<usize> = (0..readers.len()).map(|k| ((k + 1) * q).min(n)).collect();
     if readers.len() == 4 {
-        let bad = if max_len <= 11 {
+        if max_len <= 11 {
             fast4::<S, 5>(&t, max_len, &mut readers, &mut starts, &ends, out)
         } else {
             fast4::<S, 4>(&t, max_len, &mut readers, &mut starts, &ends, out)
-        };
-        if bad {
-            return Err(corrupt("bit pattern that is no code"));
         }
     }
     let mask = (1usize << max_len) - 1;
@@ -337,7 +373,34 @@ fn decode_parsed<S: Symbol>(h: &Header<'_>, out: &mut [S]) -> Result<()> {
     Ok(())
 }
 
-/// The interleaved multi-symbol loop; returns whether a non-code was met.
+fn decode_raw<S: Symbol>(h: &Header<'_>, bits: u32, out: &mut [S]) -> Result<()> {
+    let data = h.streams[0];
+    let mask = (1u64 << bits) - 1;
+    let (mut acc, mut have, mut pos) = (0u64, 0u32, 0usize);
+    for o in out.iter_mut() {
+        while have < bits {
+            acc |= (data[pos] as u64) << have;
+            pos += 1;
+            have += 8;
+        }
+        let c = (acc & mask) as u32;
+        if c as usize >= h.info.alphabet {
+            return Err(corrupt(format!("raw code {c} outside the alphabet")));
+        }
+        *o = S::from_u32(c);
+        acc >>= bits;
+        have -= bits;
+    }
+    if acc != 0 {
+        return Err(corrupt("non-zero padding after the raw codes"));
+    }
+    if S::checksum(out) != h.check {
+        return Err(corrupt("check value mismatch: the coded bits are damaged"));
+    }
+    Ok(())
+}
+
+/// The interleaved multi-symbol loop.
 #[inline(never)]
 fn fast4<S: Symbol, const K: usize>(
     t: &Tables,
@@ -346,7 +409,7 @@ fn fast4<S: Symbol, const K: usize>(
     op: &mut [usize],
     ends: &[usize],
     out: &mut [S],
-) -> bool {
+) {
     let mask = (1usize << max_len) - 1;
     let (r0, rest) = r.split_at_mut(1);
     let (r1, rest) = rest.split_at_mut(1);
@@ -358,7 +421,6 @@ fn fast4<S: Symbol, const K: usize>(
     let datas = [rs[0].data, rs[1].data, rs[2].data, rs[3].data];
     let mut o = [op[0], op[1], op[2], op[3]];
     let out_ptr = out.as_mut_ptr();
-    let mut bad = 0u32;
     loop {
         let mut go = true;
         for s in 0..4 {
@@ -378,16 +440,13 @@ fn fast4<S: Symbol, const K: usize>(
         for _ in 0..K {
             for s in 0..4 {
                 let e = t.multi[(bufs[s] as usize) & mask & (TABLE - 1)];
-                bad |= e;
-                // SAFETY: o[s] + 2K <= ends[s] at the top of this iteration and each of the K lookups advances o[s] by at most
-                // 2, so o[s] + 1 < ends[s] <= out.len(): both stores are in
+                // SAFETY: o[s] + 2K <= ends[s] at the top of this iteration
+                // and each of the K lookups advances o[s] by at most 2, so
+                // o[s] + 1 < ends[s] <= out.len(): the 2-symbol store is in
                 // bounds and inside stream s's own quarter of `out`.
-                unsafe {
-                    *out_ptr.add(o[s]) = S::from_u32(e & 0xfff);
-                    *out_ptr.add(o[s] + 1) = S::from_u32((e >> 12) & 0xfff);
-                }
-                o[s] += ((e >> 28) & 3) as usize;
-                let nb = (e >> 24) & 15;
+                unsafe { S::store_pair(out_ptr.add(o[s]), e >> 32) };
+                o[s] += ((e >> 6) & 3) as usize;
+                let nb = (e & 63) as u32;
                 bufs[s] >>= nb;
                 counts[s] -= nb;
             }
@@ -399,5 +458,4 @@ fn fast4<S: Symbol, const K: usize>(
         rs[s].pos = pos[s];
         op[s] = o[s];
     }
-    bad & BAD != 0
 }

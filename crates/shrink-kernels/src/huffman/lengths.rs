@@ -200,7 +200,7 @@ mod tests {
             prop_assume!(used >= 2 && used <= 1 << max_len);
             let l = limited_lengths(&freqs, max_len).unwrap();
             prop_assert!(l.iter().all(|&x| x as u32 <= max_len));
-            prop_assert!(kraft_units(&l, max_len) <= 1 << max_len);
+            prop_assert_eq!(kraft_units(&l, max_len), 1 << max_len, "complete code");
             prop_assert_eq!(cost(&freqs, &l), brute_best(&freqs, max_len));
         }
 

@@ -23,6 +23,9 @@
 //!  u8      width        1: u8 symbols, 2: u16 symbols
 //!  varint  alphabet     largest symbol + 1 (≤ 4096)            ┐ only when n > 0
 //!  u8      max_len      0: every symbol equal (varint symbol follows, no payload)
+//!                       0x80 | b: raw mode — u32 check, then n codes of b bits
+//!                       (LSB first) — used when shorter than the Huffman frame
+//!                       (tiny streams, where the code table costs more than it saves)
 //!                       1..=12: longest code length
 //!  u8 × ⌈alphabet/2⌉    code length per symbol, 4 bits each, low nibble first
 //!  u8      streams      1 or 4
@@ -72,6 +75,13 @@ pub trait Symbol: Copy + Default + Send + Sync + 'static {
     fn to_u32(self) -> u32;
     fn from_u32(x: u32) -> Self;
     fn checksum(s: &[Self]) -> u32;
+    /// Two symbols as the bytes one store writes (`s0` first, little-endian).
+    fn pair(s0: u32, s1: u32) -> u64;
+    /// Stores [`Self::pair`]'s value at `p` and `p + 1`.
+    ///
+    /// # Safety
+    /// `p` and `p + 1` must be valid for writes.
+    unsafe fn store_pair(p: *mut Self, pair: u64);
 }
 
 impl Symbol for u8 {
@@ -87,6 +97,16 @@ impl Symbol for u8 {
     fn checksum(s: &[u8]) -> u32 {
         checksum_bytes(s)
     }
+    #[inline(always)]
+    fn pair(s0: u32, s1: u32) -> u64 {
+        (s0 | s1 << 8) as u64
+    }
+    #[inline(always)]
+    unsafe fn store_pair(p: *mut u8, pair: u64) {
+        // SAFETY: the caller guarantees p and p + 1 are writable; the store
+        // is unaligned-safe and little-endian puts s0 at p.
+        unsafe { (p as *mut u16).write_unaligned((pair as u16).to_le()) }
+    }
 }
 
 impl Symbol for u16 {
@@ -101,6 +121,15 @@ impl Symbol for u16 {
     }
     fn checksum(s: &[u16]) -> u32 {
         checksum_u16(s)
+    }
+    #[inline(always)]
+    fn pair(s0: u32, s1: u32) -> u64 {
+        (s0 | s1 << 16) as u64
+    }
+    #[inline(always)]
+    unsafe fn store_pair(p: *mut u16, pair: u64) {
+        // SAFETY: as for u8: p and p + 1 are writable per the caller.
+        unsafe { (p as *mut u32).write_unaligned((pair as u32).to_le()) }
     }
 }
 
@@ -238,6 +267,7 @@ pub fn encode_with_histogram<S: Symbol>(symbols: &[S], hist: &[u64]) -> Result<V
     })?;
     let codes = canonical_codes(&lengths)
         .ok_or_else(|| HuffmanError::Corrupt("code lengths over-subscribe the code".into()))?;
+    let raw = raw_frame(symbols, alphabet, out.clone());
     let longest = *lengths.iter().max().unwrap_or(&1);
     out.push(longest);
     for pair in lengths.chunks(2) {
@@ -263,7 +293,34 @@ pub fn encode_with_histogram<S: Symbol>(symbols: &[S], hist: &[u64]) -> Result<V
     for c in &coded {
         out.extend_from_slice(c);
     }
-    Ok(out)
+    Ok(if raw.len() < out.len() { raw } else { out })
+}
+
+/// Bits of a raw-mode code for `alphabet` symbols.
+pub(crate) fn raw_bits(alphabet: usize) -> u32 {
+    (usize::BITS - alphabet.saturating_sub(1).leading_zeros()).max(1)
+}
+
+/// The raw-mode frame: `prefix` (count, width, alphabet), mode byte, check,
+/// fixed-width codes.
+fn raw_frame<S: Symbol>(symbols: &[S], alphabet: usize, mut out: Vec<u8>) -> Vec<u8> {
+    let bits = raw_bits(alphabet);
+    out.push(0x80 | bits as u8);
+    out.extend_from_slice(&S::checksum(symbols).to_le_bytes());
+    let (mut acc, mut n) = (0u64, 0u32);
+    for s in symbols {
+        acc |= (s.to_u32() as u64) << n;
+        n += bits;
+        while n >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            n -= 8;
+        }
+    }
+    if n > 0 {
+        out.push(acc as u8);
+    }
+    out
 }
 
 fn encode_stream<S: Symbol>(symbols: &[S], table: &[u32]) -> Vec<u8> {

@@ -100,9 +100,24 @@ fn edge_cases() {
     check_round_trip_u16(&two);
     // a single-symbol frame is a few bytes whatever n is
     assert!(encode(&[3u16; 10000]).unwrap().len() < 10);
+    // tiny or flat streams fall back to raw codes, never worse than fixed width
+    for v in [
+        vec![1u16, 2, 3, 0, 5, 6, 7, 4],
+        (0..1024u16).collect::<Vec<_>>(),
+    ] {
+        let f = encode(&v).unwrap();
+        let info = frame_info(&f).unwrap();
+        assert_eq!(
+            info.payload_bytes,
+            (v.len() * (if v.len() == 8 { 3 } else { 10 })).div_ceil(8)
+        );
+        check_round_trip_u16(&v);
+    }
     assert!(encode(&[4096u16]).is_err());
-    // every symbol of a full 4096 alphabet forces 12-bit codes
-    let all: Vec<u16> = (0..4096u16).chain(0..4096).collect();
+    // more than 2048 used symbols force 12-bit codes
+    let all: Vec<u16> = (0..3000u16)
+        .chain(std::iter::repeat(0).take(3000))
+        .collect();
     let f = encode(&all).unwrap();
     assert_eq!(frame_info(&f).unwrap().max_len, 12);
     check_round_trip_u16(&all);
