@@ -31,8 +31,10 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Latency and throughput on this machine.
     Bench(cmd::bench::Args),
-    /// Write a model as ONNX.
+    /// Write a model as ONNX (a .shrink model is decoded).
     Export(cmd::export::Args),
+    /// Store a model in a .shrink container with chosen encodings.
+    Encode(cmd::encode::Args),
     /// SQNR of each layer's weights under every numeric format.
     Formats(cmd::formats::Args),
     /// Energy per inference on a 45 nm accelerator model; --sweep for bit widths × SRAM.
@@ -70,6 +72,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Encode(a) => cmd::encode::run(a),
         Command::Formats(a) => cmd::formats::run(a),
         Command::Energy(a) => cmd::energy::run(a),
         Command::Ops => cmd::ops::run(),

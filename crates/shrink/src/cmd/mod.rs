@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod demo;
 pub mod embed;
+pub mod encode;
 pub mod energy;
 pub mod eval;
 pub mod export;
