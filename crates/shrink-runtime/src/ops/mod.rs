@@ -69,6 +69,10 @@ fn never_constant(_: &str) -> bool {
     false
 }
 
+/// Kernel names recorded by standalone contexts go here and are never read:
+/// per-layer kernel reports belong to sessions.
+static STANDALONE_KERNEL: OnceLock<Cow<'static, str>> = OnceLock::new();
+
 impl<'a> OpContext<'a> {
     /// A context for running one node outside a [`crate::Session`] (the
     /// training executor calls the runtime's forward kernels this way):
@@ -82,6 +86,7 @@ impl<'a> OpContext<'a> {
             subgraph: &no_subgraph,
             prepared: None,
             constants: &never_constant,
+            kernel: &STANDALONE_KERNEL,
         }
     }
 }
