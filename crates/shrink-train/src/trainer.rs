@@ -269,7 +269,13 @@ pub fn fit(
 /// Accuracy (%) of `graph`'s first output on `data`, in Eval mode.
 pub fn accuracy(graph: &Graph, data: &Dataset, batch: usize, threads: usize) -> Result<f64> {
     let input = check_interface(graph, data)?;
-    let session = Session::new(graph.clone(), SessionOptions { threads })?;
+    let session = Session::new(
+        graph.clone(),
+        SessionOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
     let mut hits = 0;
     for b in data.batches(batch.max(1)) {
         let (x, y) = b?;
@@ -399,7 +405,13 @@ impl<'a> Run<'a> {
             None => None,
             Some(d) => {
                 check_interface(&d.teacher, data)?;
-                let s = Session::new(d.teacher.clone(), SessionOptions { threads })?;
+                let s = Session::new(
+                    d.teacher.clone(),
+                    SessionOptions {
+                        threads,
+                        ..Default::default()
+                    },
+                )?;
                 Some((s, d.temperature, d.alpha))
             }
         };

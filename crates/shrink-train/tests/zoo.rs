@@ -35,7 +35,14 @@ fn sample_inputs(n: usize) -> Tensor {
 }
 
 fn run(g: Graph, x: &Tensor) -> Vec<f32> {
-    let s = Session::new(g, SessionOptions { threads: 1 }).unwrap();
+    let s = Session::new(
+        g,
+        SessionOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     s.run(vec![x.clone()]).unwrap().remove(0).to_f32_vec()
 }
 
