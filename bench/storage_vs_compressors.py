@@ -140,12 +140,13 @@ def main():
         print(f"| {t['name']} | {t['kept_percent']:.2f} | {t['index_bits']} | {t['stored_bytes']} | "
               f"{t['bytes_after_p']} | {t['bytes_after_pq']} | {t['bytes_after_pqh']} |")
     print("\nHuffman streams (coded vs order-0 entropy):")
-    print("| tensor | stream | symbols | entropy B | stored B | over entropy |\n|---|---|---:|---:|---:|---:|")
+    print("| tensor | stream | symbols | entropy B | coded B | over entropy | with table B | over entropy |\n|---|---|---:|---:|---:|---:|---:|---:|")
     for t in weight_rows:
         for s in t["streams"]:
             if s["huffman"]:
                 h = s["entropy_bits"] / 8
-                print(f"| {t['name']} | {s['name']} | {s['symbols']} | {h:.1f} | {s['stored_bytes']} | "
+                print(f"| {t['name']} | {s['name']} | {s['symbols']} | {h:.1f} | {s['payload_bytes']} | "
+                      f"{100 * (s['payload_bytes'] / h - 1):+.2f}% | {s['stored_bytes']} | "
                       f"{100 * (s['stored_bytes'] / h - 1):+.2f}% |")
     fp32 = info["fp32_bytes"]
     print(f"\nfp32 weights {fp32} B; .shrink file {info['file_bytes']} B = {fp32 / info['file_bytes']:.1f}x")

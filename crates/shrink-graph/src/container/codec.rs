@@ -42,6 +42,9 @@ pub struct StreamStats {
     pub entropy_bits: Option<f64>,
     /// Bytes of the part as stored (frame or packed codes, length prefix excluded).
     pub stored_bytes: usize,
+    /// Huffman frames: the coded bits alone (stored minus the frame header
+    /// with its code-length table) — what the entropy bound is about.
+    pub payload_bytes: usize,
     pub huffman: bool,
 }
 
@@ -135,7 +138,13 @@ impl<'a> Parts<'a> {
     }
 }
 
-fn stats(name: &'static str, codes: &[u64], bits: u32, stored: usize, huff: bool) -> StreamStats {
+fn stats(name: &'static str, codes: &[u64], bits: u32, part: &[u8], huff: bool) -> StreamStats {
+    let stored = part.len();
+    let payload_bytes = if huff {
+        huffman::frame_info(part).map_or(stored, |i| i.payload_bytes)
+    } else {
+        stored
+    };
     let entropy_bits = if bits <= 16 {
         let mut h = vec![0u64; 1 << bits];
         codes.iter().for_each(|&c| h[c as usize] += 1);
@@ -155,6 +164,7 @@ fn stats(name: &'static str, codes: &[u64], bits: u32, stored: usize, huff: bool
         bits,
         entropy_bits: Some(entropy_bits),
         stored_bytes: stored,
+        payload_bytes,
         huffman: huff,
     }
 }
@@ -185,7 +195,7 @@ fn put_stream(
     } else {
         pack_bits(codes, bits).map_err(fmt_err)?
     };
-    st.push(stats(name, codes, bits, part.len(), huff));
+    st.push(stats(name, codes, bits, &part, huff));
     put_part(out, &part);
     Ok(())
 }
@@ -232,7 +242,7 @@ fn get_stream(
         }
         unpack_bits(part, bits, n).map_err(|e| bad(format!("{name}: {e}")))?
     };
-    st.push(stats(name, &codes, bits, part.len(), huff));
+    st.push(stats(name, &codes, bits, part, huff));
     Ok(codes)
 }
 
@@ -396,6 +406,7 @@ fn encode_into(
                     bits: width(dtype)?,
                     entropy_bits: None,
                     stored_bytes: raw.len(),
+                    payload_bytes: raw.len(),
                     huffman: false,
                 });
                 put_part(out, &raw);
@@ -435,6 +446,7 @@ fn encode_into(
                 bits: b,
                 entropy_bits: None,
                 stored_bytes: bytes.len(),
+                payload_bytes: bytes.len(),
                 huffman: false,
             });
             put_part(out, &bytes);
@@ -778,6 +790,7 @@ fn decode_from(
                 bits: width(dtype)?,
                 entropy_bits: None,
                 stored_bytes: part.len(),
+                payload_bytes: part.len(),
                 huffman: false,
             });
             crate::onnx::decode_raw(dtype, part, n).map_err(bad)
@@ -822,6 +835,7 @@ fn decode_from(
                 bits: b,
                 entropy_bits: None,
                 stored_bytes: part.len(),
+                payload_bytes: part.len(),
                 huffman: false,
             });
             let w = width(dtype)?;

@@ -115,9 +115,7 @@ fn edge_cases() {
     }
     assert!(encode(&[4096u16]).is_err());
     // more than 2048 used symbols force 12-bit codes
-    let all: Vec<u16> = (0..3000u16)
-        .chain(std::iter::repeat(0).take(3000))
-        .collect();
+    let all: Vec<u16> = (0..3000u16).chain(std::iter::repeat_n(0, 3000)).collect();
     let f = encode(&all).unwrap();
     assert_eq!(frame_info(&f).unwrap().max_len, 12);
     check_round_trip_u16(&all);
@@ -128,7 +126,7 @@ fn edge_cases() {
     }
     let mut v = Vec::new();
     for (s, &c) in fib.iter().enumerate() {
-        v.extend(std::iter::repeat(s as u16).take(c as usize));
+        v.extend(std::iter::repeat_n(s as u16, c as usize));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for i in (1..v.len()).rev() {
