@@ -9,6 +9,8 @@
 
 pub mod error;
 pub mod pass;
+pub mod ranges;
 
 pub use error::{CompressError, Result};
 pub use pass::PassRecord;
+pub use ranges::{ActivationRanges, TensorRange};
