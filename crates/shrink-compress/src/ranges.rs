@@ -59,14 +59,23 @@ impl TensorRange {
     /// Widens `self` to also cover `other` (same granularity), e.g. when two
     /// batches of calibration data were observed separately.
     pub fn union(&self, other: &TensorRange) -> TensorRange {
-        if self.per_channel_axis != other.per_channel_axis || self.channels() != other.channels()
-        {
+        if self.per_channel_axis != other.per_channel_axis || self.channels() != other.channels() {
             let (a, b) = (self.tensor_min_max(), other.tensor_min_max());
             return TensorRange::per_tensor(a.0.min(b.0), a.1.max(b.1));
         }
         TensorRange {
-            min: self.min.iter().zip(&other.min).map(|(a, b)| a.min(*b)).collect(),
-            max: self.max.iter().zip(&other.max).map(|(a, b)| a.max(*b)).collect(),
+            min: self
+                .min
+                .iter()
+                .zip(&other.min)
+                .map(|(a, b)| a.min(*b))
+                .collect(),
+            max: self
+                .max
+                .iter()
+                .zip(&other.max)
+                .map(|(a, b)| a.max(*b))
+                .collect(),
             per_channel_axis: self.per_channel_axis,
         }
     }
