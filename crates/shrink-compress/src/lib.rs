@@ -7,8 +7,11 @@
 //! planner lowers the same patterns onto integer kernels, and ONNX export is
 //! the graph itself — one representation, three uses, and they must agree.
 
+pub mod calib;
 pub mod error;
 pub mod pass;
+pub mod ranges;
 
 pub use error::{CompressError, Result};
 pub use pass::PassRecord;
+pub use ranges::{ActivationRanges, TensorRange};
