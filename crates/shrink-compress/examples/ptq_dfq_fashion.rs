@@ -101,8 +101,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     eprintln!("{}: {:?}", r.pass, r.metrics);
                 }
                 let p = shrink_compress::dfq::dfq_prepare(&source, &w8pc)?;
-                for (name, r) in p.ranges.iter() {
-                    eprintln!("  range {name}: {:?}", r.tensor_min_max());
+                for (name, r) in p.ranges.tensors.iter() {
+                    eprintln!("  range {name}: {:?}", r.merged());
                 }
             }
             report(

@@ -233,7 +233,7 @@ pub fn simulate_quantized(
                 rec.change(format!("{x}: no range, left in float"));
                 continue;
             };
-            let (lo, hi) = r.tensor_min_max();
+            let (lo, hi) = r.merged();
             let (scale, zp) = QuantParams::from_range(bits, Scheme::Affine, lo, hi)?;
             out.initializers
                 .insert(s_name.clone(), Tensor::scalar(scale));

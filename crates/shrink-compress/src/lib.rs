@@ -9,6 +9,7 @@
 
 pub mod bias_absorb;
 pub mod bias_correct;
+pub mod calib;
 pub mod cle;
 pub mod dfq;
 pub mod error;

@@ -255,15 +255,19 @@ pub fn ranges_from_bn(
             bound_only.insert(name.clone());
         }
         let r = if iv.lo.len() == 1 {
-            TensorRange::per_tensor(iv.lo[0], iv.hi[0])
+            TensorRange::scalar(iv.lo[0], iv.hi[0])
         } else {
-            TensorRange::per_channel(1, iv.lo, iv.hi)
+            TensorRange {
+                min: iv.lo,
+                max: iv.hi,
+                axis: Some(1),
+            }
         };
         ranges.insert(name, r);
     }
-    for (name, r) in ranges.iter() {
+    for (name, r) in ranges.tensors.iter() {
         if g.outputs.iter().any(|o| &o.name == name) || g.inputs.iter().any(|i| &i.name == name) {
-            let (lo, hi) = r.tensor_min_max();
+            let (lo, hi) = r.merged();
             rec.change(format!("{name}: [{lo:.4}, {hi:.4}]"));
         }
     }

@@ -331,7 +331,7 @@ fn data_free_ranges_cover_real_activations() {
             let vals = outs[k + 1].to_f32_vec();
             let seen = vals.iter().copied().fold(0f32, f32::max);
             let range = r.ranges.get(n).unwrap_or_else(|| panic!("{m}: no range for {n}"));
-            let (lo, hi) = range.tensor_min_max();
+            let (lo, hi) = range.merged();
             assert!(lo <= 0.0, "{m} {n}");
             if r.bound_only.contains(n) {
                 // Interval arithmetic from the input domain is a guarantee.
