@@ -44,7 +44,10 @@ fn options(weights: WeightQuant, relu6_to_relu: bool) -> DfqOptions {
         }
         _ => {}
     }
-    if let Some(n) = std::env::var("DFQ_NSIGMA").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("DFQ_NSIGMA")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         o.ranges.n_sigma = n;
     }
     if std::env::var("DFQ_ABSORB_PAD").is_ok() {
@@ -62,7 +65,12 @@ fn options(weights: WeightQuant, relu6_to_relu: bool) -> DfqOptions {
 /// Quantises with DFQ and evaluates. Models with run-time (dynamic) ranges
 /// are evaluated one image at a time, as deployed, so that no image's
 /// quantisation sees another image's range.
-fn dfq_row(src: &Graph, opts: &DfqOptions, data: &Dataset, images: usize) -> BoxResult<(f64, String)> {
+fn dfq_row(
+    src: &Graph,
+    opts: &DfqOptions,
+    data: &Dataset,
+    images: usize,
+) -> BoxResult<(f64, String)> {
     let (q, recs) = dfq_pipeline(src, opts)?;
     if std::env::var("DFQ_VERBOSE").is_ok() {
         for r in &recs {
@@ -109,12 +117,15 @@ fn main() -> BoxResult<()> {
         let fp32 = onnx::load(dir.join(format!("{m}.onnx")))?;
         let bn_path = dir.join(format!("{m}.bn_nodes.onnx"));
         let has_bn = bn_path.is_file();
-        let source = if has_bn { onnx::load(&bn_path)? } else { fp32.clone() };
+        let source = if has_bn {
+            onnx::load(&bn_path)?
+        } else {
+            fp32.clone()
+        };
         let base = top1_accuracy(&fp32, &data, images, 250, 0)?;
         println!("| {m} | fp32 | {base:.2} | |");
-        let report = |name: &str, acc: f64| {
-            println!("| {m} | {name} | {acc:.2} | {:+.2} |", acc - base)
-        };
+        let report =
+            |name: &str, acc: f64| println!("| {m} | {name} | {acc:.2} | {:+.2} |", acc - base);
         let relu6_variants: &[bool] = if m == "mobilenetv2_tiny" {
             &[false, true]
         } else {
@@ -123,9 +134,18 @@ fn main() -> BoxResult<()> {
         for &r6 in relu6_variants {
             let tag = if r6 { ", ReLU6→ReLU" } else { "" };
             for (label, wq) in [
-                ("W8A8 per-channel", WeightQuant::new(8, WeightGranularity::PerChannel)),
-                ("W8A8 per-tensor", WeightQuant::new(8, WeightGranularity::PerTensor)),
-                ("W4A8 per-tensor", WeightQuant::new(4, WeightGranularity::PerTensor)),
+                (
+                    "W8A8 per-channel",
+                    WeightQuant::new(8, WeightGranularity::PerChannel),
+                ),
+                (
+                    "W8A8 per-tensor",
+                    WeightQuant::new(8, WeightGranularity::PerTensor),
+                ),
+                (
+                    "W4A8 per-tensor",
+                    WeightQuant::new(4, WeightGranularity::PerTensor),
+                ),
             ] {
                 let (acc, note) = dfq_row(&source, &options(wq, r6), &data, images)?;
                 report(&format!("DFQ {label}{tag}{note}"), acc);
@@ -153,7 +173,10 @@ fn main() -> BoxResult<()> {
         let (eq, rec) = equalize_cross_layer(&folded, &CleOptions::default(), None)?;
         let (cle_w4, _) = simulate_quantized(&eq, &w4, None)?;
         report(
-            &format!("CLE ({} pairs) + W4 per-tensor (weights only)", rec.metrics["pairs"]),
+            &format!(
+                "CLE ({} pairs) + W4 per-tensor (weights only)",
+                rec.metrics["pairs"]
+            ),
             top1_accuracy(&cle_w4, &data, images, 250, 0)?,
         );
     }

@@ -60,7 +60,7 @@ impl WeightQuant {
             },
             WeightGranularity::PerGroup(n) => {
                 let axis = layer.in_axis();
-                if n > 0 && layer.weight_shape[axis] % n == 0 {
+                if n > 0 && layer.weight_shape[axis].is_multiple_of(n) {
                     Granularity::PerGroup { axis, group: n }
                 } else {
                     Granularity::PerChannel {
@@ -253,14 +253,15 @@ pub fn empirical_means(
                 sums[k] = vec![0.0; c];
             }
             let v = t.to_f32_vec();
-            for bi in 0..n {
-                for ch in 0..c {
-                    let start = (bi * c + ch) * plane;
-                    sums[k][ch] += v[start..start + plane]
-                        .iter()
-                        .map(|&x| x as f64)
-                        .sum::<f64>();
-                }
+            if sums[k].len() != c {
+                return Err(CompressError::Tensor {
+                    pass: "bias-correction".into(),
+                    tensor: inputs[k].clone(),
+                    msg: format!("{c} channels in one batch, {} in another", sums[k].len()),
+                });
+            }
+            for (i, chunk) in v.chunks(plane.max(1)).enumerate().take(n * c) {
+                sums[k][i % c] += chunk.iter().map(|&x| x as f64).sum::<f64>();
             }
             counts[k] += (n * plane) as f64;
         }

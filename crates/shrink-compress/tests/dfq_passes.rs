@@ -27,15 +27,26 @@ fn bn_folding_matches_the_function_and_the_exporters_folding() {
         let src = model(&format!("{m}.bn_nodes.onnx"));
         let (folded, rec, stats) = fold_batchnorm(&src).unwrap();
         assert!(
-            folded.nodes.iter().all(|n| n.op_type != "BatchNormalization"),
+            folded
+                .nodes
+                .iter()
+                .all(|n| n.op_type != "BatchNormalization"),
             "{m}: BN left after folding: {:?}",
             rec.changes
         );
-        let bns = src.nodes.iter().filter(|n| n.op_type == "BatchNormalization").count();
+        let bns = src
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .count();
         assert_eq!(rec.metrics["folded"], bns as f64, "{m}");
         assert_eq!(stats.values.len(), bns, "{m}");
         let (a, b) = (run(&folded, &x), run(&src, &x));
-        assert!(max_abs_diff(&a, &b) <= 1e-5 * (1.0 + b.iter().fold(0f32, |m, v| m.max(v.abs()))), "{m}: folded outputs differ by {}", max_abs_diff(&a, &b));
+        assert!(
+            max_abs_diff(&a, &b) <= 1e-5 * (1.0 + b.iter().fold(0f32, |m, v| m.max(v.abs()))),
+            "{m}: folded outputs differ by {}",
+            max_abs_diff(&a, &b)
+        );
         // The exporter folded the same BNs: same layers in the same order.
         let exported = model(&format!("{m}.onnx"));
         let ours = LinearLayer::all(&folded);
@@ -45,10 +56,18 @@ fn bn_folding_matches_the_function_and_the_exporters_folding() {
             assert_eq!(o.weight_shape, t.weight_shape, "{m}: {}", o.name);
             let (wo, wt) = (o.weight_values(&folded), t.weight_values(&exported));
             let scale = wt.iter().fold(0f32, |m, v| m.max(v.abs()));
-            assert!(max_abs_diff(&wo, &wt) <= 2e-6 * scale, "{m}: weights of {} differ", o.name);
+            assert!(
+                max_abs_diff(&wo, &wt) <= 2e-6 * scale,
+                "{m}: weights of {} differ",
+                o.name
+            );
             let (bo, bt) = (o.bias_values(&folded), t.bias_values(&exported));
             let scale = bt.iter().fold(1f32, |m, v| m.max(v.abs()));
-            assert!(max_abs_diff(&bo, &bt) <= 2e-6 * scale, "{m}: bias of {} differs", o.name);
+            assert!(
+                max_abs_diff(&bo, &bt) <= 2e-6 * scale,
+                "{m}: bias of {} differs",
+                o.name
+            );
         }
     }
 }
@@ -76,8 +95,14 @@ fn bn_statistics_describe_the_folded_pre_activations() {
         let mean = vals.iter().sum::<f64>() / vals.len() as f64;
         let std = (vals.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / vals.len() as f64).sqrt();
         let (bm, bs) = (s.mean[ch] as f64, s.std[ch] as f64);
-        assert!((mean - bm).abs() < 0.25 * bs, "channel {ch}: mean {mean} vs β {bm}");
-        assert!((std / bs - 1.0).abs() < 0.25, "channel {ch}: std {std} vs |γ| {bs}");
+        assert!(
+            (mean - bm).abs() < 0.25 * bs,
+            "channel {ch}: mean {mean} vs β {bm}"
+        );
+        assert!(
+            (std / bs - 1.0).abs() < 0.25,
+            "channel {ch}: std {std} vs |γ| {bs}"
+        );
     }
 }
 
@@ -88,10 +113,16 @@ fn bn_without_a_foldable_producer_stays() {
     g.inputs.push(ValueInfo::unknown("x"));
     g.outputs.push(ValueInfo::unknown("y"));
     for (k, v) in [("s", 2.0f32), ("b", 0.5), ("m", 0.1), ("v", 4.0)] {
-        g.initializers.insert(k.into(), Tensor::from_vec(vec![1], vec![v]).unwrap());
+        g.initializers
+            .insert(k.into(), Tensor::from_vec(vec![1], vec![v]).unwrap());
     }
     g.nodes.push(Node::new("r", "Relu", &["x"], &["h"]));
-    g.nodes.push(Node::new("bn", "BatchNormalization", &["h", "s", "b", "m", "v"], &["y"]));
+    g.nodes.push(Node::new(
+        "bn",
+        "BatchNormalization",
+        &["h", "s", "b", "m", "v"],
+        &["y"],
+    ));
     let (out, rec, stats) = fold_batchnorm(&g).unwrap();
     assert_eq!(out.nodes.len(), 2);
     assert_eq!(rec.metrics["kept"], 1.0);
@@ -141,9 +172,17 @@ fn cle_keeps_the_function_and_balances_every_pair() {
     assert_eq!(rec.metrics["converged"], 1.0, "{:?}", rec.metrics);
     assert!(rec.metrics["range_ratio_after"] > rec.metrics["range_ratio_before"] + 0.05);
     assert!(worst_imbalance(&g) > 1.0);
-    assert!(worst_imbalance(&eq) < 1e-4, "imbalance {}", worst_imbalance(&eq));
+    assert!(
+        worst_imbalance(&eq) < 1e-4,
+        "imbalance {}",
+        worst_imbalance(&eq)
+    );
     let (a, b) = (run(&eq, &x), run(&g, &x));
-    assert!(max_rel_diff(&a, &b) < 1e-4, "CLE changed outputs by {}", max_rel_diff(&a, &b));
+    assert!(
+        max_rel_diff(&a, &b) < 1e-4,
+        "CLE changed outputs by {}",
+        max_rel_diff(&a, &b)
+    );
     // BN statistics were rescaled with the channels.
     assert!(stats != before);
     for (name, s) in &stats.values {
@@ -151,7 +190,10 @@ fn cle_keeps_the_function_and_balances_every_pair() {
         for c in 0..s.mean.len() {
             let ratio = s.std[c] as f64 / b.std[c].max(1e-30) as f64;
             if b.std[c] > 0.0 {
-                assert!((s.mean[c] as f64 - b.mean[c] as f64 * ratio).abs() < 1e-3 * (1.0 + b.mean[c].abs() as f64));
+                assert!(
+                    (s.mean[c] as f64 - b.mean[c] as f64 * ratio).abs()
+                        < 1e-3 * (1.0 + b.mean[c].abs() as f64)
+                );
             }
         }
     }
@@ -178,7 +220,12 @@ fn cle_helps_per_tensor_w4_like_the_reference() {
     let (a_naive, a_cle) = (acc(&naive), acc(&cle));
     assert!(a_cle >= a_naive, "CLE {a_cle} < naive {a_naive}");
     let fp = run(&g, &x);
-    let mse = |v: &[f32]| v.iter().zip(&fp).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+    let mse = |v: &[f32]| {
+        v.iter()
+            .zip(&fp)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+    };
     assert!(mse(&run(&cle, &x)) < 0.7 * mse(&run(&naive, &x)));
 }
 
@@ -189,13 +236,18 @@ fn tiny_mlp() -> (Graph, BnStats) {
     g.inputs.push(ValueInfo::unknown("x"));
     g.outputs.push(ValueInfo::unknown("y"));
     let t = |s: Vec<usize>, v: Vec<f32>| Tensor::from_vec(s, v).unwrap();
-    g.initializers.insert("w1".into(), t(vec![2, 2], vec![1.0, 0.5, -0.25, 2.0]));
-    g.initializers.insert("b1".into(), t(vec![2], vec![5.0, 0.0]));
-    g.initializers.insert("w2".into(), t(vec![1, 2], vec![0.75, -1.5]));
+    g.initializers
+        .insert("w1".into(), t(vec![2, 2], vec![1.0, 0.5, -0.25, 2.0]));
+    g.initializers
+        .insert("b1".into(), t(vec![2], vec![5.0, 0.0]));
+    g.initializers
+        .insert("w2".into(), t(vec![1, 2], vec![0.75, -1.5]));
     g.initializers.insert("b2".into(), t(vec![1], vec![0.1]));
-    g.nodes.push(Node::new("fc1", "Gemm", &["x", "w1", "b1"], &["h"]).with("transB", Attr::Int(1)));
+    g.nodes
+        .push(Node::new("fc1", "Gemm", &["x", "w1", "b1"], &["h"]).with("transB", Attr::Int(1)));
     g.nodes.push(Node::new("relu", "Relu", &["h"], &["a"]));
-    g.nodes.push(Node::new("fc2", "Gemm", &["a", "w2", "b2"], &["y"]).with("transB", Attr::Int(1)));
+    g.nodes
+        .push(Node::new("fc2", "Gemm", &["a", "w2", "b2"], &["y"]).with("transB", Attr::Int(1)));
     let mut stats = BnStats::default();
     stats.values.insert(
         "h".into(),
@@ -238,13 +290,19 @@ fn analytic_input_means_match_measured_ones() {
         let (Some(a), Some(m)) = (analytic.get(x), measured.get(x)) else {
             continue;
         };
-        let scale = m.iter().fold(0f64, |s, v| s.max(v.abs()));
-        let err = a.iter().zip(m).map(|(p, q)| (p - q).abs()).fold(0f64, f64::max);
+        let err = a
+            .iter()
+            .zip(m)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f64, f64::max);
         let mean_err = a.iter().zip(m).map(|(p, q)| (p - q).abs()).sum::<f64>() / m.len() as f64;
-        eprintln!("{}: max err {err:.3}, mean err {mean_err:.3}, scale {scale:.3}", l.name);
         // The Gaussian model of a BN output is an approximation; these
         // activations are O(1) (BN-normalised), so absolute errors compare.
-        assert!(mean_err < 0.1 && err < 0.25, "{}: mean error {mean_err}, max {err}", l.name);
+        assert!(
+            mean_err < 0.1 && err < 0.25,
+            "{}: mean error {mean_err}, max {err}",
+            l.name
+        );
         compared += 1;
     }
     // Every layer but the stem (it reads the image).
@@ -281,7 +339,11 @@ fn bias_correction_removes_the_layers_output_bias() {
     let other = test_set().inputs(1000, 1512).unwrap();
     let measured = empirical_means(&g, &[other], 0).unwrap();
     let (ga, rec) = correct_bias(&g, &analytic, &wq, "analytic").unwrap();
-    assert_eq!(rec.metrics["corrected"], 22.0, "all but the stem: {:?}", rec.changes);
+    assert_eq!(
+        rec.metrics["corrected"], 22.0,
+        "all but the stem: {:?}",
+        rec.changes
+    );
     let (ge, rec) = correct_bias(&g, &measured, &wq, "empirical").unwrap();
     assert_eq!(rec.metrics["corrected"], 23.0);
     let layers = LinearLayer::all(&g);
@@ -292,7 +354,8 @@ fn bias_correction_removes_the_layers_output_bias() {
         // Only this layer quantised, with its bias from `src`.
         let quant = |src: &Graph| {
             let mut q = g.clone();
-            l.set_weight(&mut q, wq.fake_quantize(l, &l.weight_values(&g)).unwrap()).unwrap();
+            l.set_weight(&mut q, wq.fake_quantize(l, &l.weight_values(&g)).unwrap())
+                .unwrap();
             l.clone().set_bias(&mut q, l.bias_values(src)).unwrap();
             q
         };
@@ -301,18 +364,29 @@ fn bias_correction_removes_the_layers_output_bias() {
             output_bias(&g, &quant(&ga), l, &x),
             output_bias(&g, &quant(&ge), l, &x),
         );
-        assert!(ba < 0.7 * b0 && be < 0.5 * b0, "{}: {b0} -> analytic {ba}, empirical {be}", l.name);
+        assert!(
+            ba < 0.7 * b0 && be < 0.5 * b0,
+            "{}: {b0} -> analytic {ba}, empirical {be}",
+            l.name
+        );
         before += b0;
         after_a += ba;
         after_e += be;
     }
-    assert!(after_a < 0.5 * before && after_e < 0.3 * before, "{before} -> {after_a}, {after_e}");
+    assert!(
+        after_a < 0.5 * before && after_e < 0.3 * before,
+        "{before} -> {after_a}, {after_e}"
+    );
 }
 
 #[test]
 fn data_free_ranges_cover_real_activations() {
     let x = images(256);
-    for (m, bn) in [("lenet300100.onnx", false), ("lenet5_bn.bn_nodes.onnx", true), ("mobilenetv2_tiny_relu.bn_nodes.onnx", true)] {
+    for (m, bn) in [
+        ("lenet300100.onnx", false),
+        ("lenet5_bn.bn_nodes.onnx", true),
+        ("mobilenetv2_tiny_relu.bn_nodes.onnx", true),
+    ] {
         let (g, _, stats) = fold_batchnorm(&model(m)).unwrap();
         let (r, _) = ranges_from_bn(&g, &stats, &BnRangeOptions::default()).unwrap();
         let mut probe = g.clone();
@@ -330,12 +404,18 @@ fn data_free_ranges_cover_real_activations() {
         for (k, n) in names.iter().enumerate() {
             let vals = outs[k + 1].to_f32_vec();
             let seen = vals.iter().copied().fold(0f32, f32::max);
-            let range = r.ranges.get(n).unwrap_or_else(|| panic!("{m}: no range for {n}"));
+            let range = r
+                .ranges
+                .get(n)
+                .unwrap_or_else(|| panic!("{m}: no range for {n}"));
             let (lo, hi) = range.merged();
             assert!(lo <= 0.0, "{m} {n}");
             if r.bound_only.contains(n) {
                 // Interval arithmetic from the input domain is a guarantee.
-                assert!(seen <= hi * (1.0 + 1e-5), "{m} {n}: {seen} above bound {hi}");
+                assert!(
+                    seen <= hi * (1.0 + 1e-5),
+                    "{m} {n}: {seen} above bound {hi}"
+                );
             } else {
                 assert!(bn);
                 // β + 6γ clips only rare outliers (heavy-tailed depthwise
