@@ -15,6 +15,7 @@ use shrink_compress::dfq::{
     dfq_pipeline, dfq_prepare, simulate_quantized, top1_accuracy, DfqOptions, LooseRanges,
 };
 use shrink_compress::fold_bn::fold_batchnorm;
+use shrink_compress::relu6::{relu6_to_relu, Relu6Scope};
 use shrink_data::{Dataset, Split};
 use shrink_graph::{onnx, Graph};
 use std::path::PathBuf;
@@ -133,6 +134,18 @@ fn main() -> BoxResult<()> {
         };
         for &r6 in relu6_variants {
             let tag = if r6 { ", ReLU6→ReLU" } else { "" };
+            if r6 {
+                // The replacement changes the fp32 function: its own effect.
+                let (folded, _, _) = fold_batchnorm(&source)?;
+                let (relu, rec) = relu6_to_relu(&folded, Relu6Scope::BetweenLayers)?;
+                report(
+                    &format!(
+                        "fp32 with ReLU6→ReLU ({} replaced)",
+                        rec.metrics["replaced"]
+                    ),
+                    top1_accuracy(&relu, &data, images, 250, 0)?,
+                );
+            }
             for (label, wq) in [
                 (
                     "W8A8 per-channel",

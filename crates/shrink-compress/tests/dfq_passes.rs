@@ -129,6 +129,89 @@ fn bn_without_a_foldable_producer_stays() {
     assert_eq!(stats.get("y").unwrap().mean, vec![0.5]);
 }
 
+/// Deterministic pseudo-random values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn bn_folds_into_grouped_conv_transpose_and_gemm() {
+    // ConvTranspose W [I=4, O/group=3, 2, 2] with 2 groups → 6 output
+    // channels; Gemm without transB (W [I, O]). Both followed by BN.
+    let t = |s: Vec<usize>, v: Vec<f32>| Tensor::from_vec(s, v).unwrap();
+    let bn_params = |g: &mut Graph, p: &str, c: usize, seed: u64| {
+        let v = values(4 * c, seed);
+        g.initializers.insert(
+            format!("{p}s"),
+            t(vec![c], v[..c].iter().map(|x| 1.0 + x).collect()),
+        );
+        g.initializers
+            .insert(format!("{p}b"), t(vec![c], v[c..2 * c].to_vec()));
+        g.initializers
+            .insert(format!("{p}m"), t(vec![c], v[2 * c..3 * c].to_vec()));
+        g.initializers.insert(
+            format!("{p}v"),
+            t(vec![c], v[3 * c..].iter().map(|x| 0.5 + x.abs()).collect()),
+        );
+    };
+    let mut g = Graph::default();
+    g.inputs.push(ValueInfo::unknown("x"));
+    g.outputs.push(ValueInfo::unknown("y"));
+    g.initializers
+        .insert("wt".into(), t(vec![4, 3, 2, 2], values(48, 1)));
+    g.initializers.insert("bt".into(), t(vec![6], values(6, 2)));
+    bn_params(&mut g, "n1", 6, 3);
+    g.initializers.insert(
+        "shape".into(),
+        Tensor::from_vec(vec![2], vec![2i64, -1]).unwrap(),
+    );
+    g.initializers
+        .insert("wg".into(), t(vec![6 * 4 * 4, 5], values(480, 4)));
+    bn_params(&mut g, "n2", 5, 5);
+    g.nodes.push(
+        Node::new("ct", "ConvTranspose", &["x", "wt", "bt"], &["c"])
+            .with("group", Attr::Int(2))
+            .with("strides", Attr::Ints(vec![2, 2])),
+    );
+    g.nodes.push(Node::new(
+        "bn1",
+        "BatchNormalization",
+        &["c", "n1s", "n1b", "n1m", "n1v"],
+        &["cb"],
+    ));
+    g.nodes
+        .push(Node::new("r", "Reshape", &["cb", "shape"], &["f"]));
+    g.nodes.push(Node::new("fc", "Gemm", &["f", "wg"], &["z"]));
+    g.nodes.push(
+        Node::new(
+            "bn2",
+            "BatchNormalization",
+            &["z", "n2s", "n2b", "n2m", "n2v"],
+            &["y"],
+        )
+        .with("epsilon", Attr::Float(1e-3)),
+    );
+    let (folded, rec, _) = fold_batchnorm(&g).unwrap();
+    assert_eq!(rec.metrics["folded"], 2.0, "{:?}", rec.changes);
+    assert!(folded
+        .nodes
+        .iter()
+        .all(|n| n.op_type != "BatchNormalization"));
+    let x = t(vec![2, 4, 2, 2], values(32, 6));
+    let (a, b) = (run(&folded, &x), run(&g, &x));
+    assert!(max_rel_diff(&a, &b) < 1e-5, "{}", max_rel_diff(&a, &b));
+}
+
 #[test]
 fn relu6_replacement_opens_the_pairs_cle_needs() {
     let (g, _, _) = fold_batchnorm(&model("mobilenetv2_tiny.bn_nodes.onnx")).unwrap();
