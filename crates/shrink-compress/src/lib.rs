@@ -9,7 +9,10 @@
 
 pub mod calib;
 pub mod error;
+pub mod mixed;
 pub mod pass;
+pub mod quantize;
+pub mod recipe;
 pub mod ranges;
 
 pub use error::{CompressError, Result};
