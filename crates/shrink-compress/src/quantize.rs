@@ -167,7 +167,8 @@ impl ActFormat {
         }
     }
 
-    fn integer(&self) -> Option<(DType, Scheme)> {
+    /// Storage type and scheme of integer activation codes (`None` for float formats).
+    pub fn integer(&self) -> Option<(DType, Scheme)> {
         match self {
             ActFormat::U8 => Some((DType::U8, Scheme::Affine)),
             ActFormat::I8 => Some((DType::I8, Scheme::SymmetricNarrow)),

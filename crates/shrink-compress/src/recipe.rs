@@ -443,7 +443,7 @@ fn check_input_shape(g: &Graph, data: &CalibData, o: &Options) -> Result<()> {
             .zip(shape)
             .skip(1)
             .all(|(d, &s)| match d {
-                Dim::Value(v) => *v as usize == s,
+                Dim::Known(v) => *v == s,
                 _ => true,
             });
     if !fits {
