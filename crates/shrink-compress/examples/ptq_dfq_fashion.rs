@@ -6,13 +6,18 @@
 //! Environment overrides, for exploring the options: `DFQ_CLE=off|all`
 //! (no equalisation / also Gemm pairs), `DFQ_NSIGMA=n` (BN range β ± nγ),
 //! `DFQ_ABSORB_PAD=1` (absorb high biases into padded convs too),
-//! `DFQ_NO_BC=1` (no bias correction), `DFQ_VERBOSE=1` (pass metrics, ranges).
+//! `DFQ_NO_BC=1` (no bias correction), `DFQ_STATIC=1` (static interval
+//! bounds everywhere), `DFQ_SIMULATED=1` (the simpler simulated quantiser
+//! instead of the `quantize` pass's QDQ graph), `DFQ_ONLY_W8PC=1`,
+//! `DFQ_SKIP_W8PT=1`, `DFQ_SKIP_WEIGHT_ONLY=1` (fewer rows),
+//! `DFQ_VERBOSE=1` (pass metrics, ranges).
 
 use shrink_compress::bias_absorb::AbsorbOptions;
 use shrink_compress::bias_correct::{WeightGranularity, WeightQuant};
 use shrink_compress::cle::{equalize_cross_layer, CleOptions};
 use shrink_compress::dfq::{
     dfq_pipeline, dfq_prepare, simulate_quantized, top1_accuracy, DfqOptions, LooseRanges,
+    Quantizer,
 };
 use shrink_compress::fold_bn::fold_batchnorm;
 use shrink_compress::relu6::{relu6_to_relu, Relu6Scope};
@@ -59,6 +64,12 @@ fn options(weights: WeightQuant, relu6_to_relu: bool) -> DfqOptions {
     }
     if std::env::var("DFQ_NO_BC").is_ok() {
         o.bias_correction = false;
+    }
+    if std::env::var("DFQ_STATIC").is_ok() {
+        o.loose_ranges = LooseRanges::Static;
+    }
+    if std::env::var("DFQ_SIMULATED").is_ok() {
+        o.quantizer = Quantizer::Simulated;
     }
     o
 }
@@ -160,6 +171,12 @@ fn main() -> BoxResult<()> {
                     WeightQuant::new(4, WeightGranularity::PerTensor),
                 ),
             ] {
+                if std::env::var("DFQ_ONLY_W8PC").is_ok() && label != "W8A8 per-channel" {
+                    continue;
+                }
+                if std::env::var("DFQ_SKIP_W8PT").is_ok() && label == "W8A8 per-tensor" {
+                    continue;
+                }
                 let (acc, note) = dfq_row(&source, &options(wq, r6), &data, images)?;
                 report(&format!("DFQ {label}{tag}{note}"), acc);
             }
@@ -173,6 +190,9 @@ fn main() -> BoxResult<()> {
             };
             let (acc, _) = dfq_row(&source, &st, &data, images)?;
             report("DFQ W8A8 per-channel, static interval-bound ranges", acc);
+        }
+        if std::env::var("DFQ_ONLY_W8PC").is_ok() || std::env::var("DFQ_SKIP_WEIGHT_ONLY").is_ok() {
+            continue;
         }
         // Naive per-tensor W4 (weights only, no DFQ) and after CLE only: the
         // two numbers peers.json / cle.json report.

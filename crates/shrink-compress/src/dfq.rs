@@ -4,18 +4,17 @@
 //! statistics → QDQ graph. No data at any step.
 //!
 //! The last step (weights to codes + QuantizeLinear/DequantizeLinear
-//! insertion) belongs to the calibration branch's `quantize` pass; until that
-//! is merged, [`simulate_quantized`] builds the simulated model directly:
-//! weights replaced by their dequantised values, activations fake-quantised
-//! by QuantizeLinear → DequantizeLinear pairs, which the fp32 runtime runs
-//! with the same arithmetic the integer kernels use.
+//! insertion) is the `quantize` pass ([`insert_qdq`]) fed with the data-free
+//! ranges; [`simulate_quantized`] is a simpler simulation (dequantised
+//! weights, Q/DQ on layer inputs) kept for weight-only experiments.
 
 use crate::bias_absorb::{absorb_high_bias, AbsorbOptions};
 use crate::bias_correct::{analytic_means, correct_bias, WeightGranularity, WeightQuant};
 use crate::cle::{equalize_cross_layer, CleOptions};
 use crate::fold_bn::{fold_batchnorm, BnStats};
 use crate::linear_layer::LinearLayer;
-use crate::ranges::ActivationRanges;
+use crate::quantize::{insert_qdq, QuantPlan, WeightFormat, WeightGranularity as QGranularity};
+use crate::ranges::{ActivationRanges, TensorRange};
 use crate::ranges_bn::{ranges_from_bn, BnRangeOptions};
 use crate::relu6::{relu6_to_relu, Relu6Scope};
 use crate::{CompressError, PassRecord, Result};
@@ -41,6 +40,7 @@ pub struct DfqOptions {
     /// What to do with activations whose data-free range is only an
     /// interval-arithmetic bound (layers without BN statistics).
     pub loose_ranges: LooseRanges,
+    pub quantizer: Quantizer,
 }
 
 /// Activations without BN statistics upstream have only a guaranteed
@@ -66,6 +66,7 @@ impl Default for DfqOptions {
             bias_correction: true,
             ranges: BnRangeOptions::default(),
             loose_ranges: LooseRanges::Dynamic,
+            quantizer: Quantizer::Qdq,
         }
     }
 }
@@ -119,8 +120,37 @@ pub fn dfq_prepare(graph: &Graph, opts: &DfqOptions) -> Result<DfqPrepared> {
     })
 }
 
-/// Data-free quantisation of `graph`: returns the simulated quantised graph
-/// and the record of every pass.
+/// How the last step turns the prepared fp32 graph into a quantised one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantizer {
+    /// The canonical QDQ graph of the `quantize` pass ([`insert_qdq`]): int
+    /// weight codes → DequantizeLinear, int32 biases, activation
+    /// QuantizeLinear/DequantizeLinear with ReLUs folded as ONNX Runtime does.
+    Qdq,
+    /// [`simulate_quantized`]: dequantised float weights, Q/DQ pairs on the
+    /// inputs of Conv/Gemm/Add only (the stopgap used before `quantize` existed).
+    Simulated,
+}
+
+/// The `quantize` pass's plan for a DFQ weight format, u8 activations.
+pub fn quant_plan(wq: &WeightQuant) -> QuantPlan {
+    let granularity = match wq.granularity {
+        WeightGranularity::PerTensor => QGranularity::Tensor,
+        WeightGranularity::PerChannel => QGranularity::Channel,
+        WeightGranularity::PerGroup(n) => QGranularity::Group(n),
+    };
+    QuantPlan {
+        weights: WeightFormat::Int {
+            bits: wq.bits,
+            granularity,
+            scheme: wq.scheme,
+        },
+        ..QuantPlan::int8()
+    }
+}
+
+/// Data-free quantisation of `graph`: returns the quantised graph and the
+/// record of every pass.
 pub fn dfq_pipeline(graph: &Graph, opts: &DfqOptions) -> Result<(Graph, Vec<PassRecord>)> {
     let DfqPrepared {
         graph: g,
@@ -133,14 +163,107 @@ pub fn dfq_pipeline(graph: &Graph, opts: &DfqOptions) -> Result<(Graph, Vec<Pass
         LooseRanges::Static => BTreeSet::new(),
         LooseRanges::Dynamic => bound_only,
     };
-    let act = ActivationQuant {
-        ranges: &ranges,
-        bits: opts.activation_bits,
-        dynamic: &dynamic,
-    };
-    let (q, rec) = simulate_quantized(&g, &opts.weights, Some(act))?;
-    records.push(rec);
-    Ok((q, records))
+    if opts.activation_bits != 8 {
+        return Err(CompressError::Pass {
+            pass: "dfq".into(),
+            msg: format!(
+                "activation bits {}: only 8-bit (u8) activations are supported",
+                opts.activation_bits
+            ),
+        });
+    }
+    match opts.quantizer {
+        Quantizer::Simulated => {
+            let act = ActivationQuant {
+                ranges: &ranges,
+                bits: opts.activation_bits,
+                dynamic: &dynamic,
+            };
+            let (q, rec) = simulate_quantized(&g, &opts.weights, Some(act))?;
+            records.push(rec);
+            Ok((q, records))
+        }
+        Quantizer::Qdq => {
+            // Integer kernels take one scale per activation tensor.
+            let mut per_tensor = ActivationRanges::new();
+            for (name, r) in &ranges.tensors {
+                let (lo, hi) = r.merged();
+                per_tensor.insert(name.clone(), TensorRange::scalar(lo, hi));
+            }
+            let (mut q, rec) = insert_qdq(&g, &quant_plan(&opts.weights), &per_tensor)?;
+            records.push(rec);
+            if !dynamic.is_empty() {
+                records.push(make_dynamic(&mut q, &dynamic, &per_tensor)?);
+            }
+            Ok((q, records))
+        }
+    }
+}
+
+/// Turns the static QuantizeLinear of every tensor in `dynamic` into a
+/// DynamicQuantizeLinear whose run-time scale and zero point the matching
+/// DequantizeLinear reads. A tensor known to be non-negative (a ReLU output,
+/// whose ReLU the quantiser may have folded into its clamp) gets a Relu in
+/// front, since a dynamic range does not clamp at zero.
+fn make_dynamic(
+    g: &mut Graph,
+    dynamic: &BTreeSet<String>,
+    ranges: &ActivationRanges,
+) -> Result<PassRecord> {
+    let mut rec = PassRecord::new("dynamic-activations");
+    let mut extra = Vec::new();
+    let mut rewire: Vec<(String, String, String)> = Vec::new();
+    for n in g.nodes.iter_mut() {
+        if n.op_type != "QuantizeLinear" || !n.domain.is_empty() {
+            continue;
+        }
+        let x = n.inputs[0].clone();
+        let t = x
+            .strip_suffix("_QuantizeLinear_Input")
+            .unwrap_or(&x)
+            .to_string();
+        if !dynamic.contains(&t) {
+            continue;
+        }
+        let non_negative = ranges.get(&t).is_some_and(|r| r.merged().0 >= 0.0);
+        let mut input = x.clone();
+        if non_negative {
+            input = format!("{t}_dynamic_relu");
+            extra.push(Node::new(
+                format!("{t}_DynamicRelu"),
+                "Relu",
+                &[&x],
+                &[&input],
+            ));
+        }
+        let (scale, zp) = (
+            format!("{t}_dynamic_scale"),
+            format!("{t}_dynamic_zero_point"),
+        );
+        let q = n.outputs[0].clone();
+        *n = Node::new(
+            format!("{t}_DynamicQuantizeLinear"),
+            "DynamicQuantizeLinear",
+            &[&input],
+            &[&q, &scale, &zp],
+        );
+        rewire.push((q, scale, zp));
+        rec.change(format!("{t}: run-time range (DynamicQuantizeLinear)"));
+    }
+    for n in g.nodes.iter_mut() {
+        if n.op_type != "DequantizeLinear" {
+            continue;
+        }
+        if let Some((_, s, z)) = rewire.iter().find(|(q, _, _)| n.inputs.first() == Some(q)) {
+            n.inputs = vec![n.inputs[0].clone(), s.clone(), z.clone()];
+            n.attrs.remove("axis");
+        }
+    }
+    rec.metric("activations_dynamic", rewire.len() as f64);
+    g.nodes.extend(extra);
+    g.sort_topologically()?;
+    crate::fold_bn::drop_unused_initializers(g);
+    Ok(rec)
 }
 
 /// How [`simulate_quantized`] quantises activations.

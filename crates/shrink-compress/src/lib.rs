@@ -18,9 +18,9 @@ pub mod linear_layer;
 pub mod mixed;
 pub mod pass;
 pub mod quantize;
-pub mod recipe;
 pub mod ranges;
 pub mod ranges_bn;
+pub mod recipe;
 pub mod relu6;
 
 pub use error::{CompressError, Result};

@@ -590,7 +590,13 @@ pub fn insert_qdq(
                         let (scale, zero_point) = act_params(t, range, dtype, scheme)?;
                         let scale_name = format!("{t}_scale");
                         let zp_name = format!("{t}_zero_point");
-                        let dims = |n: usize| if range.axis.is_some() { vec![n] } else { vec![] };
+                        let dims = |n: usize| {
+                            if range.axis.is_some() {
+                                vec![n]
+                            } else {
+                                vec![]
+                            }
+                        };
                         g.initializers.insert(
                             scale_name.clone(),
                             Tensor::from_vec(dims(scale.len()), scale.clone())?,
@@ -723,7 +729,11 @@ pub fn insert_qdq(
                 }
                 g.nodes[i].inputs[1] = out;
                 weights_done += 1;
-                rec.change(format!("weights of '{}' simulated as {}", node.name, f.name()));
+                rec.change(format!(
+                    "weights of '{}' simulated as {}",
+                    node.name,
+                    f.name()
+                ));
             }
             WeightFormat::Int {
                 bits,
@@ -751,10 +761,7 @@ pub fn insert_qdq(
                 );
                 g.initializers.insert(
                     zn.clone(),
-                    Tensor::from_vec(
-                        wq.scale_shape.clone(),
-                        vec![0i8; wq.params.scale.len()],
-                    )?,
+                    Tensor::from_vec(wq.scale_shape.clone(), vec![0i8; wq.params.scale.len()])?,
                 );
                 let mut dq = Node::new(
                     format!("{w_name}_DequantizeLinear"),
@@ -806,8 +813,10 @@ pub fn insert_qdq(
                                 .insert(bq.clone(), Tensor::from_vec(vec![n_out], codes)?);
                             g.initializers
                                 .insert(bsn.clone(), Tensor::from_vec(vec![n_out], bs)?);
-                            g.initializers
-                                .insert(bzn.clone(), Tensor::from_vec(vec![n_out], vec![0i32; n_out])?);
+                            g.initializers.insert(
+                                bzn.clone(),
+                                Tensor::from_vec(vec![n_out], vec![0i32; n_out])?,
+                            );
                             let bout = format!("{b_name}_DequantizeLinear_Output");
                             extra.push(
                                 Node::new(
@@ -970,7 +979,9 @@ pub fn check_weight_bits(bits: u32) -> Result<()> {
     if (2..=8).contains(&bits) {
         Ok(())
     } else {
-        Err(pass_err(format!("weight bits must be in 2..=8, got {bits}")))
+        Err(pass_err(format!(
+            "weight bits must be in 2..=8, got {bits}"
+        )))
     }
 }
 

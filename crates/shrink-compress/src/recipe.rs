@@ -178,7 +178,10 @@ impl Options<'_> {
         match self.table.get(key) {
             None => Ok(default),
             Some(toml::Value::Boolean(b)) => Ok(*b),
-            Some(v) => Err(self.err(key, format!("expected true or false, found {}", v.type_str()))),
+            Some(v) => Err(self.err(
+                key,
+                format!("expected true or false, found {}", v.type_str()),
+            )),
         }
     }
 
@@ -242,14 +245,28 @@ pub const PASSES: &[PassEntry] = &[
     PassEntry {
         name: "calibrate",
         needs: Needs::CalibData,
-        options: &["observer", "samples", "per_channel", "symmetric", "bits", "bins"],
+        options: &[
+            "observer",
+            "samples",
+            "per_channel",
+            "symmetric",
+            "bits",
+            "bins",
+        ],
         gives_ranges: true,
         run: pass_calibrate,
     },
     PassEntry {
         name: "quantize",
         needs: Needs::Ranges,
-        options: &["weights", "granularity", "scheme", "activations", "skip", "layers"],
+        options: &[
+            "weights",
+            "granularity",
+            "scheme",
+            "activations",
+            "skip",
+            "layers",
+        ],
         gives_ranges: false,
         run: pass_quantize,
     },
@@ -438,14 +455,10 @@ fn check_input_shape(g: &Graph, data: &CalibData, o: &Options) -> Result<()> {
     };
     let shape = first.shape();
     let fits = dims.len() == shape.len()
-        && dims
-            .iter()
-            .zip(shape)
-            .skip(1)
-            .all(|(d, &s)| match d {
-                Dim::Known(v) => *v == s,
-                _ => true,
-            });
+        && dims.iter().zip(shape).skip(1).all(|(d, &s)| match d {
+            Dim::Known(v) => *v == s,
+            _ => true,
+        });
     if !fits {
         let want: Vec<String> = dims
             .iter()
@@ -496,7 +509,10 @@ fn granularity(o: &Options) -> Result<WeightGranularity> {
     Ok(match s {
         "tensor" => WeightGranularity::Tensor,
         "channel" => WeightGranularity::Channel,
-        g => match g.strip_prefix("group:").and_then(|n| n.parse::<usize>().ok()) {
+        g => match g
+            .strip_prefix("group:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) if n > 0 => WeightGranularity::Group(n),
             _ => {
                 return Err(o.err(
@@ -528,7 +544,10 @@ fn weight_format(o: &Options, key: &str, default: &str) -> Result<WeightFormat> 
     })?;
     if let WeightFormat::Int { bits, .. } = f {
         if !(2..=8).contains(&bits) {
-            return Err(o.err(key, format!("invalid bit width {bits}: weights take 2..=8 bits")));
+            return Err(o.err(
+                key,
+                format!("invalid bit width {bits}: weights take 2..=8 bits"),
+            ));
         }
     }
     Ok(f)
@@ -686,8 +705,8 @@ fn pass_mixed(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassR
             .collect();
         Budget::EnergyPj(f * crate::mixed::energy_pj(g, &widths, plan.activations.bits())?)
     };
-    let (chosen, mut rec) = search(g, &plan, &ranges, low, &sens, budget)
-        .map_err(|e| o.err("", e.to_string()))?;
+    let (chosen, mut rec) =
+        search(g, &plan, &ranges, low, &sens, budget).map_err(|e| o.err("", e.to_string()))?;
     for s in &sens {
         rec.metric(&format!("damage/{}", s.layer), s.damage);
     }

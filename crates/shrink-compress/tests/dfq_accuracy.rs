@@ -1,6 +1,7 @@
 //! Acceptance of data-free quantisation, fast version: the first 1000
 //! Fashion-MNIST test images (bench/ptq_dfq.sh runs all 10k), fp32 measured
-//! in the same run, real thresholds from issue #6.
+//! in the same run, real thresholds from issue #6. The quantised models are
+//! the canonical QDQ graphs of the `quantize` pass fed with data-free ranges.
 
 mod dfq_support;
 
@@ -23,10 +24,15 @@ fn source(m: &str) -> Graph {
 /// measured at run time (as deployed), else batches of 250.
 fn dfq_accuracy(src: &Graph, opts: &DfqOptions, data: &Dataset) -> f64 {
     let (q, recs) = dfq_pipeline(src, opts).unwrap();
-    let sim = recs.last().unwrap();
-    assert_eq!(sim.pass, "simulate-quantized");
-    let dynamic = sim.metrics["activations_dynamic"];
-    assert!(sim.metrics["activations_quantized"] > 0.0);
+    let quantize = recs
+        .iter()
+        .find(|r| r.pass == "quantize")
+        .expect("a quantize record");
+    assert!(quantize.metrics["activations_quantised"] > 0.0);
+    let dynamic = recs
+        .iter()
+        .find(|r| r.pass == "dynamic-activations")
+        .map_or(0.0, |r| r.metrics["activations_dynamic"]);
     top1_accuracy(&q, data, IMAGES, if dynamic > 0.0 { 1 } else { 250 }, 0).unwrap()
 }
 
@@ -89,4 +95,50 @@ fn relu6_to_relu_is_what_lets_dfq_work_at_4_bits_on_the_relu6_mobilenet() {
         with > without + 3.0,
         "ReLU6→ReLU: {without:.2}% → {with:.2}%"
     );
+}
+
+#[test]
+fn the_qdq_weights_are_the_ones_bias_correction_assumed() {
+    // Bias correction subtracts (W_q − W)·E[x] for the W_q of its own weight
+    // format; the `quantize` pass must produce exactly those W_q.
+    use shrink_compress::dfq::dfq_prepare;
+    use shrink_compress::linear_layer::LinearLayer;
+    let src = source("mobilenetv2_tiny_relu");
+    for wq in [
+        WeightQuant::new(4, WeightGranularity::PerTensor),
+        WeightQuant::new(8, WeightGranularity::PerChannel),
+    ] {
+        let opts = DfqOptions {
+            weights: wq,
+            ..DfqOptions::default()
+        };
+        let prepared = dfq_prepare(&src, &opts).unwrap().graph;
+        let (q, _) = dfq_pipeline(&src, &opts).unwrap();
+        let layers = LinearLayer::all(&prepared);
+        for l in &layers {
+            let want = wq.fake_quantize(l, &l.weight_values(&prepared)).unwrap();
+            let node = q
+                .nodes
+                .iter()
+                .find(|n| n.name == l.name)
+                .expect("layer kept");
+            let dq = q
+                .nodes
+                .iter()
+                .find(|n| n.op_type == "DequantizeLinear" && n.outputs[0] == node.inputs[1])
+                .unwrap_or_else(|| panic!("{}: weight not dequantised", l.name));
+            let codes = q.initializers[&dq.inputs[0]].to_f32_vec();
+            let scale = q.initializers[&dq.inputs[1]].to_f32_vec();
+            let per = codes.len() / scale.len();
+            for (i, (&c, &w)) in codes.iter().zip(&want).enumerate() {
+                let s = scale[if scale.len() == 1 { 0 } else { i / per }];
+                assert!(
+                    (c * s - w).abs() <= 1e-6 * w.abs().max(s),
+                    "{} [{i}]: {} vs {w}",
+                    l.name,
+                    c * s
+                );
+            }
+        }
+    }
 }
