@@ -444,3 +444,84 @@ pub fn top1_accuracy(
     }
     Ok(100.0 * right as f64 / total.max(1) as f64)
 }
+
+/// Options the recipe pass `dfq` accepts (see `recipes/int8-dfq.toml`).
+pub const RECIPE_OPTIONS: &[&str] = &[
+    "weights",
+    "granularity",
+    "relu6_to_relu",
+    "cle",
+    "cle_include_gemm",
+    "absorb_high_bias",
+    "bias_correction",
+    "n_sigma",
+    "loose_ranges",
+];
+
+/// The whole data-free pipeline as one recipe pass, so the BN statistics
+/// every step reads stay inside it and the run-time-range fallback can follow
+/// the quantisation it patches.
+pub fn recipe_pass(
+    g: &Graph,
+    o: &crate::recipe::Options,
+    _ctx: &mut crate::recipe::Context,
+) -> Result<(Graph, PassRecord)> {
+    let mut opts = DfqOptions::default();
+    let weights = o.str("weights", "int8")?;
+    let bits: u32 = weights
+        .strip_prefix("int")
+        .and_then(|b| b.parse().ok())
+        .filter(|b| (2..=8).contains(b))
+        .ok_or_else(|| o.err("weights", format!("'{weights}' is not int2..int8")))?;
+    let granularity = match o.str("granularity", "channel")? {
+        "tensor" => WeightGranularity::PerTensor,
+        "channel" => WeightGranularity::PerChannel,
+        g => match g
+            .strip_prefix("group:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) if n > 0 => WeightGranularity::PerGroup(n),
+            _ => {
+                return Err(o.err(
+                    "granularity",
+                    format!("'{g}' is not tensor, channel or group:N"),
+                ))
+            }
+        },
+    };
+    opts.weights = WeightQuant::new(bits, granularity);
+    opts.relu6_to_relu = o.bool("relu6_to_relu", false)?;
+    if !o.bool("cle", true)? {
+        opts.cle = None;
+    } else if let Some(c) = opts.cle.as_mut() {
+        c.include_gemm = o.bool("cle_include_gemm", false)?;
+    }
+    if !o.bool("absorb_high_bias", true)? {
+        opts.absorb = None;
+    }
+    opts.bias_correction = o.bool("bias_correction", true)?;
+    if let Some(n) = o.float_opt("n_sigma")? {
+        if !(n > 0.0 && n.is_finite()) {
+            return Err(o.err("n_sigma", format!("must be positive, got {n}")));
+        }
+        opts.ranges.n_sigma = n as f32;
+    }
+    opts.loose_ranges = match o.str("loose_ranges", "dynamic")? {
+        "dynamic" => LooseRanges::Dynamic,
+        "static" => LooseRanges::Static,
+        v => return Err(o.err("loose_ranges", format!("'{v}' is not dynamic or static"))),
+    };
+    let (q, records) = dfq_pipeline(g, &opts)?;
+    let mut rec = PassRecord::new("dfq")
+        .option("weights", weights)
+        .option("granularity", format!("{granularity:?}"));
+    for r in records {
+        for c in r.changes {
+            rec.change(format!("{}: {c}", r.pass));
+        }
+        for (k, v) in r.metrics {
+            rec.metric(&format!("{}.{k}", r.pass), v);
+        }
+    }
+    Ok((q, rec))
+}

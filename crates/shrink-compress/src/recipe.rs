@@ -271,6 +271,13 @@ pub const PASSES: &[PassEntry] = &[
         run: pass_quantize,
     },
     PassEntry {
+        name: "dfq",
+        needs: Needs::Nothing,
+        options: crate::dfq::RECIPE_OPTIONS,
+        gives_ranges: false,
+        run: crate::dfq::recipe_pass,
+    },
+    PassEntry {
         name: "mixed-precision",
         needs: Needs::CalibDataAndRanges,
         options: &[

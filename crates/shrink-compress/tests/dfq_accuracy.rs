@@ -142,3 +142,27 @@ fn the_qdq_weights_are_the_ones_bias_correction_assumed() {
         }
     }
 }
+
+#[test]
+fn the_int8_dfq_recipe_runs_the_pipeline_and_rejects_bad_options() {
+    use shrink_compress::recipe::{Context, Recipe};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/int8-dfq.toml");
+    let recipe = Recipe::load(&path).unwrap();
+    let src = source("lenet5_bn");
+    let (g, recs) = recipe.run(&src, &mut Context::new(None)).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].metrics["cle.conv_pairs"], 0.0);
+    assert_eq!(recs[0].metrics["fold-batchnorm.folded"], 2.0);
+    let (want, _) = dfq_pipeline(&src, &DfqOptions::default()).unwrap();
+    let x = images(32);
+    assert_eq!(run(&g, &x), run(&want, &x));
+    let bad = Recipe::parse("[[pass]]\nname = \"dfq\"\nweights = \"int9\"\n", "bad.toml").unwrap();
+    let err = bad
+        .run(&src, &mut Context::new(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pass[0].weights") && err.contains("int9"),
+        "{err}"
+    );
+}
