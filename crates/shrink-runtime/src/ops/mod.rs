@@ -22,6 +22,7 @@ mod control;
 mod conv;
 mod dispatch;
 mod elementwise;
+mod fake;
 mod layout;
 mod linalg;
 mod logic;
@@ -187,6 +188,7 @@ impl Registry {
         control::register(&mut r);
         conv::register(&mut r);
         elementwise::register(&mut r);
+        fake::register(&mut r);
         linalg::register(&mut r);
         logic::register(&mut r);
         norm::register(&mut r);
