@@ -7,13 +7,21 @@
 //! planner lowers the same patterns onto integer kernels, and ONNX export is
 //! the graph itself — one representation, three uses, and they must agree.
 
+pub mod bias_absorb;
+pub mod bias_correct;
 pub mod calib;
+pub mod cle;
+pub mod dfq;
 pub mod error;
+pub mod fold_bn;
+pub mod linear_layer;
 pub mod mixed;
 pub mod pass;
 pub mod quantize;
-pub mod recipe;
 pub mod ranges;
+pub mod ranges_bn;
+pub mod recipe;
+pub mod relu6;
 
 pub use error::{CompressError, Result};
 pub use pass::PassRecord;

@@ -58,7 +58,9 @@ pub fn calibrate(
     let mut observed = Vec::new();
     for t in tensors {
         if t != input && !produced.contains(t.as_str()) {
-            return Err(err(format!("tensor '{t}' is neither the input nor produced by a node")));
+            return Err(err(format!(
+                "tensor '{t}' is neither the input nor produced by a node"
+            )));
         }
         observed.push(t.clone());
     }
@@ -90,7 +92,8 @@ pub fn calibrate(
                 let t = if o.name() == input {
                     x.clone()
                 } else {
-                    outs.next().ok_or_else(|| err("runtime returned fewer outputs".into()))?
+                    outs.next()
+                        .ok_or_else(|| err("runtime returned fewer outputs".into()))?
                 };
                 if !t.dtype().is_float() {
                     continue;

@@ -164,14 +164,19 @@ impl Observer {
             msg,
         };
         if config.kind.histogram().is_some() && config.bins < 16 {
-            return Err(bad(format!("{} histogram bins are too few (at least 16)", config.bins)));
+            return Err(bad(format!(
+                "{} histogram bins are too few (at least 16)",
+                config.bins
+            )));
         }
         if !(2..=16).contains(&config.bits) {
             return Err(bad(format!("bits must be in 2..=16, got {}", config.bits)));
         }
         if let ObserverKind::Percentile { percentile } = config.kind {
             if !(percentile > 0.0 && percentile <= 100.0) {
-                return Err(bad(format!("percentile must be in (0, 100], got {percentile}")));
+                return Err(bad(format!(
+                    "percentile must be in (0, 100], got {percentile}"
+                )));
             }
         }
         if let ObserverKind::MovingAverage { momentum } = config.kind {
@@ -294,7 +299,9 @@ impl Observer {
                         HistKind::Abs => v.abs() as f64,
                         HistKind::Signed => v as f64,
                     };
-                    let b = ((x - s.lo as f64) * k).floor().clamp(0.0, (bins - 1) as f64) as usize;
+                    let b = ((x - s.lo as f64) * k)
+                        .floor()
+                        .clamp(0.0, (bins - 1) as f64) as usize;
                     s.hist[b] += 1;
                 }
             }
