@@ -255,3 +255,58 @@ pub fn run(args: Args) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(recipe: &std::path::Path, out: &std::path::Path) -> Args {
+        let model = shrink_data::shared_data_dir()
+            .expect("shared/data not found (set $SHRINK_SHARED)")
+            .join("fashion/lenet5_bn.onnx");
+        Args {
+            model,
+            recipe: recipe.to_path_buf(),
+            calib: Some("fashion-mnist:64".into()),
+            eval: None,
+            output: out.to_path_buf(),
+            calib_seed: 1234,
+            qoperator: false,
+            batch: 64,
+            threads: 0,
+            json: true,
+        }
+    }
+
+    #[test]
+    fn failed_run_leaves_no_output_and_success_writes_a_model() {
+        let dir = std::env::temp_dir().join(format!("shrink-compress-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("q.onnx");
+        // Fails only after calibration ran: no W4/W8 mix fits in 1 byte.
+        let bad = dir.join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[[pass]]\nname = \"calibrate\"\n[[pass]]\nname = \"mixed-precision\"\nbytes = 1\nsamples = 16\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", run(args(&bad, &out)).unwrap_err());
+        assert!(e.contains("unreachable") && e.contains("bad.toml"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec!["bad.toml".to_string()], "a failed run left files behind");
+        // A bad recipe fails before any work, naming the field.
+        std::fs::write(&bad, "[[pass]]\nname = \"quantize\"\nweights = \"int12\"\n").unwrap();
+        let e = format!("{:#}", run(args(&bad, &out)).unwrap_err());
+        assert!(e.contains("pass[0].weights") && e.contains("12"), "{e}");
+        assert!(!out.exists());
+        // The shipped int8 recipe writes a model that loads and runs.
+        let good = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes/int8-calibrated.toml");
+        run(args(&good, &out)).unwrap();
+        let q = shrink_graph::onnx::load(&out).unwrap();
+        assert!(q.nodes.iter().any(|n| n.op_type == "QuantizeLinear"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
