@@ -33,8 +33,10 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Compress a model with a recipe (calibration, quantisation, mixed precision).
     Compress(cmd::compress::Args),
-    /// Write a model as ONNX.
+    /// Write a model as ONNX (a .shrink model is decoded).
     Export(cmd::export::Args),
+    /// Store a model in a .shrink container with chosen encodings.
+    Encode(cmd::encode::Args),
     /// SQNR of each layer's weights under every numeric format.
     Formats(cmd::formats::Args),
     /// Energy per inference on a 45 nm accelerator model; --sweep for bit widths × SRAM.
@@ -69,6 +71,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Compress(a) => cmd::compress::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Encode(a) => cmd::encode::run(a),
         Command::Formats(a) => cmd::formats::run(a),
         Command::Energy(a) => cmd::energy::run(a),
         Command::Ops => cmd::ops::run(),

@@ -4,8 +4,10 @@ use anyhow::{bail, Context, Result};
 use shrink_graph::Graph;
 use std::path::Path;
 
-/// Loads an ONNX file, or a model directory holding `config.json` +
-/// `model.safetensors` (BERT-style encoders such as all-MiniLM-L6-v2).
+/// Loads an ONNX file, a `.shrink` container (tensors decoded to their
+/// in-memory values, so every command runs it like the model it stores), or
+/// a model directory holding `config.json` + `model.safetensors` (BERT-style
+/// encoders such as all-MiniLM-L6-v2).
 pub fn load(path: &Path) -> Result<Graph> {
     let g = load_graph(path)?;
     for w in non_finite_weights(&g) {
@@ -42,8 +44,15 @@ fn load_graph(path: &Path) -> Result<Graph> {
         return shrink_graph::builders::bert::load_sentence_encoder(path)
             .with_context(|| format!("building a BERT encoder from {}", path.display()));
     }
+    if shrink_graph::container::is_shrink_file(path) {
+        return Ok(shrink_graph::container::load_shrink(path)?);
+    }
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(shrink_graph::onnx::load(path)?),
+        Some("shrink") => bail!(
+            "{}: not a .shrink container (its first bytes are not the .shrink magic)",
+            path.display()
+        ),
         Some("safetensors") => bail!(
             "{}: a safetensors file holds weights but no graph; pass the model directory \
              (with config.json) or an ONNX file",
@@ -51,7 +60,7 @@ fn load_graph(path: &Path) -> Result<Graph> {
         ),
         _ => Ok(shrink_graph::onnx::load(path).with_context(|| {
             format!(
-                "{}: not a model shrink can read (expected .onnx or a model directory)",
+                "{}: not a model shrink can read (expected .onnx, .shrink or a model directory)",
                 path.display()
             )
         })?),

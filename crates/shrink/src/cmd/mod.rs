@@ -4,6 +4,7 @@ pub mod bench;
 pub mod compress;
 pub mod demo;
 pub mod embed;
+pub mod encode;
 pub mod energy;
 pub mod eval;
 pub mod export;
