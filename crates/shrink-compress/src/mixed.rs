@@ -254,7 +254,11 @@ pub fn search(
         };
         s.damage.max(0.0) / saved
     };
-    order.sort_by(|a, b| per_unit(a).total_cmp(&per_unit(b)).then(a.layer.cmp(&b.layer)));
+    order.sort_by(|a, b| {
+        per_unit(a)
+            .total_cmp(&per_unit(b))
+            .then(a.layer.cmp(&b.layer))
+    });
     let mut p = plan.clone();
     let mut current = cost(&p)?;
     rec.metric("start_cost", current);

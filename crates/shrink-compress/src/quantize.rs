@@ -17,8 +17,9 @@
 //!   reuse their input's scale for their output, so integer execution can
 //!   pass codes through them unchanged.
 //! * Weights of 2..=7 bits are stored as I8 codes (the ONNX graph stays opset
-//!   17 and ORT runs it); the true width is recorded in the graph metadata
-//!   under [`WEIGHT_BITS_KEY`] so storage can pack them.
+//!   17 and ORT runs it); the true width is recorded as a storage encoding
+//!   (`Graph::encodings`, packed in the .shrink container) and in the graph
+//!   metadata under [`WEIGHT_BITS_KEY`] (which survives ONNX export).
 //! * Float formats are simulated: fp16/bf16 weights become fp16/bf16
 //!   initializers plus a Cast, activations a Cast→Cast pair; posit and
 //!   flex16+5 use the `ai.shrink::FakeQuant` node (attribute `format`).
@@ -591,7 +592,9 @@ pub fn insert_qdq(
                 // channel axis where it was (MaxPool), not through Flatten & co.
                 let source = shares.get(t);
                 let shared = source
-                    .and_then(|(s, keeps_axis)| act_q.get(s).filter(|q| *keeps_axis || q.axis.is_none()))
+                    .and_then(|(s, keeps_axis)| {
+                        act_q.get(s).filter(|q| *keeps_axis || q.axis.is_none())
+                    })
                     .cloned();
                 let merged;
                 let q = match shared {
@@ -600,13 +603,14 @@ pub fn insert_qdq(
                         let range = match ranges.get(t) {
                             Some(r) => r,
                             None => {
-                                let from = source.and_then(|(s, _)| ranges.get(s)).ok_or_else(|| {
-                                    tensor_err(
+                                let from =
+                                    source.and_then(|(s, _)| ranges.get(s)).ok_or_else(|| {
+                                        tensor_err(
                                         t,
                                         "no activation range: calibrate (or estimate ranges from \
                                          BatchNorm statistics) before quantising",
                                     )
-                                })?;
+                                    })?;
                                 let (lo, hi) = from.merged();
                                 merged = TensorRange::scalar(lo, hi);
                                 &merged
@@ -615,7 +619,13 @@ pub fn insert_qdq(
                         let (scale, zero_point) = act_params(t, range, dtype, scheme)?;
                         let scale_name = format!("{t}_scale");
                         let zp_name = format!("{t}_zero_point");
-                        let dims = |n: usize| if range.axis.is_some() { vec![n] } else { vec![] };
+                        let dims = |n: usize| {
+                            if range.axis.is_some() {
+                                vec![n]
+                            } else {
+                                vec![]
+                            }
+                        };
                         g.initializers.insert(
                             scale_name.clone(),
                             Tensor::from_vec(dims(scale.len()), scale.clone())?,
@@ -748,7 +758,11 @@ pub fn insert_qdq(
                 }
                 g.nodes[i].inputs[1] = out;
                 weights_done += 1;
-                rec.change(format!("weights of '{}' simulated as {}", node.name, f.name()));
+                rec.change(format!(
+                    "weights of '{}' simulated as {}",
+                    node.name,
+                    f.name()
+                ));
             }
             WeightFormat::Int {
                 bits,
@@ -776,10 +790,7 @@ pub fn insert_qdq(
                 );
                 g.initializers.insert(
                     zn.clone(),
-                    Tensor::from_vec(
-                        wq.scale_shape.clone(),
-                        vec![0i8; wq.params.scale.len()],
-                    )?,
+                    Tensor::from_vec(wq.scale_shape.clone(), vec![0i8; wq.params.scale.len()])?,
                 );
                 let mut dq = Node::new(
                     format!("{w_name}_DequantizeLinear"),
@@ -792,6 +803,10 @@ pub fn insert_qdq(
                 g.nodes[i].inputs[1] = out;
                 if bits < 8 {
                     weight_bits.insert(qn.clone(), bits);
+                    g.encodings.insert(
+                        qn.clone(),
+                        shrink_graph::container::Encoding::Packed { bits: bits as u8 },
+                    );
                 }
                 weights_done += 1;
                 rec.change(format!(
@@ -831,8 +846,10 @@ pub fn insert_qdq(
                                 .insert(bq.clone(), Tensor::from_vec(vec![n_out], codes)?);
                             g.initializers
                                 .insert(bsn.clone(), Tensor::from_vec(vec![n_out], bs)?);
-                            g.initializers
-                                .insert(bzn.clone(), Tensor::from_vec(vec![n_out], vec![0i32; n_out])?);
+                            g.initializers.insert(
+                                bzn.clone(),
+                                Tensor::from_vec(vec![n_out], vec![0i32; n_out])?,
+                            );
                             let bout = format!("{b_name}_DequantizeLinear_Output");
                             extra.push(
                                 Node::new(
@@ -995,7 +1012,9 @@ pub fn check_weight_bits(bits: u32) -> Result<()> {
     if (2..=8).contains(&bits) {
         Ok(())
     } else {
-        Err(pass_err(format!("weight bits must be in 2..=8, got {bits}")))
+        Err(pass_err(format!(
+            "weight bits must be in 2..=8, got {bits}"
+        )))
     }
 }
 

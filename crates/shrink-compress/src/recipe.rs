@@ -189,7 +189,10 @@ impl Options<'_> {
         match self.table.get(key) {
             None => Ok(default),
             Some(toml::Value::Boolean(b)) => Ok(*b),
-            Some(v) => Err(self.err(key, format!("expected true or false, found {}", v.type_str()))),
+            Some(v) => Err(self.err(
+                key,
+                format!("expected true or false, found {}", v.type_str()),
+            )),
         }
     }
 
@@ -253,14 +256,28 @@ pub const PASSES: &[PassEntry] = &[
     PassEntry {
         name: "calibrate",
         needs: Needs::CalibData,
-        options: &["observer", "samples", "per_channel", "symmetric", "bits", "bins"],
+        options: &[
+            "observer",
+            "samples",
+            "per_channel",
+            "symmetric",
+            "bits",
+            "bins",
+        ],
         gives_ranges: true,
         run: pass_calibrate,
     },
     PassEntry {
         name: "quantize",
         needs: Needs::Ranges,
-        options: &["weights", "granularity", "scheme", "activations", "skip", "layers"],
+        options: &[
+            "weights",
+            "granularity",
+            "scheme",
+            "activations",
+            "skip",
+            "layers",
+        ],
         gives_ranges: false,
         run: pass_quantize,
     },
@@ -502,14 +519,10 @@ fn check_input_shape(g: &Graph, data: &CalibData, o: &Options) -> Result<()> {
     };
     let shape = first.shape();
     let fits = dims.len() == shape.len()
-        && dims
-            .iter()
-            .zip(shape)
-            .skip(1)
-            .all(|(d, &s)| match d {
-                Dim::Known(v) => *v == s,
-                _ => true,
-            });
+        && dims.iter().zip(shape).skip(1).all(|(d, &s)| match d {
+            Dim::Known(v) => *v == s,
+            _ => true,
+        });
     if !fits {
         let want: Vec<String> = dims
             .iter()
@@ -560,7 +573,10 @@ fn granularity(o: &Options) -> Result<WeightGranularity> {
     Ok(match s {
         "tensor" => WeightGranularity::Tensor,
         "channel" => WeightGranularity::Channel,
-        g => match g.strip_prefix("group:").and_then(|n| n.parse::<usize>().ok()) {
+        g => match g
+            .strip_prefix("group:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) if n > 0 => WeightGranularity::Group(n),
             _ => {
                 return Err(o.err(
@@ -592,7 +608,10 @@ pub(crate) fn weight_format(o: &Options, key: &str, default: &str) -> Result<Wei
     })?;
     if let WeightFormat::Int { bits, .. } = f {
         if !(2..=8).contains(&bits) {
-            return Err(o.err(key, format!("invalid bit width {bits}: weights take 2..=8 bits")));
+            return Err(o.err(
+                key,
+                format!("invalid bit width {bits}: weights take 2..=8 bits"),
+            ));
         }
     }
     Ok(f)
@@ -752,8 +771,8 @@ fn pass_mixed(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassR
             .collect();
         Budget::EnergyPj(f * crate::mixed::energy_pj(g, &widths, plan.activations.bits())?)
     };
-    let (chosen, mut rec) = search(g, &plan, &ranges, low, &sens, budget)
-        .map_err(|e| o.err("", e.to_string()))?;
+    let (chosen, mut rec) =
+        search(g, &plan, &ranges, low, &sens, budget).map_err(|e| o.err("", e.to_string()))?;
     for s in &sens {
         rec.metric(&format!("damage/{}", s.layer), s.damage);
     }
@@ -782,9 +801,12 @@ mod dfq_passes {
     use shrink_graph::Graph;
 
     fn stats<'c>(o: &Options, ctx: &'c mut Context) -> Result<&'c mut crate::fold_bn::BnStats> {
-        ctx.bn_stats
-            .as_mut()
-            .ok_or_else(|| o.err("", "needs BatchNorm statistics: put 'fold-batchnorm' before it"))
+        ctx.bn_stats.as_mut().ok_or_else(|| {
+            o.err(
+                "",
+                "needs BatchNorm statistics: put 'fold-batchnorm' before it",
+            )
+        })
     }
 
     pub(super) fn fold_batchnorm(
@@ -803,7 +825,10 @@ mod dfq_passes {
         _ctx: &mut Context,
     ) -> Result<(Graph, PassRecord)> {
         if !o.bool("enabled", true)? {
-            return Ok((g.clone(), PassRecord::new("relu6-to-relu").option("enabled", false)));
+            return Ok((
+                g.clone(),
+                PassRecord::new("relu6-to-relu").option("enabled", false),
+            ));
         }
         let scope = match o.str("scope", "between-layers")? {
             "between-layers" => Relu6Scope::BetweenLayers,
@@ -886,9 +911,10 @@ mod dfq_passes {
         let input_range = match o.table.get("input_range") {
             None => d.input_range,
             Some(v) => {
-                let a = v.as_array().filter(|a| a.len() == 2).ok_or_else(|| {
-                    o.err("input_range", "expected [min, max]")
-                })?;
+                let a = v
+                    .as_array()
+                    .filter(|a| a.len() == 2)
+                    .ok_or_else(|| o.err("input_range", "expected [min, max]"))?;
                 let f = |x: &toml::Value| {
                     x.as_float()
                         .or_else(|| x.as_integer().map(|i| i as f64))

@@ -83,9 +83,15 @@ fn percentiles_match_numpy_within_one_bin() {
     let bin = (hi - lo) / 2048.0;
     for p in [99.0, 99.5] {
         let want = &r["percentile_two_tail"][format!("{p:.1}")];
-        let (wl, wh) = (want[0].as_f64().unwrap() as f32, want[1].as_f64().unwrap() as f32);
+        let (wl, wh) = (
+            want[0].as_f64().unwrap() as f32,
+            want[1].as_f64().unwrap() as f32,
+        );
         let (ol, oh) = observed(ObserverKind::Percentile { percentile: p }, false, &x);
-        assert!((ol - wl).abs() <= bin && (oh - wh).abs() <= bin, "p{p}: ({ol}, {oh}) vs ({wl}, {wh}), bin {bin}");
+        assert!(
+            (ol - wl).abs() <= bin && (oh - wh).abs() <= bin,
+            "p{p}: ({ol}, {oh}) vs ({wl}, {wh}), bin {bin}"
+        );
         let wa = r["percentile_abs"][format!("{p:.1}")].as_f64().unwrap() as f32;
         let (sl, sh) = observed(ObserverKind::Percentile { percentile: p }, true, &x);
         assert_eq!(sl, -sh);
@@ -138,8 +144,14 @@ fn mse_observer_finds_the_brute_force_optimum() {
         let got = raw_mse(&x, lo, hi, scheme);
         // The histogram estimate may pick a neighbouring clipping; it must be
         // within 5% of the true optimum and far better than no clipping.
-        assert!(got <= best * 1.05, "symmetric {symmetric}: {got} vs best {best}");
-        assert!(got < full * 0.7, "symmetric {symmetric}: {got} vs unclipped {full}");
+        assert!(
+            got <= best * 1.05,
+            "symmetric {symmetric}: {got} vs best {best}"
+        );
+        assert!(
+            got < full * 0.7,
+            "symmetric {symmetric}: {got} vs unclipped {full}"
+        );
     }
 }
 

@@ -28,28 +28,44 @@ const CAL: &str = "[[pass]]\nname = \"calibrate\"\n";
 fn unknown_pass_lists_the_valid_ones() {
     let e = err("[[pass]]\nname = \"quantise-everything\"\n", None);
     assert!(e.contains("bad.toml") && e.contains("pass[0].name"), "{e}");
-    assert!(e.contains("quantise-everything") && e.contains("calibrate, quantize"), "{e}");
+    assert!(
+        e.contains("quantise-everything") && e.contains("calibrate, quantize"),
+        "{e}"
+    );
 }
 
 #[test]
 fn invalid_bit_width_names_the_field() {
     let text = format!("{CAL}[[pass]]\nname = \"quantize\"\nweights = \"int9\"\n");
     let e = err(&text, Some(calib(8)));
-    assert!(e.contains("bad.toml") && e.contains("pass[1].weights"), "{e}");
+    assert!(
+        e.contains("bad.toml") && e.contains("pass[1].weights"),
+        "{e}"
+    );
     assert!(e.contains("invalid bit width 9"), "{e}");
-    let text = format!("{CAL}[[pass]]\nname = \"mixed-precision\"\nlow = \"int1\"\nsize_budget = 0.5\n");
+    let text =
+        format!("{CAL}[[pass]]\nname = \"mixed-precision\"\nlow = \"int1\"\nsize_budget = 0.5\n");
     let e = err(&text, Some(calib(8)));
-    assert!(e.contains("pass[1].low") && e.contains("bit width 1"), "{e}");
+    assert!(
+        e.contains("pass[1].low") && e.contains("bit width 1"),
+        "{e}"
+    );
 }
 
 #[test]
 fn calibration_data_missing_where_required() {
     let e = err(CAL, None);
     assert!(e.contains("bad.toml") && e.contains("pass[0]"), "{e}");
-    assert!(e.contains("needs calibration data") && e.contains("--calib"), "{e}");
+    assert!(
+        e.contains("needs calibration data") && e.contains("--calib"),
+        "{e}"
+    );
     // Integer activations without any range pass.
     let e = err("[[pass]]\nname = \"quantize\"\n", None);
-    assert!(e.contains("pass[0].activations") && e.contains("calibrate"), "{e}");
+    assert!(
+        e.contains("pass[0].activations") && e.contains("calibrate"),
+        "{e}"
+    );
     // Weight-only quantisation needs neither.
     let r = Recipe::parse(
         "[[pass]]\nname = \"quantize\"\nactivations = \"fp32\"\n",
@@ -69,15 +85,30 @@ fn model_dataset_mismatch() {
     };
     let e = err(CAL, Some(data));
     assert!(e.contains("bad.toml") && e.contains("pass[0]"), "{e}");
-    assert!(e.contains("model/dataset mismatch") && e.contains("[2, 3, 32, 32]"), "{e}");
+    assert!(
+        e.contains("model/dataset mismatch") && e.contains("[2, 3, 32, 32]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_options_and_syntax_errors() {
-    let e = err("[[pass]]\nname = \"calibrate\"\nobserver = \"median\"\n", Some(calib(8)));
-    assert!(e.contains("pass[0].observer") && e.contains("entropy"), "{e}");
-    let e = err("[[pass]]\nname = \"calibrate\"\nobservr = \"mse\"\n", Some(calib(8)));
-    assert!(e.contains("pass[0].observr") && e.contains("valid options"), "{e}");
+    let e = err(
+        "[[pass]]\nname = \"calibrate\"\nobserver = \"median\"\n",
+        Some(calib(8)),
+    );
+    assert!(
+        e.contains("pass[0].observer") && e.contains("entropy"),
+        "{e}"
+    );
+    let e = err(
+        "[[pass]]\nname = \"calibrate\"\nobservr = \"mse\"\n",
+        Some(calib(8)),
+    );
+    assert!(
+        e.contains("pass[0].observr") && e.contains("valid options"),
+        "{e}"
+    );
     let e = err("[[pass]\nname = 1", None);
     assert!(e.starts_with("recipe bad.toml"), "{e}");
     let e = err("name = \"x\"\n", None);
