@@ -71,8 +71,8 @@ def main():
                           "bins": entropy_bins(hist, levels)})
     samples = rs.standard_t(3, 4001).astype(np.float32)
     pct = {str(p): [float(np.percentile(samples, 100 - p, method="lower")),
-                    float(np.percentile(samples, p, method="higher"))] for p in (99.0, 99.9)}
-    absp = {str(p): float(np.percentile(np.abs(samples), p, method="higher")) for p in (99.0, 99.9)}
+                    float(np.percentile(samples, p, method="higher"))] for p in (99.0, 99.5)}
+    absp = {str(p): float(np.percentile(np.abs(samples), p, method="higher")) for p in (99.0, 99.5)}
     json.dump({"entropy": cases, "samples": samples.tolist(), "percentile_two_tail": pct,
                "percentile_abs": absp}, open(OUT, "w"))
     print({c["name"] + str(c["levels"]): c["bins"] for c in cases}, pct, absp)

@@ -17,8 +17,9 @@
 //!   reuse their input's scale for their output, so integer execution can
 //!   pass codes through them unchanged.
 //! * Weights of 2..=7 bits are stored as I8 codes (the ONNX graph stays opset
-//!   17 and ORT runs it); the true width is recorded in the graph metadata
-//!   under [`WEIGHT_BITS_KEY`] so storage can pack them.
+//!   17 and ORT runs it); the true width is recorded as a storage encoding
+//!   (`Graph::encodings`, packed in the .shrink container) and in the graph
+//!   metadata under [`WEIGHT_BITS_KEY`] (which survives ONNX export).
 //! * Float formats are simulated: fp16/bf16 weights become fp16/bf16
 //!   initializers plus a Cast, activations a Cast→Cast pair; posit and
 //!   flex16+5 use the `ai.shrink::FakeQuant` node (attribute `format`).
@@ -187,6 +188,9 @@ pub struct QuantPlan {
     /// Nodes that stay fp32 (no weight quantisation, no QDQ on their tensors
     /// unless another quantised node needs them).
     pub skip: BTreeSet<String>,
+    /// Activation tensors left in float (e.g. ranges known only as loose bounds).
+    #[serde(default)]
+    pub float_tensors: BTreeSet<String>,
 }
 
 impl QuantPlan {
@@ -197,6 +201,7 @@ impl QuantPlan {
             activations: ActFormat::U8,
             layers: BTreeMap::new(),
             skip: BTreeSet::new(),
+            float_tensors: BTreeSet::new(),
         }
     }
 
@@ -459,9 +464,13 @@ pub fn insert_qdq(
     // 1. Which tensors get activation QDQ, and which Relu/Clip nodes fold into them.
     let mut quantised: Vec<String> = Vec::new();
     let mut qset: HashSet<String> = HashSet::new();
-    let mut shares: HashMap<String, String> = HashMap::new();
+    let mut shares: HashMap<String, (String, bool)> = HashMap::new();
     let add = |t: &str, quantised: &mut Vec<String>, qset: &mut HashSet<String>| {
-        if !t.is_empty() && !g.initializers.contains_key(t) && qset.insert(t.to_string()) {
+        if !t.is_empty()
+            && !g.initializers.contains_key(t)
+            && !plan.float_tensors.contains(t)
+            && qset.insert(t.to_string())
+        {
             quantised.push(t.to_string());
         }
     };
@@ -492,6 +501,9 @@ pub fn insert_qdq(
                     && !plan.skip.contains(&n.name);
                 let only_reader = consumers.get(t).is_some_and(|c| c.len() == 1);
                 if !fusable_producer || !only_reader || graph_outputs.contains(t) {
+                    continue;
+                }
+                if plan.float_tensors.contains(r.as_str()) {
                     continue;
                 }
                 let Some(range) = ranges.get(r) else { continue };
@@ -533,7 +545,7 @@ pub fn insert_qdq(
                 add(&renamed(o), &mut quantised, &mut qset);
                 if pass {
                     if let Some(src) = n.input(0) {
-                        shares.insert(renamed(o), renamed(src));
+                        shares.insert(renamed(o), (renamed(src), op == "MaxPool"));
                     }
                 }
             }
@@ -576,17 +588,34 @@ pub fn insert_qdq(
             ActFormat::Fp32 => continue,
             ActFormat::U8 | ActFormat::I8 => {
                 let (dtype, scheme) = int_acts.expect("integer format");
-                let shared = shares.get(t).and_then(|s| act_q.get(s)).cloned();
+                // A per-channel scale only carries over when the op keeps the
+                // channel axis where it was (MaxPool), not through Flatten & co.
+                let source = shares.get(t);
+                let shared = source
+                    .and_then(|(s, keeps_axis)| {
+                        act_q.get(s).filter(|q| *keeps_axis || q.axis.is_none())
+                    })
+                    .cloned();
+                let merged;
                 let q = match shared {
                     Some(q) => q,
                     None => {
-                        let range = ranges.get(t).ok_or_else(|| {
-                            tensor_err(
-                                t,
-                                "no activation range: calibrate (or estimate ranges from \
-                                 BatchNorm statistics) before quantising",
-                            )
-                        })?;
+                        let range = match ranges.get(t) {
+                            Some(r) => r,
+                            None => {
+                                let from =
+                                    source.and_then(|(s, _)| ranges.get(s)).ok_or_else(|| {
+                                        tensor_err(
+                                        t,
+                                        "no activation range: calibrate (or estimate ranges from \
+                                         BatchNorm statistics) before quantising",
+                                    )
+                                    })?;
+                                let (lo, hi) = from.merged();
+                                merged = TensorRange::scalar(lo, hi);
+                                &merged
+                            }
+                        };
                         let (scale, zero_point) = act_params(t, range, dtype, scheme)?;
                         let scale_name = format!("{t}_scale");
                         let zp_name = format!("{t}_zero_point");
@@ -774,6 +803,10 @@ pub fn insert_qdq(
                 g.nodes[i].inputs[1] = out;
                 if bits < 8 {
                     weight_bits.insert(qn.clone(), bits);
+                    g.encodings.insert(
+                        qn.clone(),
+                        shrink_graph::container::Encoding::Packed { bits: bits as u8 },
+                    );
                 }
                 weights_done += 1;
                 rec.change(format!(

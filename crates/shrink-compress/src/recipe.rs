@@ -98,6 +98,14 @@ impl CalibData {
 pub struct Context {
     pub calib: Option<CalibData>,
     pub ranges: Option<ActivationRanges>,
+    /// BatchNorm statistics kept by `fold-batchnorm` for the DFQ passes.
+    pub bn_stats: Option<crate::fold_bn::BnStats>,
+    /// Tensors the quantiser must leave in float (data-free ranges that are
+    /// only interval bounds, with `loose_ranges = "dynamic"`).
+    pub float_tensors: BTreeSet<String>,
+    /// Weight format of the recipe's `quantize` pass, for passes before it
+    /// that must know it (bias correction).
+    pub weight_hint: Option<WeightFormat>,
     pub threads: usize,
     /// Show progress bars (off in tests and when output is not a terminal).
     pub progress: bool,
@@ -108,6 +116,9 @@ impl Context {
         Context {
             calib,
             ranges: None,
+            bn_stats: None,
+            float_tensors: BTreeSet::new(),
+            weight_hint: None,
             threads: 0,
             progress: false,
         }
@@ -295,6 +306,49 @@ pub const PASSES: &[PassEntry] = &[
         gives_ranges: false,
         run: pass_mixed,
     },
+    // Data-free quantisation (Nagel et al. 2019), passes of crate::dfq's pipeline.
+    PassEntry {
+        name: "fold-batchnorm",
+        needs: Needs::Nothing,
+        options: &[],
+        gives_ranges: false,
+        run: dfq_passes::fold_batchnorm,
+    },
+    PassEntry {
+        name: "relu6-to-relu",
+        needs: Needs::Nothing,
+        options: &["enabled", "scope"],
+        gives_ranges: false,
+        run: dfq_passes::relu6_to_relu,
+    },
+    PassEntry {
+        name: "cle",
+        needs: Needs::Nothing,
+        options: &["max_iterations", "tolerance", "include_gemm"],
+        gives_ranges: false,
+        run: dfq_passes::cle,
+    },
+    PassEntry {
+        name: "bias-absorption",
+        needs: Needs::Nothing,
+        options: &["n_sigma", "through_padding"],
+        gives_ranges: false,
+        run: dfq_passes::bias_absorption,
+    },
+    PassEntry {
+        name: "bias-correction",
+        needs: Needs::Nothing,
+        options: &["source"],
+        gives_ranges: false,
+        run: dfq_passes::bias_correction,
+    },
+    PassEntry {
+        name: "ranges-from-bn",
+        needs: Needs::Nothing,
+        options: &["n_sigma", "input_range", "loose_ranges"],
+        gives_ranges: true,
+        run: dfq_passes::ranges_from_bn,
+    },
 ];
 
 /// Names of the registered passes, for error messages.
@@ -421,6 +475,16 @@ impl Recipe {
     /// Runs the passes in order; returns the final graph and one record per pass.
     pub fn run(&self, g: &Graph, ctx: &mut Context) -> Result<(Graph, Vec<PassRecord>)> {
         self.check(g, ctx)?;
+        for i in 0..self.passes.len() {
+            if self.entry(i)?.name == "quantize" {
+                let o = Options {
+                    file: &self.file,
+                    index: i,
+                    table: &self.passes[i],
+                };
+                ctx.weight_hint = Some(weight_format(&o, "weights", "int8")?);
+            }
+        }
         let mut g = g.clone();
         let mut records = Vec::new();
         for i in 0..self.passes.len() {
@@ -531,7 +595,7 @@ fn granularity(o: &Options) -> Result<WeightGranularity> {
     })
 }
 
-fn weight_format(o: &Options, key: &str, default: &str) -> Result<WeightFormat> {
+pub(crate) fn weight_format(o: &Options, key: &str, default: &str) -> Result<WeightFormat> {
     let s = o.str(key, default)?;
     let scheme = match o.str("scheme", "symmetric")? {
         "symmetric" => Scheme::SymmetricNarrow,
@@ -596,6 +660,7 @@ fn plan_from(o: &Options, weights_key: &str) -> Result<QuantPlan> {
         activations,
         layers,
         skip: o.strings("skip")?.into_iter().collect::<BTreeSet<_>>(),
+        float_tensors: BTreeSet::new(),
     })
 }
 
@@ -659,7 +724,8 @@ fn pass_calibrate(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, P
 }
 
 fn pass_quantize(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRecord)> {
-    let plan = plan_from(o, "weights")?;
+    let mut plan = plan_from(o, "weights")?;
+    plan.float_tensors.extend(ctx.float_tensors.iter().cloned());
     let empty = ActivationRanges::new();
     let ranges = ctx.ranges.as_ref().unwrap_or(&empty);
     insert_qdq(g, &plan, ranges)
@@ -725,4 +791,160 @@ fn pass_mixed(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassR
         rec.metric(&k, v);
     }
     Ok((q, rec))
+}
+
+/// The data-free passes (crate::dfq's steps) behind the recipe interface:
+/// BatchNorm statistics travel in the [`Context`] from `fold-batchnorm` to
+/// the passes that need them.
+mod dfq_passes {
+    use super::{Context, Options};
+    use crate::bias_absorb::{absorb_high_bias, AbsorbOptions};
+    use crate::bias_correct::{self, analytic_means, correct_bias, empirical_means, WeightQuant};
+    use crate::cle::{equalize_cross_layer, CleOptions};
+    use crate::quantize::{WeightFormat, WeightGranularity};
+    use crate::ranges_bn::BnRangeOptions;
+    use crate::relu6::Relu6Scope;
+    use crate::{PassRecord, Result};
+    use shrink_graph::Graph;
+
+    fn stats<'c>(o: &Options, ctx: &'c mut Context) -> Result<&'c mut crate::fold_bn::BnStats> {
+        ctx.bn_stats.as_mut().ok_or_else(|| {
+            o.err(
+                "",
+                "needs BatchNorm statistics: put 'fold-batchnorm' before it",
+            )
+        })
+    }
+
+    pub(super) fn fold_batchnorm(
+        g: &Graph,
+        _o: &Options,
+        ctx: &mut Context,
+    ) -> Result<(Graph, PassRecord)> {
+        let (g, rec, stats) = crate::fold_bn::fold_batchnorm(g)?;
+        ctx.bn_stats = Some(stats);
+        Ok((g, rec))
+    }
+
+    pub(super) fn relu6_to_relu(
+        g: &Graph,
+        o: &Options,
+        _ctx: &mut Context,
+    ) -> Result<(Graph, PassRecord)> {
+        if !o.bool("enabled", true)? {
+            return Ok((
+                g.clone(),
+                PassRecord::new("relu6-to-relu").option("enabled", false),
+            ));
+        }
+        let scope = match o.str("scope", "between-layers")? {
+            "between-layers" => Relu6Scope::BetweenLayers,
+            "all" => Relu6Scope::All,
+            s => return Err(o.err("scope", format!("'{s}' is not between-layers or all"))),
+        };
+        crate::relu6::relu6_to_relu(g, scope)
+    }
+
+    pub(super) fn cle(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRecord)> {
+        let d = CleOptions::default();
+        let opts = CleOptions {
+            max_iterations: o.int("max_iterations", d.max_iterations as i64)?.max(1) as usize,
+            tolerance: o.float_opt("tolerance")?.unwrap_or(d.tolerance),
+            include_gemm: o.bool("include_gemm", d.include_gemm)?,
+        };
+        equalize_cross_layer(g, &opts, ctx.bn_stats.as_mut())
+    }
+
+    pub(super) fn bias_absorption(
+        g: &Graph,
+        o: &Options,
+        ctx: &mut Context,
+    ) -> Result<(Graph, PassRecord)> {
+        let d = AbsorbOptions::default();
+        let opts = AbsorbOptions {
+            n_sigma: o.float_opt("n_sigma")?.map_or(d.n_sigma, |v| v as f32),
+            through_padding: o.bool("through_padding", d.through_padding)?,
+        };
+        absorb_high_bias(g, stats(o, ctx)?, &opts)
+    }
+
+    pub(super) fn bias_correction(
+        g: &Graph,
+        o: &Options,
+        ctx: &mut Context,
+    ) -> Result<(Graph, PassRecord)> {
+        // Correct for the weight format the recipe's quantize pass will use.
+        let wq = match ctx.weight_hint {
+            Some(WeightFormat::Int {
+                bits,
+                granularity,
+                scheme,
+            }) => WeightQuant {
+                bits,
+                scheme,
+                granularity: match granularity {
+                    WeightGranularity::Tensor => bias_correct::WeightGranularity::PerTensor,
+                    WeightGranularity::Channel => bias_correct::WeightGranularity::PerChannel,
+                    WeightGranularity::Group(n) => bias_correct::WeightGranularity::PerGroup(n),
+                },
+            },
+            _ => WeightQuant::new(8, bias_correct::WeightGranularity::PerChannel),
+        };
+        match o.str("source", "analytic")? {
+            "analytic" => {
+                let means = analytic_means(g, stats(o, ctx)?);
+                correct_bias(g, &means, &wq, "analytic (BN statistics)")
+            }
+            "empirical" => {
+                let data = ctx.calib.as_ref().ok_or_else(|| {
+                    o.err(
+                        "source",
+                        "empirical bias correction needs calibration data: pass --calib DATASET[:N]",
+                    )
+                })?;
+                let means = empirical_means(g, &data.batches, ctx.threads)?;
+                correct_bias(g, &means, &wq, "empirical (calibration data)")
+            }
+            s => Err(o.err("source", format!("'{s}' is not analytic or empirical"))),
+        }
+    }
+
+    pub(super) fn ranges_from_bn(
+        g: &Graph,
+        o: &Options,
+        ctx: &mut Context,
+    ) -> Result<(Graph, PassRecord)> {
+        let d = BnRangeOptions::default();
+        let input_range = match o.table.get("input_range") {
+            None => d.input_range,
+            Some(v) => {
+                let a = v
+                    .as_array()
+                    .filter(|a| a.len() == 2)
+                    .ok_or_else(|| o.err("input_range", "expected [min, max]"))?;
+                let f = |x: &toml::Value| {
+                    x.as_float()
+                        .or_else(|| x.as_integer().map(|i| i as f64))
+                        .ok_or_else(|| o.err("input_range", "expected numbers"))
+                };
+                Some((f(&a[0])? as f32, f(&a[1])? as f32))
+            }
+        };
+        let opts = BnRangeOptions {
+            n_sigma: o.float_opt("n_sigma")?.map_or(d.n_sigma, |v| v as f32),
+            input_range,
+        };
+        let dynamic = match o.str("loose_ranges", "dynamic")? {
+            "dynamic" => true,
+            "static" => false,
+            s => return Err(o.err("loose_ranges", format!("'{s}' is not dynamic or static"))),
+        };
+        let (r, rec) = crate::ranges_bn::ranges_from_bn(g, stats(o, ctx)?, &opts)?;
+        if dynamic {
+            // No dynamic quantiser in the QDQ export yet: those tensors stay float.
+            ctx.float_tensors = r.bound_only.clone();
+        }
+        ctx.ranges = Some(r.ranges);
+        Ok((g.clone(), rec))
+    }
 }

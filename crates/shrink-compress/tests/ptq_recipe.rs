@@ -136,3 +136,19 @@ fn shipped_recipes_run() {
     assert!(recs[1].metrics["layers_lowered"] >= 1.0);
     assert!(fp - am <= 1.0, "mixed: {fp} → {am}");
 }
+
+#[test]
+fn dfq_recipe_runs_through_the_registry() {
+    // The data-free recipe needs no --calib at all.
+    let g = shrink_graph::onnx::load(fashion_dir().join("lenet5_bn.bn_nodes.onnx")).unwrap();
+    let r = Recipe::load(recipe_path("int8-dfq.toml")).unwrap();
+    let (q, recs) = r.run(&g, &mut Context::new(None)).unwrap();
+    let names: Vec<&str> = recs.iter().map(|r| r.pass.as_str()).collect();
+    assert_eq!(names.first(), Some(&"fold-batchnorm"));
+    assert_eq!(names.last(), Some(&"quantize"));
+    assert!(q.nodes.iter().any(|n| n.op_type == "QuantizeLinear"));
+    let (xs, ys) = test_set(1000);
+    let fp = accuracy(&outputs(&g, &xs, 0).unwrap(), &ys).unwrap();
+    let qa = accuracy(&outputs(&q, &xs, 0).unwrap(), &ys).unwrap();
+    assert!(fp - qa <= 0.3, "DFQ int8: {fp} → {qa}");
+}

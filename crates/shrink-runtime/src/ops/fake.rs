@@ -101,6 +101,9 @@ mod tests {
         assert_eq!(y[..2], [1.0, 0.0]);
         assert_eq!(y[2] as f64, (0.3f32 as f64 / unit).round() * unit);
         let e = run("int3", vec![1.0]).unwrap_err().to_string();
-        assert!(e.contains("unknown format 'int3'") && e.contains("fq"), "{e}");
+        assert!(
+            e.contains("unknown format 'int3'") && e.contains("fq"),
+            "{e}"
+        );
     }
 }

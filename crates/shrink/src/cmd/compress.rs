@@ -5,7 +5,8 @@
 //! Calibration images are the first N (default 512) of NumPy's
 //! `RandomState(1234).permutation` of the training split — the images ONNX
 //! Runtime's baselines in `peers.json` calibrated on, so the comparison is
-//! like for like. The output is written once, atomically, after every pass
+//! like for like. The output (.onnx, or the .shrink container with the recipe
+//! and pass records as provenance) is written once, atomically, after every pass
 //! succeeded: a failed run leaves no file behind.
 
 use crate::model;
@@ -17,6 +18,7 @@ use shrink_compress::quantize::{stored_bytes, weight_bits};
 use shrink_compress::recipe::{CalibData, Context, Recipe};
 use shrink_data::{Dataset, Split};
 use shrink_energy::{estimate, layer_work, Assignment, MemoryConfig, Precision};
+use shrink_graph::container::{save_shrink, Provenance};
 use shrink_graph::Graph;
 use shrink_tensor::{DType, Tensor};
 use std::collections::HashMap;
@@ -37,7 +39,7 @@ pub struct Args {
     /// Evaluation data (test split), e.g. fashion-mnist or fashion-mnist:1000.
     #[arg(long)]
     pub eval: Option<String>,
-    /// Output model: .onnx (the QDQ graph).
+    /// Output model: .onnx (the QDQ graph) or .shrink (container, sub-8-bit codes packed).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Seed of the calibration sample permutation.
@@ -112,13 +114,21 @@ fn assignment(g: &Graph) -> Assignment {
         if !["Conv", "Gemm", "MatMul"].contains(&n.op_type.as_str()) {
             continue;
         }
-        let via = |i: usize| n.input(i).and_then(|x| producers.get(x)).map(|&p| &g.nodes[p]);
+        let via = |i: usize| {
+            n.input(i)
+                .and_then(|x| producers.get(x))
+                .map(|&p| &g.nodes[p])
+        };
         let w = match via(1) {
             Some(p) if p.op_type == "DequantizeLinear" => {
                 Precision::Int(p.input(0).and_then(|c| bits.get(c)).copied().unwrap_or(8))
             }
             Some(p) if p.op_type == "Cast" => {
-                match p.input(0).and_then(|c| g.initializers.get(c)).map(|t| t.dtype()) {
+                match p
+                    .input(0)
+                    .and_then(|c| g.initializers.get(c))
+                    .map(|t| t.dtype())
+                {
                     Some(DType::F16) => Precision::Fp16,
                     Some(DType::BF16) => Precision::Bf16,
                     _ => Precision::Fp32,
@@ -137,10 +147,12 @@ fn assignment(g: &Graph) -> Assignment {
 
 fn energy_nj(g: &Graph) -> Result<f64> {
     let layers = layer_work(g)?;
-    Ok(estimate(&layers, &assignment(g), &MemoryConfig::new(256 * 1024))
-        .total
-        .total_pj()
-        / 1000.0)
+    Ok(
+        estimate(&layers, &assignment(g), &MemoryConfig::new(256 * 1024))
+            .total
+            .total_pj()
+            / 1000.0,
+    )
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -149,16 +161,11 @@ pub fn run(args: Args) -> Result<()> {
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or("");
-    match ext {
-        "onnx" => {}
-        "shrink" => bail!(
-            "{}: the .shrink container is not in this build yet; write .onnx",
+    if !matches!(ext, "onnx" | "shrink") {
+        bail!(
+            "{}: unknown output format (expected .onnx or .shrink)",
             args.output.display()
-        ),
-        _ => bail!(
-            "{}: unknown output format (expected .onnx)",
-            args.output.display()
-        ),
+        );
     }
     if args.qoperator {
         bail!("--qoperator: the QOperator export is not implemented yet; the QDQ form (default) runs in ONNX Runtime with the same integer kernels");
@@ -206,8 +213,26 @@ pub fn run(args: Args) -> Result<()> {
             Some((fp, qa, labels.len()))
         }
     };
-    shrink_graph::onnx::save(&q, &args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    if ext == "shrink" {
+        let text = std::fs::read_to_string(&args.recipe).unwrap_or_default();
+        let mut prov = Provenance::new()
+            .with_source(&args.model)?
+            .with_recipe(text);
+        for r in &records {
+            prov = prov.with_pass(r)?;
+        }
+        if let Some((f, qa, n)) = eval {
+            prov = prov.note(
+                "accuracy",
+                format!("fp32 {f:.2}% → {qa:.2}% on {n} test images"),
+            );
+        }
+        save_shrink(&q, &prov, &args.output)
+            .with_context(|| format!("writing {}", args.output.display()))?;
+    } else {
+        shrink_graph::onnx::save(&q, &args.output)
+            .with_context(|| format!("writing {}", args.output.display()))?;
+    }
     let (fs, qs) = (stored_bytes(&g), stored_bytes(&q));
     let (fe, qe) = (energy_nj(&g)?, energy_nj(&q)?);
     if args.json {
@@ -229,7 +254,10 @@ pub fn run(args: Args) -> Result<()> {
         args.output.display(),
         recipe.name
     );
-    println!("{:<22}{:>14}{:>14}{:>14}", "", "fp32", "compressed", "change");
+    println!(
+        "{:<22}{:>14}{:>14}{:>14}",
+        "", "fp32", "compressed", "change"
+    );
     if let Some((f, qa, n)) = eval {
         println!(
             "{:<22}{:>14.2}{:>14.2}{:>+14.2}",
@@ -254,4 +282,64 @@ pub fn run(args: Args) -> Result<()> {
         fe / qe.max(1e-12)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(recipe: &std::path::Path, out: &std::path::Path) -> Args {
+        let model = shrink_data::shared_data_dir()
+            .expect("shared/data not found (set $SHRINK_SHARED)")
+            .join("fashion/lenet5_bn.onnx");
+        Args {
+            model,
+            recipe: recipe.to_path_buf(),
+            calib: Some("fashion-mnist:64".into()),
+            eval: None,
+            output: out.to_path_buf(),
+            calib_seed: 1234,
+            qoperator: false,
+            batch: 64,
+            threads: 0,
+            json: true,
+        }
+    }
+
+    #[test]
+    fn failed_run_leaves_no_output_and_success_writes_a_model() {
+        let dir = std::env::temp_dir().join(format!("shrink-compress-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("q.onnx");
+        // Fails only after calibration ran: no W4/W8 mix fits in 1 byte.
+        let bad = dir.join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[[pass]]\nname = \"calibrate\"\n[[pass]]\nname = \"mixed-precision\"\nbytes = 1\nsamples = 16\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", run(args(&bad, &out)).unwrap_err());
+        assert!(e.contains("unreachable") && e.contains("bad.toml"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            left,
+            vec!["bad.toml".to_string()],
+            "a failed run left files behind"
+        );
+        // A bad recipe fails before any work, naming the field.
+        std::fs::write(&bad, "[[pass]]\nname = \"quantize\"\nweights = \"int12\"\n").unwrap();
+        let e = format!("{:#}", run(args(&bad, &out)).unwrap_err());
+        assert!(e.contains("pass[0].weights") && e.contains("12"), "{e}");
+        assert!(!out.exists());
+        // The shipped int8 recipe writes a model that loads and runs.
+        let good =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes/int8-calibrated.toml");
+        run(args(&good, &out)).unwrap();
+        let q = shrink_graph::onnx::load(&out).unwrap();
+        assert!(q.nodes.iter().any(|n| n.op_type == "QuantizeLinear"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
