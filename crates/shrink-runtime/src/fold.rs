@@ -176,6 +176,7 @@ fn try_fold(
         subgraph: &no_subgraphs,
         prepared: None,
         constants: &not_cached,
+        buffers: None,
     };
     let outputs = if default_domain && node.op_type == "Shape" && node.input(0).is_some() {
         let x = node.inputs[0].as_str();

@@ -7,7 +7,9 @@
 //! functions registered by name in [`ops::Registry`]; each op module owns one
 //! family (convolution, elementwise, shape …).
 
+mod buffers;
 pub mod fold;
+mod fuse;
 pub mod ops;
 mod session;
 

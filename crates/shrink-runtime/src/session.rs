@@ -1,3 +1,4 @@
+use crate::buffers::BufferPool;
 use crate::ops::{OpContext, Prepared, Registry};
 use crate::{Result, RuntimeError};
 use shrink_graph::{node_uses, Attr, Dim, Graph};
@@ -59,6 +60,8 @@ pub struct Session {
     threads: usize,
     /// Per top-level node: state its op prepared once (packed weights).
     prepared: Vec<Prepared>,
+    /// Storage of dead f32 values, reused for later outputs (and runs).
+    buffers: BufferPool,
 }
 
 impl Session {
@@ -69,7 +72,7 @@ impl Session {
     }
 
     pub fn with_registry(
-        graph: Graph,
+        mut graph: Graph,
         options: SessionOptions,
         registry: Registry,
     ) -> Result<Session> {
@@ -88,6 +91,7 @@ impl Session {
                 name: "threads".into(),
                 msg: e.to_string(),
             })?;
+        crate::fuse::fuse(&mut graph, &registry);
         let liveness = Liveness::of(&graph);
         let prepared = (0..graph.nodes.len()).map(|_| Prepared::new()).collect();
         Ok(Session {
@@ -97,6 +101,7 @@ impl Session {
             pool,
             threads,
             prepared,
+            buffers: BufferPool::default(),
         })
     }
 
@@ -181,6 +186,7 @@ impl Session {
             }
         }
         let none = |_: &str| -> Option<&Tensor> { None };
+        self.buffers.next_run();
         self.pool.install(|| {
             self.execute(
                 &self.graph,
@@ -257,6 +263,7 @@ impl Session {
                     subgraph: &sub,
                     prepared: prepared.and_then(|p| p.get(i)),
                     constants: &is_const,
+                    buffers: prepared.and(Some(&self.buffers)),
                 };
                 let mut done = false;
                 if let (Some(f), Some(t)) = (inplace, donated.as_mut()) {
@@ -295,7 +302,10 @@ impl Session {
                 }
             }
             for dead in &live.free_after[i] {
-                values.remove(dead);
+                match values.remove(dead) {
+                    Some(t) if prepared.is_some() => self.buffers.recycle(t),
+                    _ => {}
+                }
             }
         }
         g.outputs

@@ -51,6 +51,8 @@ pub struct OpContext<'a> {
     pub(crate) prepared: Option<&'a Prepared>,
     /// Whether a value name is an initializer of the graph being run.
     pub(crate) constants: &'a dyn Fn(&str) -> bool,
+    /// The session's recycled f32 storage (see [`OpContext::output_f32`]).
+    pub(crate) buffers: Option<&'a crate::buffers::BufferPool>,
 }
 
 impl OpContext<'_> {
@@ -98,6 +100,29 @@ impl OpContext<'_> {
     /// value cannot change between runs and may be prepared once.
     pub fn is_constant_input(&self, i: usize) -> bool {
         self.node.input(i).is_some_and(|n| (self.constants)(n))
+    }
+
+    /// Storage for an f32 output of `len` values, recycled from a value that
+    /// died earlier when the session has one that fits (saves the page
+    /// faults of a fresh large allocation). The contents are unspecified:
+    /// the op must overwrite every element (or use [`OpContext::zeroed_f32`]).
+    pub fn output_f32(&self, len: usize) -> Vec<f32> {
+        match self.buffers {
+            Some(p) => p.take(len),
+            None => vec![0f32; len],
+        }
+    }
+
+    /// Like [`OpContext::output_f32`], filled with zeros.
+    pub fn zeroed_f32(&self, len: usize) -> Vec<f32> {
+        match self.buffers {
+            Some(p) => {
+                let mut v = p.take(len);
+                v.fill(0.0);
+                v
+            }
+            None => vec![0f32; len],
+        }
     }
 
     /// Input `i`, or an error saying it is required.
@@ -163,6 +188,13 @@ impl Registry {
     /// Registers the in-place form of an op registered with [`Registry::add`].
     pub fn add_inplace(&mut self, domain: &str, op: &str, f: InplaceFn) {
         self.inplace.insert(key(domain, op), f);
+    }
+
+    /// Unregisters an op (and its in-place form), e.g. to run a graph
+    /// without the session's fused ops.
+    pub fn remove(&mut self, domain: &str, op: &str) {
+        self.ops.remove(&key(domain, op));
+        self.inplace.remove(&key(domain, op));
     }
 
     /// The in-place form of an op, if it has one.

@@ -315,6 +315,13 @@ fn softmax_impl(ctx: &OpContext, inputs: &[Option<&Tensor>], log: bool) -> Resul
 /// Numerically stable (log-)softmax of one row: shifts by the max first.
 fn softmax_row(x: &[f32], y: &mut [f32], log: bool) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !log {
+        // Vectorised e^{x−max} and its sum (kernels crate).
+        y.copy_from_slice(x);
+        let inv = 1.0 / shrink_kernels::activation::exp_shifted_sum(y, max);
+        y.iter_mut().for_each(|o| *o *= inv);
+        return;
+    }
     let mut sum = 0f32;
     for (o, &v) in y.iter_mut().zip(x) {
         *o = (v - max).exp();

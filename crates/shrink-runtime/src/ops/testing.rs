@@ -20,6 +20,7 @@ pub(crate) fn try_run_op_at(node: Node, opset: i64, inputs: &[&Tensor]) -> Resul
         subgraph: &no_subgraphs,
         prepared: None,
         constants: &|_: &str| false,
+        buffers: None,
     };
     let args: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
     op(&ctx, &args)
