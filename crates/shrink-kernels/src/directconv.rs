@@ -143,7 +143,7 @@ fn portable(
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use crate::conv::Conv2d;
-    use crate::dwconv::avx512_taps as taps;
+    use crate::dwconv::avx512_lanes as lanes;
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -200,11 +200,20 @@ mod avx512 {
         let xp = x.as_ptr();
         let wp = w.as_ptr().add(m0 * per_m);
         let op = out.as_mut_ptr();
-        for oy in 0..oh {
-            let mut ox = 0;
-            while ox < ow {
-                let n = (ow - ox).min(16) as u32;
-                let omask = ((1u32 << n) - 1) as u16;
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let mut ox = 0;
+        while ox < ow {
+            let n = (ow - ox).min(16) as u32;
+            let omask = ((1u32 << n) - 1) as u16;
+            // Per kernel column: first input column and load masks, shared
+            // by every output row and input channel of this column block.
+            let cols: Vec<(isize, u16, u16)> = (0..s.kw)
+                .map(|kx| {
+                    let c0 = ox as isize * st + kx as isize - pl;
+                    (c0, lanes(-c0, wd - c0), lanes(-c0 - 16, wd - c0 - 16))
+                })
+                .collect();
+            for oy in 0..oh {
                 let mut acc = [_mm512_setzero_ps(); MB];
                 for c in 0..s.c_in {
                     for ky in 0..s.kh {
@@ -215,9 +224,16 @@ mod avx512 {
                         // SAFETY: row iy of channel c lies inside `x`.
                         let row = xp.add((c * s.h + iy as usize) * s.w);
                         let wk = wp.add(c * kk + ky * s.kw);
-                        for kx in 0..s.kw {
-                            let c0 = ox as isize * st + kx as isize - pl;
-                            let v = taps(row, c0, wd, stride2);
+                        for (kx, &(c0, m0, m1)) in cols.iter().enumerate() {
+                            // SAFETY: only lanes whose column lies inside the
+                            // row are read (masks); others are not touched.
+                            let v = if stride2 {
+                                let lo = _mm512_maskz_loadu_ps(m0, row.wrapping_offset(c0));
+                                let hi = _mm512_maskz_loadu_ps(m1, row.wrapping_offset(c0 + 16));
+                                _mm512_permutex2var_ps(lo, even, hi)
+                            } else {
+                                _mm512_maskz_loadu_ps(m0, row.wrapping_offset(c0))
+                            };
                             for (j, a) in acc.iter_mut().enumerate() {
                                 // SAFETY: weight (m0+j, c, ky, kx) is inside `w`.
                                 let wv = _mm512_set1_ps(*wk.add(j * per_m + kx));
@@ -232,8 +248,8 @@ mod avx512 {
                     // SAFETY: lanes 0..n of row oy, channel m0+j, are inside `out`.
                     _mm512_mask_storeu_ps(op.add(((m0 + j) * oh + oy) * ow + ox), omask, y);
                 }
-                ox += 16;
             }
+            ox += 16;
         }
     }
 }

@@ -169,9 +169,9 @@ fn portable(s: &Dw3x3, x: &[f32], w: &[f32], ep: DwEpilogue, out: &mut [f32]) {
     }
 }
 
-/// The masked row load the direct conv kernel shares (see `avx512::taps`).
+/// The lane-range mask the direct conv kernel shares (see `avx512::lanes`).
 #[cfg(target_arch = "x86_64")]
-pub(crate) use avx512::taps as avx512_taps;
+pub(crate) use avx512::lanes as avx512_lanes;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
@@ -180,36 +180,13 @@ mod avx512 {
 
     /// Lanes `lo..hi` of a 16-lane mask (empty when `hi <= lo`).
     #[inline(always)]
-    fn lanes(lo: isize, hi: isize) -> u16 {
+    pub(crate) fn lanes(lo: isize, hi: isize) -> u16 {
         let (lo, hi) = (lo.clamp(0, 16) as u32, hi.clamp(0, 16) as u32);
         if hi <= lo {
             0
         } else {
             ((1u32 << hi) - (1u32 << lo)) as u16
         }
-    }
-
-    /// The 16 columns `c0 + step·l` (l = 0..16, step 1 or 2) of `row` (`w`
-    /// long) where they lie inside it, zero elsewhere.
-    ///
-    /// # Safety
-    /// AVX-512F available; `row` points at a row of `w` readable floats.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub(crate) unsafe fn taps(row: *const f32, c0: isize, w: isize, stride2: bool) -> __m512 {
-        if !stride2 {
-            let m = lanes(-c0, w - c0);
-            // SAFETY: only lanes with 0 ≤ c0 + l < w are read (mask), all
-            // inside the row; the others are neither read nor faulted.
-            return _mm512_maskz_loadu_ps(m, row.wrapping_offset(c0));
-        }
-        let m0 = lanes(-c0, w - c0);
-        let m1 = lanes(-c0 - 16, w - c0 - 16);
-        // SAFETY: as above, for columns c0..c0+16 and c0+16..c0+32.
-        let a = _mm512_maskz_loadu_ps(m0, row.wrapping_offset(c0));
-        let b = _mm512_maskz_loadu_ps(m1, row.wrapping_offset(c0 + 16));
-        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-        _mm512_permutex2var_ps(a, even, b)
     }
 
     /// # Safety
@@ -229,30 +206,46 @@ mod avx512 {
         );
         let xp = x.as_ptr();
         let op = out.as_mut_ptr();
-        for oy in 0..oh {
-            let mut ox = 0;
-            while ox < ow {
-                let n = (ow - ox).min(16);
-                let omask = lanes(0, n as isize);
-                let mut acc = _mm512_setzero_ps();
-                for ky in 0..3 {
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let mut ox = 0;
+        while ox < ow {
+            let n = (ow - ox).min(16);
+            let omask = lanes(0, n as isize);
+            // Per kernel column: first input column and the load masks
+            // (the same for every output row, so computed once here).
+            let cols: [(isize, u16, u16); 3] = std::array::from_fn(|kx| {
+                let c0 = ox as isize * st + kx as isize - pl;
+                (c0, lanes(-c0, wd - c0), lanes(-c0 - 16, wd - c0 - 16))
+            });
+            for oy in 0..oh {
+                // One accumulator per kernel row: three independent FMA chains.
+                let mut acc = [_mm512_setzero_ps(); 3];
+                for (ky, a) in acc.iter_mut().enumerate() {
                     let iy = oy as isize * st + ky as isize - pt;
                     if iy < 0 || iy >= h {
                         continue;
                     }
                     // SAFETY: row iy is inside the plane (checked just above).
                     let row = xp.add(iy as usize * s.w);
-                    for kx in 0..3 {
-                        let c0 = ox as isize * st + kx as isize - pl;
-                        let v = taps(row, c0, wd, stride2);
-                        acc = _mm512_fmadd_ps(k[ky * 3 + kx], v, acc);
+                    for (kx, &(c0, m0, m1)) in cols.iter().enumerate() {
+                        // SAFETY: only lanes whose column lies inside the row
+                        // are read (masks); the others are neither read nor faulted.
+                        let v = if stride2 {
+                            let lo = _mm512_maskz_loadu_ps(m0, row.wrapping_offset(c0));
+                            let hi = _mm512_maskz_loadu_ps(m1, row.wrapping_offset(c0 + 16));
+                            _mm512_permutex2var_ps(lo, even, hi)
+                        } else {
+                            _mm512_maskz_loadu_ps(m0, row.wrapping_offset(c0))
+                        };
+                        *a = _mm512_fmadd_ps(k[ky * 3 + kx], v, *a);
                     }
                 }
-                let y = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(acc, bias), lo), hi);
+                let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), acc[2]);
+                let y = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(sum, bias), lo), hi);
                 // SAFETY: lanes 0..n of row oy from column ox are inside `out`.
                 _mm512_mask_storeu_ps(op.add(oy * ow + ox), omask, y);
-                ox += 16;
             }
+            ox += 16;
         }
     }
 }

@@ -23,6 +23,37 @@ use std::collections::{HashMap, HashSet};
 /// Domain of the fused ops (ONNX Runtime's contrib domain, same semantics).
 pub(crate) const FUSED_DOMAIN: &str = "com.microsoft";
 
+/// The rewritten graph, or `None` when no rewrite applies (the session
+/// then runs `g` itself; a graph without Conv or Gemm is not even copied).
+pub(crate) fn fused(g: &Graph, registry: &Registry) -> Option<Graph> {
+    if !g.nodes.iter().any(|n| is_onnx(n, "Conv") || is_onnx(n, "Gemm")) {
+        return None;
+    }
+    let mut plan = g.clone();
+    (fuse(&mut plan, registry) > 0).then(|| {
+        drop_unused_initializers(&mut plan);
+        plan
+    })
+}
+
+/// Removes initializers nothing reads any more (weights replaced by their
+/// BN-folded copies), unless they are also graph inputs or outputs.
+fn drop_unused_initializers(g: &mut Graph) {
+    let (count, outputs) = readers(g);
+    let inputs: HashSet<&str> = g.inputs.iter().map(|i| i.name.as_str()).collect();
+    let dead: Vec<String> = g
+        .initializers
+        .keys()
+        .filter(|k| {
+            !count.contains_key(*k) && !outputs.contains(*k) && !inputs.contains(k.as_str())
+        })
+        .cloned()
+        .collect();
+    for k in dead {
+        g.initializers.shift_remove(&k);
+    }
+}
+
 /// Applies every rewrite the registry can run; returns how many nodes were
 /// removed. A registry without `FusedConv` (e.g. a test that wants the graph
 /// run exactly as written) gets no rewrite at all.
@@ -346,9 +377,15 @@ mod tests {
             r
         })
         .unwrap();
-        assert_eq!(reference.graph().nodes.len(), g.nodes.len());
-        let session = Session::new(g, SessionOptions { threads: 1 }).unwrap();
-        assert_eq!(session.graph().nodes.len(), 6);
+        assert_eq!(reference.planned_graph().nodes.len(), g.nodes.len());
+        let session = Session::new(g.clone(), SessionOptions { threads: 1 }).unwrap();
+        assert_eq!(session.planned_graph().nodes.len(), 6);
+        // The session still shows the graph as given.
+        assert_eq!(session.graph(), &g);
+        // The BN-folded conv's old weights and the BN parameters are gone.
+        for k in ["w0", "b0", "gamma", "beta", "mean", "var", "lo", "hi"] {
+            assert!(!session.planned_graph().initializers.contains_key(k), "{k}");
+        }
         for batch in [1, 3] {
             let x = t(&[batch, 3, 9, 9], 20 + batch as u32);
             let want = reference.run(vec![x.clone()]).unwrap();

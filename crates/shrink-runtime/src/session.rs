@@ -53,7 +53,10 @@ pub struct NodeTiming {
 
 /// A graph ready to run: ops resolved, liveness planned, thread pool built.
 pub struct Session {
+    /// The graph as given (what [`Session::graph`] shows).
     graph: Graph,
+    /// The graph as run, when fusion rewrote it (see `crate::fuse`).
+    plan: Option<Graph>,
     registry: Registry,
     liveness: Liveness,
     pool: rayon::ThreadPool,
@@ -72,7 +75,7 @@ impl Session {
     }
 
     pub fn with_registry(
-        mut graph: Graph,
+        graph: Graph,
         options: SessionOptions,
         registry: Registry,
     ) -> Result<Session> {
@@ -91,11 +94,13 @@ impl Session {
                 name: "threads".into(),
                 msg: e.to_string(),
             })?;
-        crate::fuse::fuse(&mut graph, &registry);
-        let liveness = Liveness::of(&graph);
-        let prepared = (0..graph.nodes.len()).map(|_| Prepared::new()).collect();
+        let plan = crate::fuse::fused(&graph, &registry);
+        let run = plan.as_ref().unwrap_or(&graph);
+        let liveness = Liveness::of(run);
+        let prepared = (0..run.nodes.len()).map(|_| Prepared::new()).collect();
         Ok(Session {
             graph,
+            plan,
             registry,
             liveness,
             pool,
@@ -107,6 +112,13 @@ impl Session {
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The graph as executed: [`Session::graph`] after fusion (Conv/Gemm
+    /// with their Relu/Clip as one `FusedConv`/`FusedGemm` node, BatchNorm
+    /// folded into the Conv before it). Profiles name these nodes.
+    pub fn planned_graph(&self) -> &Graph {
+        self.plan.as_ref().unwrap_or(&self.graph)
     }
 
     pub fn threads(&self) -> usize {
@@ -150,7 +162,7 @@ impl Session {
         &self,
         inputs: Vec<(String, Tensor)>,
     ) -> Result<(Vec<Tensor>, Vec<NodeTiming>)> {
-        let mut t = Vec::with_capacity(self.graph.nodes.len());
+        let mut t = Vec::with_capacity(self.planned_graph().nodes.len());
         let out = self.run_inner(inputs, Some(&mut t))?;
         Ok((out, t))
     }
@@ -189,7 +201,7 @@ impl Session {
         self.buffers.next_run();
         self.pool.install(|| {
             self.execute(
-                &self.graph,
+                self.planned_graph(),
                 &self.liveness,
                 values,
                 &none,

@@ -584,7 +584,6 @@ fn conv_f32(
     let block = |(i, yb): (usize, &mut [f32]), col: &mut Vec<f32>, threads: usize| {
         let (n, gi) = (i / g, i % g);
         let xg = &x[(n * d.in_channels + gi * cg) * in_sz..][..cg * in_sz];
-        let packed = pack_columns(xg, cg, win, 1, in_sz, col);
         let wg = &w[gi * mg * kdim..(gi + 1) * mg * kdim];
         let ep = F32Epilogue {
             row_bias: bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
@@ -592,6 +591,15 @@ fn conv_f32(
             hi: act.hi,
             ..Default::default()
         };
+        if win.is_pointwise() {
+            // The input block already is the K×N right operand: read in place.
+            match f32gemm::gemm_unpacked_b(wg, mg, xg, cg, out_sz, &ep, yb, threads > 1) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => panic!("pointwise conv operands disagree (caller bug): {e}"),
+            }
+        }
+        let packed = pack_columns(xg, cg, win, 1, in_sz, col);
         weights_left_gemm(wg, mg, &packed, &ep, yb, threads > 1);
     };
     // Small output planes make one GEMM per image too thin to run well:
