@@ -178,7 +178,10 @@ pub(crate) mod avx512 {
     #[inline]
     pub(crate) unsafe fn exp(x: __m512) -> __m512 {
         let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0)), _mm512_set1_ps(89.0));
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-104.0)),
+            _mm512_set1_ps(89.0),
+        );
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
         );
@@ -257,7 +260,9 @@ mod tests {
     fn grid() -> Vec<f32> {
         let mut v: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.002).collect();
         v.extend((-300..=300).map(|i| i as f32 * 0.37));
-        v.extend([0.0, -0.0, 1e-30, -1e-20, 0.4999999, 0.5, -0.5, 88.7, -103.0, 200.0, -200.0]);
+        v.extend([
+            0.0, -0.0, 1e-30, -1e-20, 0.4999999, 0.5, -0.5, 88.7, -103.0, 200.0, -200.0,
+        ]);
         v.extend((1..40).map(|e| 2f32.powi(-e)));
         v
     }
@@ -276,13 +281,20 @@ mod tests {
                     assert!(b.abs() < 1e-36, "{isa:?} exp({a}) = {b}");
                 } else {
                     let rel = ((b as f64 - want) / want).abs();
-                    assert!(rel < 5e-7, "{isa:?} exp({a}) = {b}, want {want} (rel {rel:e})");
+                    assert!(
+                        rel < 5e-7,
+                        "{isa:?} exp({a}) = {b}, want {want} (rel {rel:e})"
+                    );
                 }
             }
             let mut nan = [0f32; 3];
             exp_with(isa, &[f32::NAN, f32::NEG_INFINITY, f32::INFINITY], &mut nan).unwrap();
             assert!(nan[0].is_nan());
-            assert!((0.0..1e-44).contains(&nan[1]), "{isa:?} exp(-inf) = {}", nan[1]);
+            assert!(
+                (0.0..1e-44).contains(&nan[1]),
+                "{isa:?} exp(-inf) = {}",
+                nan[1]
+            );
             assert_eq!(nan[2], f32::INFINITY);
         }
     }

@@ -71,7 +71,11 @@ pub fn conv_with(
     let (oh, ow) = s.out_hw();
     check_len("direct conv input (C×H×W)", s.c_in * s.h * s.w, x.len())?;
     check_len("direct conv weights", s.c_out * s.k(), w.len())?;
-    check_len("direct conv output (OC×OH×OW)", s.c_out * oh * ow, out.len())?;
+    check_len(
+        "direct conv output (OC×OH×OW)",
+        s.c_out * oh * ow,
+        out.len(),
+    )?;
     if let Some(b) = bias {
         check_len("direct conv bias", s.c_out, b.len())?;
     }
@@ -356,7 +360,10 @@ mod tests {
                     let mut got = vec![f32::NAN; s.c_out * oh * ow];
                     conv_with(isa, s, &x, &w, Some(&b), lo, hi, &mut got).unwrap();
                     for (q, (a, e)) in got.iter().zip(&want).enumerate() {
-                        assert!((a - e).abs() <= tol, "{isa:?} shape {i} out {q}: {a} vs {e}");
+                        assert!(
+                            (a - e).abs() <= tol,
+                            "{isa:?} shape {i} out {q}: {a} vs {e}"
+                        );
                     }
                 }
             }

@@ -145,8 +145,7 @@ fn portable(s: &Dw3x3, x: &[f32], w: &[f32], ep: DwEpilogue, out: &mut [f32]) {
             if ox >= lo && ox < hi {
                 let c = ox * st - s.pad.1;
                 for ky in 0..3 {
-                    let Some(iy) = (oy * st + ky).checked_sub(s.pad.0).filter(|&y| y < s.h)
-                    else {
+                    let Some(iy) = (oy * st + ky).checked_sub(s.pad.0).filter(|&y| y < s.h) else {
                         continue;
                     };
                     let r = &x[iy * s.w + c..iy * s.w + c + 3];
@@ -286,7 +285,13 @@ mod tests {
             (3, 33),
             (28, 28),
         ];
-        let pads = [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 1, 0), (2, 1, 0, 2), (1, 0, 1, 0)];
+        let pads = [
+            (0, 0, 0, 0),
+            (1, 1, 1, 1),
+            (0, 1, 1, 0),
+            (2, 1, 0, 2),
+            (1, 0, 1, 0),
+        ];
         let eps = [
             DwEpilogue::default(),
             DwEpilogue {

@@ -805,9 +805,20 @@ mod tests {
     /// partial panels and partial row tiles.
     #[test]
     fn unpacked_b_matches_the_reference() {
-        for &(m, k, n) in &[(64, 16, 784), (24, 96, 196), (7, 5, 33), (9, 1, 16), (1, 3, 1), (16, 40, 49)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| ((i * 17 % 89) as f32 - 44.0) / 45.0).collect();
+        for &(m, k, n) in &[
+            (64, 16, 784),
+            (24, 96, 196),
+            (7, 5, 33),
+            (9, 1, 16),
+            (1, 3, 1),
+            (16, 40, 49),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 17 % 89) as f32 - 44.0) / 45.0)
+                .collect();
             let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
             let want = reference(&a, m, &bt, n, k);
             let rb: Vec<f32> = (0..m).map(|i| i as f32 * 0.1).collect();
@@ -827,12 +838,25 @@ mod tests {
                     for j in 0..n {
                         let e = (want[i * n + j] + cb[j] + rb[i]).clamp(-1.0, 2.0);
                         let g = out[i * n + j];
-                        assert!((g - e).abs() <= 1e-5 * (k as f32 + 1.0), "{m}×{k}×{n} ({i},{j}): {g} vs {e}");
+                        assert!(
+                            (g - e).abs() <= 1e-5 * (k as f32 + 1.0),
+                            "{m}×{k}×{n} ({i},{j}): {g} vs {e}"
+                        );
                     }
                 }
             }
         }
-        assert!(gemm_unpacked_b(&[0.0; 4], 2, &[0.0; 5], 2, 3, &F32Epilogue::default(), &mut [0.0; 6], false).is_err());
+        assert!(gemm_unpacked_b(
+            &[0.0; 4],
+            2,
+            &[0.0; 5],
+            2,
+            3,
+            &F32Epilogue::default(),
+            &mut [0.0; 6],
+            false
+        )
+        .is_err());
     }
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};

@@ -223,7 +223,14 @@ mod simd_tests {
 
     #[test]
     fn maxpool_f32_2x2_equals_the_generic_loop_bit_for_bit() {
-        for &(planes, h, w) in &[(3, 28, 28), (2, 10, 10), (1, 5, 7), (2, 3, 37), (1, 2, 2), (4, 9, 33)] {
+        for &(planes, h, w) in &[
+            (3, 28, 28),
+            (2, 10, 10),
+            (1, 5, 7),
+            (2, 3, 37),
+            (1, 2, 2),
+            (4, 9, 33),
+        ] {
             let mut x: Vec<f32> = (0..planes * h * w)
                 .map(|i| ((i * 7919 % 1013) as f32 - 500.0) * 0.01)
                 .collect();

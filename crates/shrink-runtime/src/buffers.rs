@@ -91,10 +91,7 @@ impl BufferPool {
     #[cfg(test)]
     pub fn pooled(&self) -> usize {
         self.inner.lock().map_or(0, |p| {
-            p.free
-                .iter()
-                .map(|(len, l)| len * l.len())
-                .sum::<usize>()
+            p.free.iter().map(|(len, l)| len * l.len()).sum::<usize>()
         })
     }
 }

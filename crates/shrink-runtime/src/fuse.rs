@@ -26,7 +26,11 @@ pub(crate) const FUSED_DOMAIN: &str = "com.microsoft";
 /// The rewritten graph, or `None` when no rewrite applies (the session
 /// then runs `g` itself; a graph without Conv or Gemm is not even copied).
 pub(crate) fn fused(g: &Graph, registry: &Registry) -> Option<Graph> {
-    if !g.nodes.iter().any(|n| is_onnx(n, "Conv") || is_onnx(n, "Gemm")) {
+    if !g
+        .nodes
+        .iter()
+        .any(|n| is_onnx(n, "Conv") || is_onnx(n, "Gemm"))
+    {
         return None;
     }
     let mut plan = g.clone();
@@ -176,7 +180,10 @@ fn fold_one(g: &mut Graph, i: usize, j: usize) -> bool {
         },
         None => None,
     };
-    if m == 0 || w.len() % m != 0 || p.iter().any(|v| v.len() != m) || bias.is_some_and(|b| b.len() != m)
+    if m == 0
+        || w.len() % m != 0
+        || p.iter().any(|v| v.len() != m)
+        || bias.is_some_and(|b| b.len() != m)
     {
         return false;
     }
@@ -312,7 +319,12 @@ mod tests {
         g.inputs.push(ValueInfo::new(
             "x",
             DType::F32,
-            vec![Dim::Symbol("N".into()), Dim::Known(3), Dim::Known(9), Dim::Known(9)],
+            vec![
+                Dim::Symbol("N".into()),
+                Dim::Known(3),
+                Dim::Known(9),
+                Dim::Known(9),
+            ],
         ));
         let init = |g: &mut Graph, name: &str, t: Tensor| {
             g.initializers.insert(name.to_string(), t);
@@ -334,8 +346,13 @@ mod tests {
         let pads = Attr::Ints(vec![1, 1, 1, 1]);
         g.nodes = vec![
             Node::new("c0", "Conv", &["x", "w0", "b0"], &["c0"]).with("pads", pads.clone()),
-            Node::new("bn", "BatchNormalization", &["c0", "gamma", "beta", "mean", "var"], &["bn"])
-                .with("epsilon", Attr::Float(1e-3)),
+            Node::new(
+                "bn",
+                "BatchNormalization",
+                &["c0", "gamma", "beta", "mean", "var"],
+                &["bn"],
+            )
+            .with("epsilon", Attr::Float(1e-3)),
             Node::new("clip", "Clip", &["bn", "lo", "hi"], &["a0"]),
             Node::new("dw", "Conv", &["a0", "wd", "bd"], &["d"])
                 .with("pads", pads)
@@ -366,7 +383,14 @@ mod tests {
         let ops: Vec<&str> = fused.nodes.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(
             ops,
-            ["FusedConv", "FusedConv", "Conv", "Relu", "Flatten", "FusedGemm"]
+            [
+                "FusedConv",
+                "FusedConv",
+                "Conv",
+                "Relu",
+                "Flatten",
+                "FusedGemm"
+            ]
         );
         // Reference: the unfused graph, op by op (no session rewrites).
         let reference = Session::with_registry(g.clone(), SessionOptions { threads: 1 }, {

@@ -481,7 +481,7 @@ fn gemm_prepacked(
         act,
         ctx.output_f32(m * n),
     )
-        .map_err(|e| ctx.error(e.to_string()))?;
+    .map_err(|e| ctx.error(e.to_string()))?;
     Ok(Some(Tensor::from_vec(vec![m, n], out)?))
 }
 
@@ -521,7 +521,7 @@ fn matmul_prepacked(
         Activation::NONE,
         ctx.output_f32(rows * n),
     )
-        .map_err(|e| ctx.error(e.to_string()))?;
+    .map_err(|e| ctx.error(e.to_string()))?;
     Ok(Some(Tensor::from_vec(s.out.clone(), out)?))
 }
 
