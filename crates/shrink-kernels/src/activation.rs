@@ -32,7 +32,7 @@ const EXP_C: [f32; 8] = [
 ];
 /// erf Taylor series: 2/√π · (−1)ᵏ / (k!·(2k+1)), k = 0..7 (coefficient of x^{2k+1}).
 const ERF_SMALL: [f32; 8] = [
-    1.128_379_2,
+    std::f32::consts::FRAC_2_SQRT_PI,
     -0.376_126_4,
     0.112_837_92,
     -0.026_866_171,
