@@ -7,6 +7,10 @@ and thread count, interleaving the two so machine noise hits both alike.
 Reports medians and the ratio shrink/ORT throughput (> 1 means shrink is faster).
 
   python3 bench/fp32_vs_ort.py [--threads 1] [--reps 5] [--out bench/results/fp32.md]
+                               [--baseline OTHER_SHRINK_BIN]
+
+--baseline times a second shrink build (e.g. the previous commit) in the same
+interleaving and adds its ratio to ORT, for a before/after under equal load.
 
 Needs: pip install onnxruntime numpy; cargo build --release; scripts/fetch-assets.
 MiniLM is exported to ONNX by shrink itself (`shrink export`), so both engines run
@@ -39,8 +43,8 @@ def ort_time(path, feeds, threads, min_time=1.0):
     return statistics.median(times)
 
 
-def shrink_time(path, batch, threads, extra, min_time=1.0):
-    cmd = [SHRINK, "bench", path, "--batch", str(batch), "--threads", str(threads),
+def shrink_time(path, batch, threads, extra, min_time=1.0, binary=None):
+    cmd = [binary or SHRINK, "bench", path, "--batch", str(batch), "--threads", str(threads),
            "--min-time", str(min_time), "--json"] + extra
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_s"]
@@ -51,6 +55,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--baseline", default=None, help="another shrink binary to time alongside")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp()
@@ -73,19 +78,30 @@ def main():
 
     rows_out = []
     for name, path, b, feeds, extra in cases:
-        o, s = [], []
+        o, s, base = [], [], []
         for _ in range(args.reps):
             o.append(ort_time(path, feeds, args.threads))
             s.append(shrink_time(path, b, args.threads, extra))
+            if args.baseline:
+                base.append(shrink_time(path, b, args.threads, extra, binary=args.baseline))
         om, sm = statistics.median(o), statistics.median(s)
         r = om / sm
-        rows_out.append((name, b, b / om, b / sm, r))
-        print(f"{name:18s} batch {b:4d}: ORT {b/om:10.1f}/s  shrink {b/sm:10.1f}/s  ratio {r:.2f}", flush=True)
+        rb = om / statistics.median(base) if base else None
+        rows_out.append((name, b, b / om, b / sm, r, rb))
+        extra_txt = f"  (baseline ratio {rb:.2f})" if rb else ""
+        print(f"{name:18s} batch {b:4d}: ORT {b/om:10.1f}/s  shrink {b/sm:10.1f}/s  ratio {r:.2f}{extra_txt}", flush=True)
 
-    lines = [f"| model | batch | ORT {ort.__version__} (items/s) | shrink (items/s) | shrink / ORT |",
-             "|---|---|---|---|---|"]
-    for name, b, ot, st, r in rows_out:
-        lines.append(f"| {name} | {b} | {ot:.1f} | {st:.1f} | {r:.2f} |")
+    head = f"| model | batch | ORT {ort.__version__} (items/s) | shrink (items/s) | shrink / ORT |"
+    rule = "|---|---|---|---|---|"
+    if args.baseline:
+        head += " baseline / ORT |"
+        rule += "---|"
+    lines = [head, rule]
+    for name, b, ot, st, r, rb in rows_out:
+        line = f"| {name} | {b} | {ot:.1f} | {st:.1f} | {r:.2f} |"
+        if args.baseline:
+            line += f" {rb:.2f} |"
+        lines.append(line)
     table = "\n".join(lines)
     print(table)
     if args.out:

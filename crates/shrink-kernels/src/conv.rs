@@ -47,7 +47,7 @@ impl Conv2d {
     pub fn k(&self) -> usize {
         self.c_in / self.groups * self.kh * self.kw
     }
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         let bad = |why: String| {
             Err(KernelError::Unsupported {
                 what: "conv2d shape",

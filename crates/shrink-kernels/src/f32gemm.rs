@@ -426,6 +426,59 @@ pub fn sgemm_strided(
     Ok(())
 }
 
+/// `out[M×N] = clip(A[M×K] · B[K×N] + bias)` with `B` read in place,
+/// row-major with row stride `N`: no packing. A pointwise convolution's
+/// input (NCHW: channel rows of `H·W` positions) is exactly such a `B`, so
+/// its GEMM skips the copy into panels that otherwise costs as much as a
+/// small product. Returns `Ok(false)` without touching `out` where the
+/// AVX-512 kernel is missing (the caller packs and uses [`gemm`] then).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_unpacked_b(
+    a: &[f32],
+    m: usize,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    ep: &F32Epilogue,
+    out: &mut [f32],
+    parallel: bool,
+) -> Result<bool> {
+    check_len("f32 left operand (M×K)", m * k, a.len())?;
+    check_len("f32 right operand (K×N)", k * n, b.len())?;
+    check_len("f32 output (M×N)", m * n, out.len())?;
+    if let Some(bb) = ep.bias {
+        check_len("f32 bias", n, bb.len())?;
+    }
+    if let Some(bb) = ep.row_bias {
+        check_len("f32 row bias", m, bb.len())?;
+    }
+    if cpu::best() < Isa::Avx512 {
+        return Ok(false);
+    }
+    if m == 0 || n == 0 {
+        return Ok(true);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let optr = SendPtr(out.as_mut_ptr());
+        let panels = n.div_ceil(NR);
+        let tasks = if parallel {
+            tiling::plan(m, panels, MR)
+        } else {
+            vec![(0, m, 0, panels)]
+        };
+        tiling::run(&tasks, usize::MAX, |r0, r1, p| {
+            let o = optr;
+            // SAFETY: AVX-512 checked above; disjoint in-bounds tiles; all
+            // operand lengths checked against m, k, n.
+            unsafe { avx512::unpacked_rows(a, r0, r1, b, k, n, p, ep, o.0) }
+        });
+        Ok(true)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Ok(false)
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 // SAFETY: built from a live `&mut [f32]` outliving the parallel region; tasks
@@ -587,6 +640,111 @@ mod avx512 {
         }
     }
 
+    /// Rows `r0..r1` × panel `p` of `A·B` with `B` (`K×N`, row stride `N`)
+    /// read in place; the last panel's columns past `N` are masked.
+    ///
+    /// # Safety
+    /// AVX-512F; operands of the stated sizes; `out` valid `M×N`, these
+    /// tiles ours alone.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    pub(super) unsafe fn unpacked_rows(
+        a: &[f32],
+        r0: usize,
+        r1: usize,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
+        let mut i = r0;
+        // SAFETY: tiles stay inside rows r0..r1 and columns < n; forwarded.
+        unsafe {
+            while i + MR <= r1 {
+                tile_kn::<MR>(a, i, b, k, n, p, ep, out);
+                i += MR;
+            }
+            match r1 - i {
+                0 => {}
+                1 => tile_kn::<1>(a, i, b, k, n, p, ep, out),
+                2 => tile_kn::<2>(a, i, b, k, n, p, ep, out),
+                3 => tile_kn::<3>(a, i, b, k, n, p, ep, out),
+                4 => tile_kn::<4>(a, i, b, k, n, p, ep, out),
+                5 => tile_kn::<5>(a, i, b, k, n, p, ep, out),
+                6 => tile_kn::<6>(a, i, b, k, n, p, ep, out),
+                _ => tile_kn::<7>(a, i, b, k, n, p, ep, out),
+            }
+        }
+    }
+
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,fma")]
+    unsafe fn tile_kn<const R: usize>(
+        a: &[f32],
+        i0: usize,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        p: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
+        let j0 = p * NR;
+        let cols = (n - j0).min(NR);
+        let mask = |h: usize| -> __mmask16 {
+            let wc = cols.saturating_sub(16 * h).min(16);
+            if wc == 16 {
+                0xFFFF
+            } else {
+                ((1u32 << wc) - 1) as u16
+            }
+        };
+        let (m0, m1) = (mask(0), mask(1));
+        let bp = b.as_ptr().wrapping_add(j0);
+        let ap = a.as_ptr().wrapping_add(i0 * k);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        // SAFETY: rows i0..i0+R of A are in bounds; B loads are masked to
+        // columns j0..j0+cols < n of rows kk < k.
+        unsafe {
+            for kk in 0..k {
+                let row = bp.wrapping_add(kk * n);
+                let b0 = _mm512_maskz_loadu_ps(m0, row);
+                let b1 = _mm512_maskz_loadu_ps(m1, row.wrapping_add(16));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(r * k + kk));
+                    acc_r[0] = _mm512_fmadd_ps(av, b0, acc_r[0]);
+                    acc_r[1] = _mm512_fmadd_ps(av, b1, acc_r[1]);
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate() {
+                let i = i0 + r;
+                for (h, &x) in acc_r.iter().enumerate() {
+                    let m = if h == 0 { m0 } else { m1 };
+                    if m == 0 {
+                        break;
+                    }
+                    let bias = match ep.bias {
+                        Some(bb) => _mm512_maskz_loadu_ps(m, bb.as_ptr().add(j0 + 16 * h)),
+                        None => _mm512_setzero_ps(),
+                    };
+                    let y = _mm512_add_ps(x, bias);
+                    let y = match ep.row_bias {
+                        Some(rb) => _mm512_add_ps(y, _mm512_set1_ps(rb[i])),
+                        None => y,
+                    };
+                    let y = _mm512_min_ps(
+                        _mm512_max_ps(y, _mm512_set1_ps(ep.lo)),
+                        _mm512_set1_ps(ep.hi),
+                    );
+                    _mm512_mask_storeu_ps(out.add(i * n + j0 + 16 * h), m, y);
+                }
+            }
+        }
+    }
+
     /// One row: four k-interleaved accumulator pairs hide the FMA latency.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,fma")]
@@ -641,6 +799,65 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unpacked-B kernel equals the reference product within the
+    /// summation bound, with bias, row bias and clamp, over shapes with
+    /// partial panels and partial row tiles.
+    #[test]
+    fn unpacked_b_matches_the_reference() {
+        for &(m, k, n) in &[
+            (64, 16, 784),
+            (24, 96, 196),
+            (7, 5, 33),
+            (9, 1, 16),
+            (1, 3, 1),
+            (16, 40, 49),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 50.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 17 % 89) as f32 - 44.0) / 45.0)
+                .collect();
+            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+            let want = reference(&a, m, &bt, n, k);
+            let rb: Vec<f32> = (0..m).map(|i| i as f32 * 0.1).collect();
+            let cb: Vec<f32> = (0..n).map(|j| j as f32 * -0.01).collect();
+            let ep = F32Epilogue {
+                bias: Some(&cb),
+                row_bias: Some(&rb),
+                lo: -1.0,
+                hi: 2.0,
+            };
+            for parallel in [false, true] {
+                let mut out = vec![f32::NAN; m * n];
+                if !gemm_unpacked_b(&a, m, &b, k, n, &ep, &mut out, parallel).unwrap() {
+                    return; // no AVX-512 here: the caller packs instead
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let e = (want[i * n + j] + cb[j] + rb[i]).clamp(-1.0, 2.0);
+                        let g = out[i * n + j];
+                        assert!(
+                            (g - e).abs() <= 1e-5 * (k as f32 + 1.0),
+                            "{m}×{k}×{n} ({i},{j}): {g} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(gemm_unpacked_b(
+            &[0.0; 4],
+            2,
+            &[0.0; 5],
+            2,
+            3,
+            &F32Epilogue::default(),
+            &mut [0.0; 6],
+            false
+        )
+        .is_err());
+    }
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;

@@ -17,6 +17,9 @@
 //! - [`bitserial`]: any w_bits × a_bits in 1..=8 as weighted sums of
 //!   AND-popcount products over bit planes (BISMO).
 //! - [`int4`]: int4 weights × u8 activations, per-channel or per-group scales.
+//! - [`activation`]: vectorised exp / erf (GELU, Softmax).
+//! - [`directconv`]: direct f32 conv for few output channels (LeNet).
+//! - [`dwconv`]: depthwise 3×3 f32 planes with fused bias and clamp.
 //! - [`conv`]: Conv2d (im2col over the GEMMs, 1×1 fast path, depthwise
 //!   f32 and int8); [`pool`] and [`eltwise`]: what the runtime needs around it.
 //! - [`quantize`]: f32 → int8 per output channel; [`bitplanes`]: byte codes
@@ -24,6 +27,7 @@
 //! - [`huffman`]: canonical Huffman codec, 4 interleaved streams, multi-symbol tables.
 //! - [`peak`]: register-only probes of the per-core peak of each format.
 
+pub mod activation;
 pub mod bf16gemm;
 pub mod binary;
 pub mod binary_connect;
@@ -32,6 +36,8 @@ pub mod bits;
 pub mod bitserial;
 pub mod conv;
 pub mod cpu;
+pub mod directconv;
+pub mod dwconv;
 pub mod eltwise;
 pub mod epilogue;
 pub mod f32gemm;

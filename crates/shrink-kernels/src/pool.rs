@@ -1,5 +1,6 @@
 //! Pooling over NCHW planes (ONNX MaxPool / AveragePool semantics, floor mode).
 
+use crate::cpu::{self, Isa};
 use crate::{check_len, KernelError, Result};
 
 /// Geometry of a 2-D pooling window.
@@ -136,6 +137,127 @@ pub fn avgpool_f32(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// f32 max pooling: [`maxpool`], with the 2×2 stride-2 unpadded window
+/// (LeNet's) on AVX-512 where present. Bit-identical to [`maxpool`], NaN
+/// placement included: `vmaxps(t, m)` is exactly `if t > m { m = t }`.
+pub fn maxpool_f32(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
+    maxpool_f32_with(cpu::best(), p, x, out)
+}
+
+/// [`maxpool_f32`] on a chosen path (lowered to what the CPU supports).
+pub fn maxpool_f32_with(isa: Isa, p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
+    let two_by_two = p.kh == 2 && p.kw == 2 && p.stride == (2, 2) && p.pad == (0, 0, 0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if two_by_two && cpu::clamp(isa) >= Isa::Avx512 {
+        p.check(x.len(), out.len())?;
+        // SAFETY: AVX-512F present (clamped); lengths checked against `p`.
+        unsafe { avx512::max2x2(p, x, out) };
+        return Ok(());
+    }
+    let _ = (isa, two_by_two);
+    maxpool(p, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Pool2d;
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F available; 2×2 stride-2 unpadded `p`, lengths checked.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max2x2(p: &Pool2d, x: &[f32], out: &mut [f32]) {
+        let (oh, ow) = p.out_hw();
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+        let lanes = |lo: usize, hi: usize| -> u16 {
+            let hi = hi.min(16) as u32;
+            let lo = lo.min(16) as u32;
+            if hi <= lo {
+                0
+            } else {
+                ((1u32 << hi) - (1u32 << lo)) as u16
+            }
+        };
+        for plane in 0..p.planes {
+            for oy in 0..oh {
+                let r0 = xp.add((plane * p.h + 2 * oy) * p.w);
+                let r1 = r0.add(p.w);
+                let mut ox = 0;
+                while ox < ow {
+                    let n = (ow - ox).min(16);
+                    let c = 2 * ox;
+                    let (m0, m1) = (lanes(0, p.w - c), lanes(0, p.w.saturating_sub(c + 16)));
+                    // SAFETY: masked lanes are columns < w of rows 2oy and
+                    // 2oy+1 (both < h since oh = h/2 rounded down).
+                    let load = |r: *const f32| {
+                        let a = _mm512_maskz_loadu_ps(m0, r.add(c));
+                        let b = _mm512_maskz_loadu_ps(m1, r.wrapping_add(c + 16));
+                        (
+                            _mm512_permutex2var_ps(a, even, b),
+                            _mm512_permutex2var_ps(a, odd, b),
+                        )
+                    };
+                    let (t00, t01) = load(r0);
+                    let (t10, t11) = load(r1);
+                    // Same tap order as the scalar loop: first tap, then
+                    // `if t > m { m = t }` for each following tap.
+                    let m = _mm512_max_ps(t01, t00);
+                    let m = _mm512_max_ps(t10, m);
+                    let m = _mm512_max_ps(t11, m);
+                    // SAFETY: lanes 0..n of output row oy are inside `out`.
+                    _mm512_mask_storeu_ps(op.add((plane * oh + oy) * ow + ox), lanes(0, n), m);
+                    ox += 16;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod simd_tests {
+    use super::*;
+
+    #[test]
+    fn maxpool_f32_2x2_equals_the_generic_loop_bit_for_bit() {
+        for &(planes, h, w) in &[
+            (3, 28, 28),
+            (2, 10, 10),
+            (1, 5, 7),
+            (2, 3, 37),
+            (1, 2, 2),
+            (4, 9, 33),
+        ] {
+            let mut x: Vec<f32> = (0..planes * h * w)
+                .map(|i| ((i * 7919 % 1013) as f32 - 500.0) * 0.01)
+                .collect();
+            // NaNs in first and later taps, and ±0 ties.
+            x[0] = f32::NAN;
+            x[w + 3.min(w - 1)] = f32::NAN;
+            x[1] = -0.0;
+            let p = Pool2d {
+                planes,
+                h,
+                w,
+                kh: 2,
+                kw: 2,
+                stride: (2, 2),
+                pad: (0, 0, 0, 0),
+            };
+            let (oh, ow) = p.out_hw();
+            let mut want = vec![0f32; planes * oh * ow];
+            maxpool(&p, &x, &mut want).unwrap();
+            for isa in cpu::available() {
+                let mut got = vec![1f32; planes * oh * ow];
+                maxpool_f32_with(isa, &p, &x, &mut got).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{isa:?} {planes}×{h}×{w}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,8 @@ fn try_fold(
         prepared: None,
         constants: &not_cached,
         kernel: &std::sync::OnceLock::new(),
+
+        buffers: None,
     };
     let outputs = if default_domain && node.op_type == "Shape" && node.input(0).is_some() {
         let x = node.inputs[0].as_str();

@@ -7,8 +7,11 @@
 //! functions registered by name in [`ops::Registry`]; each op module owns one
 //! family (convolution, elementwise, shape …).
 
+mod buffers;
 pub mod fold;
 pub mod lower;
+
+mod fuse;
 pub mod ops;
 mod session;
 

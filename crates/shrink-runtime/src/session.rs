@@ -1,4 +1,6 @@
 use crate::lower::{self, QdqMode};
+
+use crate::buffers::BufferPool;
 use crate::ops::{OpContext, Prepared, Registry};
 use crate::{Result, RuntimeError};
 use shrink_graph::{node_uses, Attr, Dim, Graph};
@@ -60,16 +62,23 @@ pub struct NodeTiming {
 
 /// A graph ready to run: ops resolved, liveness planned, thread pool built.
 pub struct Session {
+    /// The graph as given (what [`Session::graph`] shows).
     graph: Graph,
+    /// The graph as run, when fusion rewrote it (see `crate::fuse`).
+    plan: Option<Graph>,
     registry: Registry,
     liveness: Liveness,
     pool: rayon::ThreadPool,
     threads: usize,
     /// Per top-level node: state its op prepared once (packed weights).
     prepared: Vec<Prepared>,
-    /// Per top-level node: the kernel label reported when the op sets none
-    /// (float ops left inside a quantised region read "f32 fallback").
-    labels: Vec<&'static str>,
+    /// Per top-level node name: the kernel label reported when the op sets
+    /// none (float ops left inside a quantised region read "f32 fallback").
+    /// Keyed by name because fusion renumbers the nodes it plans.
+    labels: HashMap<String, &'static str>,
+
+    /// Storage of dead f32 values, reused for later outputs (and runs).
+    buffers: BufferPool,
 }
 
 impl Session {
@@ -91,6 +100,13 @@ impl Session {
             let n = graph.nodes.len();
             (graph, vec![""; n])
         };
+        let labels = graph
+            .nodes
+            .iter()
+            .zip(labels)
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(n, l)| (n.name.clone(), l))
+            .collect();
         check_supported(&graph, &registry)?;
         let threads = if options.threads == 0 {
             std::thread::available_parallelism()
@@ -106,21 +122,32 @@ impl Session {
                 name: "threads".into(),
                 msg: e.to_string(),
             })?;
-        let liveness = Liveness::of(&graph);
-        let prepared = (0..graph.nodes.len()).map(|_| Prepared::new()).collect();
+        let plan = crate::fuse::fused(&graph, &registry);
+        let run = plan.as_ref().unwrap_or(&graph);
+        let liveness = Liveness::of(run);
+        let prepared = (0..run.nodes.len()).map(|_| Prepared::new()).collect();
         Ok(Session {
             graph,
+            plan,
             registry,
             liveness,
             pool,
             threads,
             prepared,
             labels,
+            buffers: BufferPool::default(),
         })
     }
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// The graph as executed: [`Session::graph`] after fusion (Conv/Gemm
+    /// with their Relu/Clip as one `FusedConv`/`FusedGemm` node, BatchNorm
+    /// folded into the Conv before it). Profiles name these nodes.
+    pub fn planned_graph(&self) -> &Graph {
+        self.plan.as_ref().unwrap_or(&self.graph)
     }
 
     pub fn threads(&self) -> usize {
@@ -164,7 +191,7 @@ impl Session {
         &self,
         inputs: Vec<(String, Tensor)>,
     ) -> Result<(Vec<Tensor>, Vec<NodeTiming>)> {
-        let mut t = Vec::with_capacity(self.graph.nodes.len());
+        let mut t = Vec::with_capacity(self.planned_graph().nodes.len());
         let out = self.run_inner(inputs, Some(&mut t))?;
         Ok((out, t))
     }
@@ -200,9 +227,10 @@ impl Session {
             }
         }
         let none = |_: &str| -> Option<&Tensor> { None };
+        self.buffers.next_run();
         self.pool.install(|| {
             self.execute(
-                &self.graph,
+                self.planned_graph(),
                 &self.liveness,
                 values,
                 &none,
@@ -278,6 +306,7 @@ impl Session {
                     prepared: prepared.and_then(|p| p.get(i)),
                     constants: &is_const,
                     kernel: &kernel,
+                    buffers: prepared.and(Some(&self.buffers)),
                 };
                 let mut done = false;
                 if let (Some(f), Some(t)) = (inplace, donated.as_mut()) {
@@ -300,7 +329,7 @@ impl Session {
                     kernel: match kernel.into_inner() {
                         Some(k) => k.into_owned(),
                         None if prepared.is_some() => {
-                            self.labels.get(i).copied().unwrap_or("").to_string()
+                            self.labels.get(&node.name).copied().unwrap_or("").to_string()
                         }
                         None => String::new(),
                     },
@@ -323,7 +352,10 @@ impl Session {
                 }
             }
             for dead in &live.free_after[i] {
-                values.remove(dead);
+                match values.remove(dead) {
+                    Some(t) if prepared.is_some() => self.buffers.recycle(t),
+                    _ => {}
+                }
             }
         }
         g.outputs

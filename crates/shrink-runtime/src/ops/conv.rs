@@ -12,12 +12,17 @@ use super::linalg::{float_tensor, floats, int8_values, sgemm, MatRef, WrappingMa
 use super::{OpContext, Registry};
 use crate::Result;
 use rayon::prelude::*;
+use shrink_kernels::conv::Conv2d;
+use shrink_kernels::directconv;
+use shrink_kernels::dwconv::{self, Dw3x3, DwEpilogue};
 use shrink_kernels::f32gemm::{self, F32Epilogue, PackedF32};
 use shrink_kernels::movement::copy_short;
 use shrink_tensor::Tensor;
 
 pub(super) fn register(r: &mut Registry) {
     r.add("", "Conv", conv);
+    // Conv + Relu/Clip fused by the session (see `crate::fuse`).
+    r.add("com.microsoft", "FusedConv", conv);
     r.add("", "ConvTranspose", conv_transpose);
     r.add("", "ConvInteger", conv_integer);
 }
@@ -438,7 +443,16 @@ fn conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Some(b) => Some(floats(ctx, b, "B")?),
         None => None,
     };
-    let y = conv_f32(&xv, &wv, bias.as_deref(), &d, ctx.threads);
+    let len = d.batch * d.out_channels * d.win.output_size();
+    let y = conv_f32(
+        &xv,
+        &wv,
+        bias.as_deref(),
+        &d,
+        ctx.threads,
+        fused_activation(ctx)?,
+        ctx.output_f32(len),
+    );
     Ok(vec![float_tensor(
         x.dtype(),
         output_shape(d.batch, d.out_channels, &d.win),
@@ -449,21 +463,79 @@ fn conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
 /// Below this many multiply-adds a conv runs on one thread.
 const PARALLEL_WORK: usize = 1 << 17;
 
-fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: usize) -> Vec<f32> {
+/// A clamp fused after a conv (Relu is `[0, ∞)`, Clip `[lo, hi]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Activation {
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Activation {
+    pub const NONE: Activation = Activation {
+        lo: f32::NEG_INFINITY,
+        hi: f32::INFINITY,
+    };
+    pub fn is_none(&self) -> bool {
+        *self == Activation::NONE
+    }
+    pub fn apply(&self, y: &mut [f32]) {
+        if !self.is_none() {
+            y.iter_mut().for_each(|v| *v = v.max(self.lo).min(self.hi));
+        }
+    }
+}
+
+/// The clamp a `FusedConv` / `FusedGemm` node carries in ONNX Runtime's
+/// attributes (`activation` = Relu or Clip, `activation_params` = [lo, hi]);
+/// none for a plain Conv / Gemm.
+pub(super) fn fused_activation(ctx: &OpContext) -> Result<Activation> {
+    let attr = |e: shrink_graph::GraphError| ctx.error(e.to_string());
+    match ctx.node.attr_str("activation", "").map_err(attr)? {
+        "" => Ok(Activation::NONE),
+        "Relu" => Ok(Activation {
+            lo: 0.0,
+            hi: f32::INFINITY,
+        }),
+        "Clip" => match ctx.node.attr_floats("activation_params").map_err(attr)? {
+            Some(&[lo, hi]) => Ok(Activation { lo, hi }),
+            p => Err(ctx.error(format!(
+                "activation Clip needs activation_params = [min, max], got {p:?}"
+            ))),
+        },
+        other => Err(ctx.error(format!(
+            "fused activation '{other}' is not supported (Relu, Clip)"
+        ))),
+    }
+}
+
+/// The conv itself: `y` (exactly the output's length, contents unspecified,
+/// e.g. a recycled buffer) is overwritten with `act(conv(x, w) + bias)`.
+#[allow(clippy::too_many_arguments)]
+fn conv_f32(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    d: &ConvDims,
+    threads: usize,
+    act: Activation,
+    mut y: Vec<f32>,
+) -> Vec<f32> {
     let win = &d.win;
     let (g, cg, mg) = (d.group, d.in_channels / d.group, d.out_channels / d.group);
     let (in_sz, out_sz, ksz) = (win.input_size(), win.output_size(), win.kernel_size());
-    let mut y = vec![0f32; d.batch * d.out_channels * out_sz];
+    debug_assert_eq!(y.len(), d.batch * d.out_channels * out_sz);
     if y.is_empty() {
         return y;
     }
     let work = d.batch * d.out_channels * out_sz * cg * ksz;
     let parallel = threads > 1 && work >= PARALLEL_WORK;
     if cg == 1 && g > 1 {
-        if let Some(b) = bias {
-            for (i, plane) in y.chunks_mut(out_sz).enumerate() {
-                plane.fill(b[i % d.out_channels]);
-            }
+        if let Some(shape) = dw3x3_shape(win) {
+            depthwise_3x3(x, w, bias, d, &shape, act, parallel, &mut y);
+            return y;
+        }
+        for (i, plane) in y.chunks_mut(out_sz).enumerate() {
+            plane.fill(bias.map_or(0.0, |b| b[i % d.out_channels]));
         }
         // Depthwise (channel multiplier mg): output channel m reads input channel m / mg.
         let ranges: Vec<(usize, usize, isize)> =
@@ -490,23 +562,55 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
                 .enumerate()
                 .for_each(|t| plane(&mut scratch, t));
         }
+        act.apply(&mut y);
+        return y;
+    }
+    if let Some(shape) = direct_shape(d) {
+        let (x_img, y_img) = (d.in_channels * in_sz, d.out_channels * out_sz);
+        let image = |(n, yi): (usize, &mut [f32])| {
+            let xi = &x[n * x_img..(n + 1) * x_img];
+            if let Err(e) = directconv::conv(&shape, xi, w, bias, act.lo, act.hi, yi) {
+                panic!("direct conv sized wrongly (caller bug): {e}");
+            }
+        };
+        if parallel && d.batch > 1 {
+            y.par_chunks_mut(y_img).enumerate().for_each(image);
+        } else {
+            y.chunks_mut(y_img).enumerate().for_each(image);
+        }
         return y;
     }
     let kdim = cg * ksz;
     let block = |(i, yb): (usize, &mut [f32]), col: &mut Vec<f32>, threads: usize| {
         let (n, gi) = (i / g, i % g);
         let xg = &x[(n * d.in_channels + gi * cg) * in_sz..][..cg * in_sz];
-        let packed = pack_columns(xg, cg, win, 1, in_sz, col);
         let wg = &w[gi * mg * kdim..(gi + 1) * mg * kdim];
         let ep = F32Epilogue {
             row_bias: bias.map(|v| &v[gi * mg..(gi + 1) * mg]),
+            lo: act.lo,
+            hi: act.hi,
             ..Default::default()
         };
+        if win.is_pointwise() {
+            // The input block already is the K×N right operand: read in place.
+            match f32gemm::gemm_unpacked_b(wg, mg, xg, cg, out_sz, &ep, yb, threads > 1) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => panic!("pointwise conv operands disagree (caller bug): {e}"),
+            }
+        }
+        let packed = pack_columns(xg, cg, win, 1, in_sz, col);
         weights_left_gemm(wg, mg, &packed, &ep, yb, threads > 1);
     };
     // Small output planes make one GEMM per image too thin to run well:
     // unfold several images side by side into one wide column matrix instead.
-    let per_chunk = (CHUNK_COLUMNS / out_sz.max(1)).min(d.batch);
+    // Planes already wide enough go one image at a time, straight into `y`
+    // (no side-by-side scratch to scatter back).
+    let per_chunk = if out_sz >= CHUNK_COLUMNS / 4 {
+        1
+    } else {
+        (CHUNK_COLUMNS / out_sz.max(1)).min(d.batch)
+    };
     if g == 1 && per_chunk > 1 {
         conv_batched(
             x,
@@ -515,6 +619,7 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
             d,
             per_chunk,
             parallel.then_some(threads),
+            act,
             &mut y,
         );
         return y;
@@ -531,6 +636,93 @@ fn conv_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, d: &ConvDims, threads: u
             .for_each(|t| block(t, &mut col, if parallel { threads } else { 1 }));
     }
     y
+}
+
+/// The kernels crate's depthwise 3×3 geometry for `win`, if it is one
+/// (2-D, undilated, the same stride 1 or 2 along both axes).
+fn dw3x3_shape(win: &Window) -> Option<Dw3x3> {
+    let two_d = win.input[0] == 1 && win.kernel[0] == 1 && win.output[0] == 1;
+    let s = win.stride[1];
+    (two_d
+        && win.kernel == [1, 3, 3]
+        && win.dilation == [1; 3]
+        && win.stride[2] == s
+        && (s == 1 || s == 2))
+        .then_some(Dw3x3 {
+            h: win.input[1],
+            w: win.input[2],
+            stride: s,
+            pad: (
+                win.pad_begin[1],
+                win.pad_begin[2],
+                win.pad_end[1],
+                win.pad_end[2],
+            ),
+        })
+        .filter(|k| k.out_hw() == (win.output[1], win.output[2]))
+}
+
+/// The kernels crate's direct-conv geometry when it takes this conv (2-D,
+/// ungrouped, few output channels: LeNet, a MobileNet stem) on a CPU where
+/// its SIMD path runs; `None` sends the conv to im2col + GEMM.
+fn direct_shape(d: &ConvDims) -> Option<Conv2d> {
+    let win = &d.win;
+    let two_d = win.input[0] == 1 && win.kernel[0] == 1 && win.output[0] == 1;
+    if !two_d || d.group != 1 || shrink_kernels::cpu::best() < shrink_kernels::cpu::Isa::Avx512 {
+        return None;
+    }
+    let s = Conv2d {
+        c_in: d.in_channels,
+        h: win.input[1],
+        w: win.input[2],
+        c_out: d.out_channels,
+        kh: win.kernel[1],
+        kw: win.kernel[2],
+        stride: (win.stride[1], win.stride[2]),
+        pad: (
+            win.pad_begin[1],
+            win.pad_begin[2],
+            win.pad_end[1],
+            win.pad_end[2],
+        ),
+        dilation: (win.dilation[1], win.dilation[2]),
+        groups: 1,
+    };
+    (directconv::fits(&s) && s.out_hw() == (win.output[1], win.output[2])).then_some(s)
+}
+
+/// Depthwise 3×3 planes on the kernels crate's SIMD kernel, with the bias
+/// and the fused activation applied as each plane is written.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_3x3(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    d: &ConvDims,
+    shape: &Dw3x3,
+    act: Activation,
+    parallel: bool,
+    y: &mut [f32],
+) {
+    let (in_sz, out_sz) = (d.win.input_size(), d.win.output_size());
+    let mg = d.out_channels / d.group;
+    let plane = |(i, yp): (usize, &mut [f32])| {
+        let (n, m) = (i / d.out_channels, i % d.out_channels);
+        let xp = &x[(n * d.in_channels + m / mg) * in_sz..][..in_sz];
+        let ep = DwEpilogue {
+            bias: bias.map_or(0.0, |b| b[m]),
+            lo: act.lo,
+            hi: act.hi,
+        };
+        if let Err(e) = dwconv::plane(shape, xp, &w[m * 9..(m + 1) * 9], ep, yp) {
+            panic!("depthwise plane sized wrongly (caller bug): {e}");
+        }
+    };
+    if parallel {
+        y.par_chunks_mut(out_sz).enumerate().for_each(plane);
+    } else {
+        y.chunks_mut(out_sz).enumerate().for_each(plane);
+    }
 }
 
 /// The im2col matrices of `imgs` images (`x` holds them back to back,
@@ -670,6 +862,7 @@ fn conv_batched(
     d: &ConvDims,
     per_chunk: usize,
     threads: Option<usize>,
+    act: Activation,
     y: &mut [f32],
 ) {
     let win = &d.win;
@@ -683,6 +876,8 @@ fn conv_batched(
         let packed = pack_columns(xs, c, win, imgs, in_sz, col);
         let ep = F32Epilogue {
             row_bias: bias,
+            lo: act.lo,
+            hi: act.hi,
             ..Default::default()
         };
         if imgs == 1 {
@@ -1140,7 +1335,16 @@ mod tests {
             };
             for threads in [1, 2] {
                 let bias: Vec<f32> = (0..m).map(|i| i as f32).collect();
-                let got = conv_f32(&x, &w, Some(&bias), &dims(n, c, m, g, win.clone()), threads);
+                let len = want.len();
+                let got = conv_f32(
+                    &x,
+                    &w,
+                    Some(&bias),
+                    &dims(n, c, m, g, win.clone()),
+                    threads,
+                    Activation::NONE,
+                    vec![f32::NAN; len],
+                );
                 assert_eq!(got.len(), want.len(), "case {ci}");
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                     let b = b + bias[(i / (oh * ow)) % m];

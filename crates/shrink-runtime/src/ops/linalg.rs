@@ -5,6 +5,7 @@
 //! and out): the runtime is a reference executor whose speed target is f32,
 //! and one code path keeps every float dtype consistent.
 
+use super::conv::Activation;
 use super::{OpContext, Registry};
 use crate::Result;
 use rayon::prelude::*;
@@ -15,6 +16,8 @@ use std::borrow::Cow;
 pub(super) fn register(r: &mut Registry) {
     r.add("", "MatMul", matmul);
     r.add("", "Gemm", gemm_op);
+    // Gemm + Relu/Clip fused by the session (see `crate::fuse`).
+    r.add("com.microsoft", "FusedGemm", gemm_op);
     r.add("", "MatMulInteger", matmul_integer);
 }
 
@@ -354,7 +357,8 @@ fn gemm_op(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             tb as i32
         )));
     }
-    if let Some(y) = gemm_prepacked(ctx, a, b, c, [alpha, beta], ta, tb, [m, n, k])? {
+    let act = super::conv::fused_activation(ctx)?;
+    if let Some(y) = gemm_prepacked(ctx, a, b, c, [alpha, beta], ta, tb, [m, n, k], act)? {
         return Ok(vec![y]);
     }
     let av = floats(ctx, a, "A")?;
@@ -376,6 +380,7 @@ fn gemm_op(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         read = Some(beta);
     }
     sgemm(m, n, k, am, bm, &mut out, alpha, read, ctx.threads);
+    act.apply(&mut out);
     Ok(vec![float_tensor(a.dtype(), vec![m, n], out)?])
 }
 
@@ -389,10 +394,18 @@ struct PackedRight {
 
 /// `out[rows×n] = a · W + bias` on the packed kernel; threaded only when the
 /// product is big enough to pay for rayon.
-fn packed_product(a: &[f32], rows: usize, p: &PackedRight, threads: usize) -> Result<Vec<f32>> {
-    let mut out = vec![0f32; rows * p.w.n()];
+fn packed_product(
+    a: &[f32],
+    rows: usize,
+    p: &PackedRight,
+    threads: usize,
+    act: Activation,
+    mut out: Vec<f32>,
+) -> Result<Vec<f32>> {
     let ep = F32Epilogue {
         bias: p.bias.as_deref(),
+        lo: act.lo,
+        hi: act.hi,
         ..Default::default()
     };
     let work = rows * p.w.n() * p.w.k();
@@ -421,6 +434,7 @@ fn gemm_prepacked(
     ta: bool,
     tb: bool,
     [m, n, k]: [usize; 3],
+    act: Activation,
 ) -> Result<Option<Tensor>> {
     if ta
         || m == 0
@@ -459,8 +473,15 @@ fn gemm_prepacked(
         Ok(Some(PackedRight { w, bias }))
     })?;
     let Some(p) = prep else { return Ok(None) };
-    let out = packed_product(a.as_slice::<f32>()?, m, &p, ctx.threads)
-        .map_err(|e| ctx.error(e.to_string()))?;
+    let out = packed_product(
+        a.as_slice::<f32>()?,
+        m,
+        &p,
+        ctx.threads,
+        act,
+        ctx.output_f32(m * n),
+    )
+    .map_err(|e| ctx.error(e.to_string()))?;
     Ok(Some(Tensor::from_vec(vec![m, n], out)?))
 }
 
@@ -492,8 +513,15 @@ fn matmul_prepacked(
     })?;
     let Some(p) = prep else { return Ok(None) };
     let rows = s.batch.iter().product::<usize>() * m;
-    let out = packed_product(a.as_slice::<f32>()?, rows, &p, ctx.threads)
-        .map_err(|e| ctx.error(e.to_string()))?;
+    let out = packed_product(
+        a.as_slice::<f32>()?,
+        rows,
+        &p,
+        ctx.threads,
+        Activation::NONE,
+        ctx.output_f32(rows * n),
+    )
+    .map_err(|e| ctx.error(e.to_string()))?;
     Ok(Some(Tensor::from_vec(s.out.clone(), out)?))
 }
 

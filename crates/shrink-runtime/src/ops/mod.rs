@@ -55,6 +55,8 @@ pub struct OpContext<'a> {
     pub(crate) constants: &'a dyn Fn(&str) -> bool,
     /// Which kernel this node ran on, for per-layer reports (set by the op).
     pub(crate) kernel: &'a OnceLock<Cow<'static, str>>,
+    /// The session's recycled f32 storage (see [`OpContext::output_f32`]).
+    pub(crate) buffers: Option<&'a crate::buffers::BufferPool>,
 }
 
 /// Subgraph runner of a [`OpContext::standalone`] context: there is none.
@@ -88,6 +90,7 @@ impl<'a> OpContext<'a> {
             prepared: None,
             constants: &never_constant,
             kernel: &STANDALONE_KERNEL,
+            buffers: None,
         }
     }
 }
@@ -143,6 +146,29 @@ impl OpContext<'_> {
     /// [`crate::NodeTiming::kernel`].
     pub fn set_kernel(&self, k: impl Into<Cow<'static, str>>) {
         let _ = self.kernel.set(k.into());
+    }
+
+    /// Storage for an f32 output of `len` values, recycled from a value that
+    /// died earlier when the session has one that fits (saves the page
+    /// faults of a fresh large allocation). The contents are unspecified:
+    /// the op must overwrite every element (or use [`OpContext::zeroed_f32`]).
+    pub fn output_f32(&self, len: usize) -> Vec<f32> {
+        match self.buffers {
+            Some(p) => p.take(len),
+            None => vec![0f32; len],
+        }
+    }
+
+    /// Like [`OpContext::output_f32`], filled with zeros.
+    pub fn zeroed_f32(&self, len: usize) -> Vec<f32> {
+        match self.buffers {
+            Some(p) => {
+                let mut v = p.take(len);
+                v.fill(0.0);
+                v
+            }
+            None => vec![0f32; len],
+        }
     }
 
     /// Input `i`, or an error saying it is required.
@@ -210,6 +236,13 @@ impl Registry {
     /// Registers the in-place form of an op registered with [`Registry::add`].
     pub fn add_inplace(&mut self, domain: &str, op: &str, f: InplaceFn) {
         self.inplace.insert(key(domain, op), f);
+    }
+
+    /// Unregisters an op (and its in-place form), e.g. to run a graph
+    /// without the session's fused ops.
+    pub fn remove(&mut self, domain: &str, op: &str) {
+        self.ops.remove(&key(domain, op));
+        self.inplace.remove(&key(domain, op));
     }
 
     /// The in-place form of an op, if it has one.

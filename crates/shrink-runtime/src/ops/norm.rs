@@ -209,13 +209,14 @@ fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
     let sv = param(scale, "Scale")?;
     let bv = bias.map(|b| param(b, "B")).transpose()?;
     let xv = floats(ctx, x, "X")?;
-    let mut y = vec![0f32; xv.len()];
+    // Every element is written below: a recycled buffer needs no clearing.
+    let mut y = ctx.output_f32(xv.len());
     let mut means = vec![0f32; rows];
     let mut inv = vec![0f32; rows];
     let row = |((yr, xr), (m, is)): RowItem| {
         let n = cols as f32;
-        let mean = xr.iter().sum::<f32>() / n;
-        let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let mean = lane_sum(xr, |v| v) / n;
+        let var = lane_sum(xr, |v| (v - mean) * (v - mean)) / n;
         let inv_std = 1.0 / (var + eps).sqrt();
         match &bv {
             Some(b) => {
@@ -253,6 +254,21 @@ fn layer_norm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
         float_tensor(dt, stat_shape.clone(), means)?,
         float_tensor(dt, stat_shape, inv)?,
     ])
+}
+
+/// `Σ f(x)` over 16 interleaved partial sums, which the compiler keeps in
+/// one SIMD register (a single running sum cannot be vectorised without
+/// reordering the additions, which it may not do on its own).
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The (outer, axis length, inner) split softmax reduces over: opset < 13
@@ -315,6 +331,13 @@ fn softmax_impl(ctx: &OpContext, inputs: &[Option<&Tensor>], log: bool) -> Resul
 /// Numerically stable (log-)softmax of one row: shifts by the max first.
 fn softmax_row(x: &[f32], y: &mut [f32], log: bool) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !log {
+        // Vectorised e^{x−max} and its sum (kernels crate).
+        y.copy_from_slice(x);
+        let inv = 1.0 / shrink_kernels::activation::exp_shifted_sum(y, max);
+        y.iter_mut().for_each(|o| *o *= inv);
+        return;
+    }
     let mut sum = 0f32;
     for (o, &v) in y.iter_mut().zip(x) {
         *o = (v - max).exp();

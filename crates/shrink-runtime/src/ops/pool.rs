@@ -250,8 +250,9 @@ fn fast_max_pool_2d(
     {
         return Ok(None);
     }
-    let mut y = vec![0f32; p.planes * win.output[1] * win.output[2]];
-    shrink_pool::maxpool(&p, xv, &mut y).map_err(|e| ctx.error(e.to_string()))?;
+    // maxpool writes every output: a recycled buffer needs no clearing.
+    let mut y = ctx.output_f32(p.planes * win.output[1] * win.output[2]);
+    shrink_pool::maxpool_f32(&p, xv, &mut y).map_err(|e| ctx.error(e.to_string()))?;
     let mut shape = xs[..2].to_vec();
     shape.extend(win.output_dims());
     Ok(Some(Tensor::from_vec(shape, y)?))

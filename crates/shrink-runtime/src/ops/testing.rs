@@ -21,6 +21,8 @@ pub(crate) fn try_run_op_at(node: Node, opset: i64, inputs: &[&Tensor]) -> Resul
         prepared: None,
         constants: &|_: &str| false,
         kernel: &std::sync::OnceLock::new(),
+
+        buffers: None,
     };
     let args: Vec<Option<&Tensor>> = inputs.iter().map(|t| Some(*t)).collect();
     op(&ctx, &args)
