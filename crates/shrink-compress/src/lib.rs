@@ -8,7 +8,9 @@
 //! the graph itself — one representation, three uses, and they must agree.
 
 pub mod error;
+pub mod kmeans;
 pub mod pass;
+pub mod prune;
 
 pub use error::{CompressError, Result};
 pub use pass::PassRecord;
