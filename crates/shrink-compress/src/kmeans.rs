@@ -95,8 +95,15 @@ pub fn initial_centroids(sorted: &[f32], k: usize, init: Init, seed: u64) -> Vec
             if k == 1 {
                 vec![0.5 * (lo + hi)]
             } else {
+                // The last is `hi` exactly (the formula may round past it).
                 (0..k)
-                    .map(|j| lo + (hi - lo) * j as f32 / (k - 1) as f32)
+                    .map(|j| {
+                        if j == k - 1 {
+                            hi
+                        } else {
+                            lo + (hi - lo) * j as f32 / (k - 1) as f32
+                        }
+                    })
                     .collect()
             }
         }

@@ -134,12 +134,12 @@ fn shared_model_has_few_distinct_values_and_keeps_zeros() {
 
 #[test]
 fn centroid_gradients_sum_per_cluster() {
-    let w = vec![0.0, 0.1, 0.12, -0.3, 0.0, -0.28, 0.5];
+    let w = vec![0.0, 0.2, 0.22, -0.3, 0.0, -0.28, 0.5];
     let (shared, mut book) = share_tensor(&w, 2, Init::Linear, 0, 100);
     let grad = vec![9.0, 1.0, 2.0, 0.5, 9.0, 0.25, -1.0];
     let before = book.centroids.clone();
     let out = centroid_step(&mut book, &shared, &grad, 0.1);
-    // Cluster of 0.1/0.12 moves by -0.1·(1 + 2); of -0.3/-0.28 by -0.1·0.75; 0.5 by +0.1.
+    // Cluster of 0.2/0.22 moves by -0.1·(1 + 2); of -0.3/-0.28 by -0.1·0.75; 0.5 by +0.1.
     let moved: Vec<f32> = book.centroids.iter().zip(&before).map(|(a, b)| a - b).collect();
     let mut expect = [-0.3f32, -0.075, 0.1];
     expect.sort_by(f32::total_cmp);
