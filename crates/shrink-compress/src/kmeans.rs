@@ -199,10 +199,14 @@ pub fn kmeans_1d(values: &[f32], k: usize, init: Init, seed: u64, max_iterations
 }
 
 /// Clusters one weight tensor's nonzeros; returns the shared weights (zeros
-/// stay zero) and the codebook.
+/// stay zero) and the codebook. When the tensor has zeros, one of the 2^bits
+/// codes is reserved for 0.0 (the sparse format's filler entries and any
+/// dense storage need it), so 2^bits − 1 centroids are fitted and the layer
+/// holds at most 2^bits distinct values, zero included.
 pub fn share_tensor(w: &[f32], bits: u32, init: Init, seed: u64, max_iterations: usize) -> (Vec<f32>, Codebook) {
     let nz: Vec<f32> = w.iter().copied().filter(|x| *x != 0.0).collect();
-    let (centroids, labels, iterations) = kmeans_1d(&nz, 1usize << bits, init, seed, max_iterations);
+    let k = (1usize << bits) - usize::from(nz.len() < w.len());
+    let (centroids, labels, iterations) = kmeans_1d(&nz, k.max(1), init, seed, max_iterations);
     let mut out = w.to_vec();
     let mut j = 0;
     for x in out.iter_mut() {
@@ -223,7 +227,7 @@ pub fn share_tensor(w: &[f32], bits: u32, init: Init, seed: u64, max_iterations:
 }
 
 /// Per-layer weight sharing of every prunable weight: each ends with at most
-/// 2^bits distinct nonzero values. Returns the codebooks by tensor name (the
+/// 2^bits distinct values (zero included). Returns the codebooks by tensor name (the
 /// container stores their labels as b-bit indices).
 pub fn weight_share(g: &Graph, opts: &ShareOptions) -> Result<(Graph, PassRecord, BTreeMap<String, Codebook>)> {
     let pass = "weight-share";

@@ -118,8 +118,9 @@ fn shared_model_has_few_distinct_values_and_keeps_zeros() {
     for w in prunable_weights(&g) {
         let before = p.initializers[&w.tensor].to_f32_vec();
         let after = s.initializers[&w.tensor].to_f32_vec();
-        let distinct: BTreeSet<u32> = after.iter().filter(|x| **x != 0.0).map(|x| x.to_bits()).collect();
-        assert!(distinct.len() <= 32, "{}: {} values", w.tensor, distinct.len());
+        let distinct: BTreeSet<u32> = after.iter().map(|x| x.to_bits()).collect();
+        assert!(distinct.len() <= 32, "{}: {} values (zero included)", w.tensor, distinct.len());
+        assert!(distinct.len() >= 30, "{}: {} values, the codes are used", w.tensor, distinct.len());
         for (b, a) in before.iter().zip(&after) {
             assert_eq!(*b == 0.0, *a == 0.0, "zeros stay zero, nonzeros stay nonzero");
         }
@@ -135,7 +136,9 @@ fn shared_model_has_few_distinct_values_and_keeps_zeros() {
 #[test]
 fn centroid_gradients_sum_per_cluster() {
     let w = vec![0.0, 0.2, 0.22, -0.3, 0.0, -0.28, 0.5];
+    // 2 bits with zeros present: 3 centroids + the zero.
     let (shared, mut book) = share_tensor(&w, 2, Init::Linear, 0, 100);
+    assert_eq!(book.centroids.len(), 3);
     let grad = vec![9.0, 1.0, 2.0, 0.5, 9.0, 0.25, -1.0];
     let before = book.centroids.clone();
     let out = centroid_step(&mut book, &shared, &grad, 0.1);

@@ -39,6 +39,8 @@ enum Command {
     Energy(cmd::energy::Args),
     /// List the ops the runtime implements.
     Ops,
+    /// Prune: magnitude (per layer/global), N:M, or structured with physical removal.
+    Prune(cmd::prune::Args),
     /// Sentence embeddings with a BERT sentence encoder (all-MiniLM-L6-v2 by default).
     Embed(cmd::embed::Args),
 }
@@ -70,5 +72,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Energy(a) => cmd::energy::run(a),
         Command::Ops => cmd::ops::run(),
         Command::Embed(args) => cmd::embed::run(args),
+        Command::Prune(a) => cmd::prune::run(a),
     }
 }

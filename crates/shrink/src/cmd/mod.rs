@@ -9,4 +9,5 @@ pub mod export;
 pub mod formats;
 pub mod inspect;
 pub mod ops;
+pub mod prune;
 pub mod run;

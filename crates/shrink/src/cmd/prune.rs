@@ -1,0 +1,114 @@
+//! `shrink prune`: unstructured (magnitude, global or per layer), N:M, or
+//! structured pruning with physical removal; writes the pruned ONNX model
+//! and, with `--eval`, accuracy before and after on the test set.
+
+use crate::model;
+use anyhow::{bail, Context, Result};
+use clap::Args as ClapArgs;
+use shrink_compress::prune::magnitude::{magnitude_prune, PruneOptions, Scope};
+use shrink_compress::prune::nm::nm_prune;
+use shrink_compress::prune::sensitivity::evaluate;
+use shrink_compress::prune::structured::{prune_channels, ChannelOptions, Criterion};
+use shrink_compress::PassRecord;
+use shrink_data::{Dataset, Split};
+use shrink_graph::analysis::{layer_stats, totals};
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Model file (.onnx).
+    pub model: PathBuf,
+    /// Output ONNX file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Unstructured magnitude pruning to this sparsity (fraction of weights zeroed).
+    #[arg(long)]
+    pub sparsity: Option<f64>,
+    /// Threshold scope for --sparsity: per-layer or global.
+    #[arg(long, default_value = "per-layer")]
+    pub scope: String,
+    /// N:M pattern, e.g. 2:4.
+    #[arg(long)]
+    pub nm: Option<String>,
+    /// Structured pruning (physical removal) down to this fraction of the MACs.
+    #[arg(long)]
+    pub macs: Option<f64>,
+    /// Filter importance for --macs: l1 or l2.
+    #[arg(long, default_value = "l1")]
+    pub criterion: String,
+    /// With --macs, also remove Gemm neurons.
+    #[arg(long)]
+    pub neurons: bool,
+    /// Print top-1 accuracy before and after on the test split of this dataset.
+    #[arg(long)]
+    pub eval: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let g = model::load(&args.model)?;
+    let mut records: Vec<PassRecord> = Vec::new();
+    let mut cur = g.clone();
+    if let Some(s) = args.sparsity {
+        let scope: Scope = args.scope.parse().map_err(anyhow::Error::msg)?;
+        let opts = PruneOptions {
+            sparsity: s,
+            scope,
+            ..Default::default()
+        };
+        let (p, r) = magnitude_prune(&cur, &opts)?;
+        cur = p;
+        records.push(r);
+    }
+    if let Some(nm) = &args.nm {
+        let (n, m) = nm
+            .split_once(':')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .with_context(|| format!("--nm '{nm}': expected N:M such as 2:4"))?;
+        let (p, r) = nm_prune(&cur, n, m, &[])?;
+        cur = p;
+        records.push(r);
+    }
+    if let Some(f) = args.macs {
+        let criterion: Criterion = args.criterion.parse().map_err(anyhow::Error::msg)?;
+        let opts = ChannelOptions {
+            macs_fraction: f,
+            criterion,
+            neurons: args.neurons,
+            ..Default::default()
+        };
+        let (p, r) = prune_channels(&cur, &opts)?;
+        cur = p;
+        records.push(r);
+    }
+    if records.is_empty() {
+        bail!("nothing to do: give --sparsity, --nm or --macs");
+    }
+    for r in &records {
+        println!("{}:", r.pass);
+        for c in &r.changes {
+            println!("  {c}");
+        }
+    }
+    let (a, b) = (totals(&layer_stats(&g)), totals(&layer_stats(&cur)));
+    println!(
+        "params {} → {}, MACs {} → {}",
+        a.params,
+        b.params,
+        a.macs.map_or("?".into(), |m| m.to_string()),
+        b.macs.map_or("?".into(), |m| m.to_string())
+    );
+    if let Some(spec) = &args.eval {
+        let data = Dataset::open(spec, Split::Test)?;
+        let before = evaluate(&g, &data, 256, 0)?;
+        let after = evaluate(&cur, &data, 256, 0)?;
+        println!(
+            "top-1 on {} test images: {:.2}% → {:.2}%",
+            data.len(),
+            before.accuracy,
+            after.accuracy
+        );
+    }
+    shrink_graph::onnx::save(&cur, &args.output)?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
