@@ -41,6 +41,10 @@ enum Command {
     Ops,
     /// Prune: magnitude (per layer/global), N:M, or structured with physical removal.
     Prune(cmd::prune::Args),
+    /// Train a model-zoo network from scratch and write it as ONNX.
+    Train(cmd::train::Args),
+    /// Fine-tune an existing model (optionally some weights only, optionally distilling).
+    Finetune(cmd::finetune::Args),
     /// Sentence embeddings with a BERT sentence encoder (all-MiniLM-L6-v2 by default).
     Embed(cmd::embed::Args),
 }
@@ -73,5 +77,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Ops => cmd::ops::run(),
         Command::Embed(args) => cmd::embed::run(args),
         Command::Prune(a) => cmd::prune::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Finetune(a) => cmd::finetune::run(a),
     }
 }

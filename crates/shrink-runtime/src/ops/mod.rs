@@ -53,6 +53,36 @@ pub struct OpContext<'a> {
     pub(crate) constants: &'a dyn Fn(&str) -> bool,
 }
 
+/// Subgraph runner of a [`OpContext::standalone`] context: there is none.
+fn no_subgraph(_: &Graph, _: &[Tensor]) -> Result<Vec<Tensor>> {
+    Err(RuntimeError::Input {
+        name: "(subgraph)".into(),
+        msg: "this op context runs single nodes; subgraphs (If/Loop bodies) are not available"
+            .into(),
+    })
+}
+
+fn never_constant(_: &str) -> bool {
+    false
+}
+
+impl<'a> OpContext<'a> {
+    /// A context for running one node outside a [`crate::Session`] (the
+    /// training executor calls the runtime's forward kernels this way):
+    /// nothing is prepared or cached, inputs never count as constants, and
+    /// subgraph ops report an error.
+    pub fn standalone(node: &'a Node, opset: i64, threads: usize) -> OpContext<'a> {
+        OpContext {
+            node,
+            opset,
+            threads,
+            subgraph: &no_subgraph,
+            prepared: None,
+            constants: &never_constant,
+        }
+    }
+}
+
 impl OpContext<'_> {
     /// An error naming this node and its op.
     pub fn error(&self, msg: impl Into<String>) -> RuntimeError {
