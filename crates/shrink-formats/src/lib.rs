@@ -14,9 +14,14 @@
 //! | [`posit`] | posit⟨n,es⟩, n ≤ 32, es ≤ 4, with quire |
 //! | [`flexpoint`] | flex16+5 with Autoflex exponent management |
 //! | [`pack`] | bit planes, dense 1/2/4-bit packing, int4 nibbles |
+//! | [`bitpack`] | fixed-width packing of codes at any width 1..=64 |
+//! | [`sparse`] | relative-index sparse streams (Deep Compression CSR/CSC) |
+//! | [`codebook`] | exact codebooks: centroids + indices (weight sharing) |
 //! | [`metrics`] | MSE, SQNR, max abs error |
 
 pub mod binary;
+pub mod bitpack;
+pub mod codebook;
 pub mod flexpoint;
 pub mod float16;
 pub mod intq;
@@ -24,6 +29,7 @@ pub mod metrics;
 pub mod pack;
 pub mod posit;
 pub mod rounding;
+pub mod sparse;
 pub mod ternary;
 
 pub use binary::{Binary, BinaryKind};

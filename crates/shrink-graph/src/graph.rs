@@ -250,6 +250,10 @@ pub struct Graph {
     pub opsets: BTreeMap<String, i64>,
     /// Free-form metadata (producer, doc strings, provenance) carried through export.
     pub metadata: BTreeMap<String, String>,
+    /// How the `.shrink` container stores each initializer (name → encoding;
+    /// absent = dense). Initializers always hold decoded values; this is only
+    /// a storage hint, which ONNX export ignores.
+    pub encodings: BTreeMap<String, crate::container::Encoding>,
 }
 
 impl Graph {

@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod builders;
+pub mod container;
 mod dce;
 mod graph;
 mod infer;
@@ -15,6 +16,7 @@ pub mod onnx;
 pub mod safetensors;
 mod validate;
 
+pub use container::Encoding;
 pub use dce::eliminate_dead_nodes;
 pub use graph::{captured_names, node_uses, Attr, Dim, Graph, Node, ValueInfo};
 pub use infer::{infer_shapes, value_types};

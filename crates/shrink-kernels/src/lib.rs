@@ -21,6 +21,7 @@
 //!   f32 and int8); [`pool`] and [`eltwise`]: what the runtime needs around it.
 //! - [`quantize`]: f32 → int8 per output channel; [`bitplanes`]: byte codes
 //!   → bit planes (`vptestmb`: one plane word per instruction).
+//! - [`huffman`]: canonical Huffman codec, 4 interleaved streams, multi-symbol tables.
 //! - [`peak`]: register-only probes of the per-core peak of each format.
 
 pub mod bf16gemm;
@@ -34,6 +35,7 @@ pub mod cpu;
 pub mod eltwise;
 pub mod epilogue;
 pub mod f32gemm;
+pub mod huffman;
 pub mod int4;
 pub mod int8;
 pub mod movement;

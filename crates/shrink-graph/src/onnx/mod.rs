@@ -18,6 +18,7 @@ pub mod proto;
 mod tensor;
 
 pub use export::{save, save_with, to_bytes, SaveOptions};
+pub(crate) use tensor::{decode_raw, encode_raw};
 pub use tensor::{tensor_from_proto, tensor_to_proto};
 
 use crate::{Graph, GraphError, Result};

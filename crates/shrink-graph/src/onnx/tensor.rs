@@ -223,7 +223,7 @@ fn raw_len(dtype: DType, numel: usize) -> Option<usize> {
     }
 }
 
-fn decode_raw(dtype: DType, bytes: &[u8], numel: usize) -> Result<TensorData, String> {
+pub(crate) fn decode_raw(dtype: DType, bytes: &[u8], numel: usize) -> Result<TensorData, String> {
     let expected = raw_len(dtype, numel).ok_or("string tensors have no raw form")?;
     if bytes.len() != expected {
         return Err(format!(
