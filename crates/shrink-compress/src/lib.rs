@@ -7,10 +7,16 @@
 //! planner lowers the same patterns onto integer kernels, and ONNX export is
 //! the graph itself — one representation, three uses, and they must agree.
 
+pub mod calib;
 pub mod error;
 pub mod kmeans;
 pub mod pass;
+pub mod mixed;
 pub mod prune;
+pub mod quantize;
+pub mod recipe;
+pub mod ranges;
 
 pub use error::{CompressError, Result};
 pub use pass::PassRecord;
+pub use ranges::{ActivationRanges, TensorRange};

@@ -31,6 +31,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Latency and throughput on this machine.
     Bench(cmd::bench::Args),
+    /// Compress a model with a recipe (calibration, quantisation, mixed precision).
+    Compress(cmd::compress::Args),
     /// Write a model as ONNX.
     Export(cmd::export::Args),
     /// SQNR of each layer's weights under every numeric format.
@@ -71,6 +73,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(a) => cmd::run::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Compress(a) => cmd::compress::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::Formats(a) => cmd::formats::run(a),
         Command::Energy(a) => cmd::energy::run(a),

@@ -21,6 +21,7 @@ mod control;
 mod conv;
 mod dispatch;
 mod elementwise;
+mod fake;
 mod layout;
 mod linalg;
 mod logic;
@@ -173,6 +174,7 @@ impl Registry {
         control::register(&mut r);
         conv::register(&mut r);
         elementwise::register(&mut r);
+        fake::register(&mut r);
         linalg::register(&mut r);
         logic::register(&mut r);
         norm::register(&mut r);

@@ -1,0 +1,702 @@
+//! Recipes: an ordered list of passes with their options, in TOML.
+//!
+//! ```toml
+//! name = "int8-calibrated"
+//! [[pass]]
+//! name = "calibrate"
+//! observer = "minmax"
+//! [[pass]]
+//! name = "quantize"
+//! weights = "int8"
+//! granularity = "channel"
+//! activations = "u8"
+//! ```
+//!
+//! Every pass is one entry of [`PASSES`] (name, what it needs, function), so
+//! adding a pass is one line. The runner checks the whole recipe before
+//! running anything — unknown passes and options, bad bit widths, passes that
+//! need calibration data or activation ranges nobody provides — and every
+//! error names the recipe file and the field (`pass[1].weights`).
+
+use crate::calib::{calibrate, CalibConfig, ObserverConfig, ObserverKind};
+use crate::mixed::{search, sensitivities, Budget, Metric, SensitivityData};
+use crate::quantize::{
+    activation_tensors, insert_qdq, stored_bytes, ActFormat, QuantPlan, WeightFormat,
+    WeightGranularity,
+};
+use crate::ranges::ActivationRanges;
+use crate::{CompressError, PassRecord, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Deserialize;
+use shrink_formats::Scheme;
+use shrink_graph::{Dim, Graph};
+use shrink_tensor::Tensor;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// A parsed recipe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(rename = "pass", default)]
+    pub passes: Vec<toml::Table>,
+    /// The file it came from (for error messages); not a TOML field.
+    #[serde(skip)]
+    pub file: String,
+}
+
+/// Calibration images (model inputs, batched) and their labels.
+#[derive(Debug, Clone)]
+pub struct CalibData {
+    pub batches: Vec<Tensor>,
+    pub labels: Vec<i64>,
+}
+
+impl CalibData {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The first `n` samples (whole batches, the last one cut).
+    pub fn take(&self, n: usize) -> CalibData {
+        let mut out = CalibData {
+            batches: Vec::new(),
+            labels: self.labels[..n.min(self.labels.len())].to_vec(),
+        };
+        let mut left = n;
+        for b in &self.batches {
+            if left == 0 {
+                break;
+            }
+            let bn = b.shape()[0];
+            if bn <= left {
+                out.batches.push(b.clone());
+                left -= bn;
+            } else {
+                let per = b.len() / bn.max(1);
+                let v = b.to_f32_vec()[..left * per].to_vec();
+                let mut shape = b.shape().to_vec();
+                shape[0] = left;
+                out.batches
+                    .push(Tensor::from_vec(shape, v).expect("slice of a valid batch"));
+                left = 0;
+            }
+        }
+        out
+    }
+}
+
+/// What passes share while a recipe runs.
+pub struct Context {
+    pub calib: Option<CalibData>,
+    pub ranges: Option<ActivationRanges>,
+    pub threads: usize,
+    /// Show progress bars (off in tests and when output is not a terminal).
+    pub progress: bool,
+}
+
+impl Context {
+    pub fn new(calib: Option<CalibData>) -> Context {
+        Context {
+            calib,
+            ranges: None,
+            threads: 0,
+            progress: false,
+        }
+    }
+
+    fn bar(&self, len: u64, msg: &str) -> ProgressBar {
+        let pb = if self.progress {
+            ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) = ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len} ({eta})")
+        {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(msg.to_string());
+        pb
+    }
+}
+
+/// Options of one pass with the recipe location, for typed access with errors
+/// that say where.
+pub struct Options<'a> {
+    pub file: &'a str,
+    pub index: usize,
+    pub table: &'a toml::Table,
+}
+
+impl Options<'_> {
+    pub fn err(&self, key: &str, msg: impl Into<String>) -> CompressError {
+        CompressError::Recipe {
+            file: self.file.to_string(),
+            field: if key.is_empty() {
+                format!("pass[{}]", self.index)
+            } else {
+                format!("pass[{}].{key}", self.index)
+            },
+            msg: msg.into(),
+        }
+    }
+
+    pub fn str<'b>(&'b self, key: &str, default: &'b str) -> Result<&'b str> {
+        match self.table.get(key) {
+            None => Ok(default),
+            Some(toml::Value::String(s)) => Ok(s),
+            Some(v) => Err(self.err(key, format!("expected a string, found {}", v.type_str()))),
+        }
+    }
+
+    pub fn int(&self, key: &str, default: i64) -> Result<i64> {
+        match self.table.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Integer(i)) => Ok(*i),
+            Some(v) => Err(self.err(key, format!("expected an integer, found {}", v.type_str()))),
+        }
+    }
+
+    pub fn float_opt(&self, key: &str) -> Result<Option<f64>> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Float(f)) => Ok(Some(*f)),
+            Some(toml::Value::Integer(i)) => Ok(Some(*i as f64)),
+            Some(v) => Err(self.err(key, format!("expected a number, found {}", v.type_str()))),
+        }
+    }
+
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.table.get(key) {
+            None => Ok(default),
+            Some(toml::Value::Boolean(b)) => Ok(*b),
+            Some(v) => Err(self.err(key, format!("expected true or false, found {}", v.type_str()))),
+        }
+    }
+
+    pub fn strings(&self, key: &str) -> Result<Vec<String>> {
+        match self.table.get(key) {
+            None => Ok(Vec::new()),
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.err(key, "expected an array of strings"))
+                })
+                .collect(),
+            Some(v) => Err(self.err(key, format!("expected an array, found {}", v.type_str()))),
+        }
+    }
+
+    /// Rejects keys the pass does not know, listing the ones it does.
+    fn check_keys(&self, known: &[&str]) -> Result<()> {
+        for k in self.table.keys() {
+            if k != "name" && !known.contains(&k.as_str()) {
+                return Err(self.err(
+                    k,
+                    format!("unknown option; valid options: {}", known.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pass as the runner sees it.
+pub type PassFn = fn(&Graph, &Options, &mut Context) -> Result<(Graph, PassRecord)>;
+
+/// What a pass needs before it can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    /// Calibration images (`--calib`).
+    CalibData,
+    /// Activation ranges from an earlier pass when quantising activations to integers.
+    Ranges,
+    /// Both.
+    CalibDataAndRanges,
+}
+
+/// One registered pass.
+pub struct PassEntry {
+    pub name: &'static str,
+    pub needs: Needs,
+    /// Options it accepts (checked before anything runs).
+    pub options: &'static [&'static str],
+    /// Whether it provides activation ranges to later passes.
+    pub gives_ranges: bool,
+    pub run: PassFn,
+}
+
+/// Every pass a recipe may name.
+pub const PASSES: &[PassEntry] = &[
+    PassEntry {
+        name: "calibrate",
+        needs: Needs::CalibData,
+        options: &["observer", "samples", "per_channel", "symmetric", "bits", "bins"],
+        gives_ranges: true,
+        run: pass_calibrate,
+    },
+    PassEntry {
+        name: "quantize",
+        needs: Needs::Ranges,
+        options: &["weights", "granularity", "scheme", "activations", "skip", "layers"],
+        gives_ranges: false,
+        run: pass_quantize,
+    },
+    PassEntry {
+        name: "mixed-precision",
+        needs: Needs::CalibDataAndRanges,
+        options: &[
+            "high",
+            "low",
+            "granularity",
+            "activations",
+            "metric",
+            "samples",
+            "size_budget",
+            "bytes",
+            "energy_budget",
+            "skip",
+        ],
+        gives_ranges: false,
+        run: pass_mixed,
+    },
+];
+
+/// Names of the registered passes, for error messages.
+pub fn pass_names() -> Vec<&'static str> {
+    PASSES.iter().map(|p| p.name).collect()
+}
+
+impl Recipe {
+    /// Reads and parses a recipe file; errors name the file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Recipe> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| CompressError::Recipe {
+            file: file.clone(),
+            field: String::new(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        Recipe::parse(&text, &file)
+    }
+
+    /// Parses recipe text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Recipe> {
+        let mut r: Recipe = toml::from_str(text).map_err(|e| CompressError::Recipe {
+            file: file.to_string(),
+            field: String::new(),
+            msg: e.to_string().trim().to_string(),
+        })?;
+        r.file = file.to_string();
+        if r.passes.is_empty() {
+            return Err(CompressError::Recipe {
+                file: file.to_string(),
+                field: "pass".into(),
+                msg: "the recipe lists no passes ([[pass]] tables)".into(),
+            });
+        }
+        Ok(r)
+    }
+
+    fn entry(&self, i: usize) -> Result<&'static PassEntry> {
+        let t = &self.passes[i];
+        let o = Options {
+            file: &self.file,
+            index: i,
+            table: t,
+        };
+        let name = match t.get("name") {
+            Some(toml::Value::String(s)) => s.as_str(),
+            Some(_) => return Err(o.err("name", "expected a string")),
+            None => return Err(o.err("name", "missing: every [[pass]] needs a name")),
+        };
+        PASSES.iter().find(|p| p.name == name).ok_or_else(|| {
+            o.err(
+                "name",
+                format!(
+                    "unknown pass '{name}'; valid passes: {}",
+                    pass_names().join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Checks everything that can be checked before running: pass names,
+    /// option names and values, and that calibration data and ranges are
+    /// there for the passes that need them.
+    pub fn check(&self, g: &Graph, ctx: &Context) -> Result<()> {
+        let mut have_ranges = ctx.ranges.is_some();
+        for i in 0..self.passes.len() {
+            let e = self.entry(i)?;
+            let o = Options {
+                file: &self.file,
+                index: i,
+                table: &self.passes[i],
+            };
+            o.check_keys(e.options)?;
+            let needs_data = matches!(e.needs, Needs::CalibData | Needs::CalibDataAndRanges);
+            if needs_data && ctx.calib.as_ref().is_none_or(|c| c.is_empty()) {
+                return Err(o.err(
+                    "",
+                    format!(
+                        "pass '{}' needs calibration data: pass --calib DATASET[:N]",
+                        e.name
+                    ),
+                ));
+            }
+            if needs_data {
+                check_input_shape(g, ctx.calib.as_ref().expect("checked"), &o)?;
+            }
+            // Validate values now so a typo fails before minutes of calibration.
+            match e.name {
+                "quantize" => {
+                    let plan = plan_from(&o, "weights")?;
+                    if plan.activations.integer().is_some() && !have_ranges {
+                        return Err(o.err(
+                            "activations",
+                            format!(
+                                "{:?} activations need ranges: put 'calibrate' (or a data-free \
+                                 range pass) before 'quantize'",
+                                plan.activations
+                            ),
+                        ));
+                    }
+                }
+                "mixed-precision" => {
+                    plan_from(&o, "high")?;
+                    weight_format(&o, "low", "int4")?;
+                    if !have_ranges {
+                        return Err(o.err(
+                            "",
+                            "needs activation ranges: put 'calibrate' before 'mixed-precision'",
+                        ));
+                    }
+                    budget_option(&o)?;
+                }
+                "calibrate" => {
+                    observer_config(&o)?;
+                }
+                _ => {}
+            }
+            have_ranges |= e.gives_ranges;
+        }
+        Ok(())
+    }
+
+    /// Runs the passes in order; returns the final graph and one record per pass.
+    pub fn run(&self, g: &Graph, ctx: &mut Context) -> Result<(Graph, Vec<PassRecord>)> {
+        self.check(g, ctx)?;
+        let mut g = g.clone();
+        let mut records = Vec::new();
+        for i in 0..self.passes.len() {
+            let e = self.entry(i)?;
+            let o = Options {
+                file: &self.file,
+                index: i,
+                table: &self.passes[i],
+            };
+            let (next, rec) = (e.run)(&g, &o, ctx)?;
+            g = next;
+            records.push(rec);
+        }
+        Ok((g, records))
+    }
+}
+
+/// The model's single runtime input must accept the calibration images.
+fn check_input_shape(g: &Graph, data: &CalibData, o: &Options) -> Result<()> {
+    let inputs: Vec<_> = g
+        .inputs
+        .iter()
+        .filter(|i| !g.initializers.contains_key(&i.name))
+        .collect();
+    let Some(first) = data.batches.first() else {
+        return Ok(());
+    };
+    if inputs.len() != 1 {
+        return Err(o.err(
+            "",
+            format!(
+                "model/dataset mismatch: calibration feeds one image tensor, the model has {} inputs",
+                inputs.len()
+            ),
+        ));
+    }
+    let Some(dims) = &inputs[0].shape else {
+        return Ok(());
+    };
+    let shape = first.shape();
+    let fits = dims.len() == shape.len()
+        && dims
+            .iter()
+            .zip(shape)
+            .skip(1)
+            .all(|(d, &s)| match d {
+                Dim::Known(v) => *v == s,
+                _ => true,
+            });
+    if !fits {
+        let want: Vec<String> = dims
+            .iter()
+            .map(|d| d.known().map_or("?".to_string(), |v| v.to_string()))
+            .collect();
+        return Err(o.err(
+            "",
+            format!(
+                "model/dataset mismatch: calibration batches are {shape:?} but model input '{}' is [{}]",
+                inputs[0].name,
+                want.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn observer_config(o: &Options) -> Result<ObserverConfig> {
+    let spec = o.str("observer", "minmax")?;
+    let kind = ObserverKind::parse(spec).ok_or_else(|| {
+        o.err(
+            "observer",
+            format!(
+                "unknown observer '{spec}'; valid: {}",
+                ObserverKind::NAMES.join(", ")
+            ),
+        )
+    })?;
+    let bits = o.int("bits", 8)?;
+    if !(2..=16).contains(&bits) {
+        return Err(o.err("bits", format!("must be in 2..=16, got {bits}")));
+    }
+    let bins = o.int("bins", 2048)?;
+    if bins < 16 {
+        return Err(o.err("bins", format!("must be at least 16, got {bins}")));
+    }
+    Ok(ObserverConfig {
+        kind,
+        axis: o.bool("per_channel", false)?.then_some(1),
+        symmetric: o.bool("symmetric", false)?,
+        bits: bits as u32,
+        bins: bins as usize,
+    })
+}
+
+fn granularity(o: &Options) -> Result<WeightGranularity> {
+    let s = o.str("granularity", "channel")?;
+    Ok(match s {
+        "tensor" => WeightGranularity::Tensor,
+        "channel" => WeightGranularity::Channel,
+        g => match g.strip_prefix("group:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) if n > 0 => WeightGranularity::Group(n),
+            _ => {
+                return Err(o.err(
+                    "granularity",
+                    format!("'{s}' is not one of tensor, channel, group:N"),
+                ))
+            }
+        },
+    })
+}
+
+fn weight_format(o: &Options, key: &str, default: &str) -> Result<WeightFormat> {
+    let s = o.str(key, default)?;
+    let scheme = match o.str("scheme", "symmetric")? {
+        "symmetric" => Scheme::SymmetricNarrow,
+        "symmetric-full" => Scheme::SymmetricFull,
+        other => {
+            return Err(o.err(
+                "scheme",
+                format!("'{other}' is not a weight scheme (symmetric, symmetric-full)"),
+            ))
+        }
+    };
+    let f = WeightFormat::parse(s, granularity(o)?, scheme).ok_or_else(|| {
+        o.err(
+            key,
+            format!("unknown weight format '{s}' (fp32, int2..int8, fp16, bf16, posit8, posit16, flex16+5)"),
+        )
+    })?;
+    if let WeightFormat::Int { bits, .. } = f {
+        if !(2..=8).contains(&bits) {
+            return Err(o.err(key, format!("invalid bit width {bits}: weights take 2..=8 bits")));
+        }
+    }
+    Ok(f)
+}
+
+fn plan_from(o: &Options, weights_key: &str) -> Result<QuantPlan> {
+    let weights = weight_format(o, weights_key, "int8")?;
+    let a = o.str("activations", "u8")?;
+    let activations = ActFormat::parse(a).ok_or_else(|| {
+        o.err(
+            "activations",
+            format!("unknown activation format '{a}' (u8, i8, fp32, fp16, bf16, posit8, posit16, flex16+5)"),
+        )
+    })?;
+    let mut layers = BTreeMap::new();
+    if let Some(v) = o.table.get("layers") {
+        let t = v
+            .as_table()
+            .ok_or_else(|| o.err("layers", "expected a table of node name = format"))?;
+        for (node, f) in t {
+            let s = f
+                .as_str()
+                .ok_or_else(|| o.err("layers", format!("'{node}': expected a format string")))?;
+            let f = WeightFormat::parse(s, granularity(o)?, Scheme::SymmetricNarrow)
+                .ok_or_else(|| o.err("layers", format!("'{node}': unknown format '{s}'")))?;
+            if let WeightFormat::Int { bits, .. } = f {
+                if !(2..=8).contains(&bits) {
+                    return Err(o.err(
+                        "layers",
+                        format!("'{node}': invalid bit width {bits}: weights take 2..=8 bits"),
+                    ));
+                }
+            }
+            layers.insert(node.clone(), f);
+        }
+    }
+    Ok(QuantPlan {
+        weights,
+        activations,
+        layers,
+        skip: o.strings("skip")?.into_iter().collect::<BTreeSet<_>>(),
+    })
+}
+
+fn budget_option(o: &Options) -> Result<(Option<f64>, Option<f64>, Option<f64>)> {
+    let size = o.float_opt("size_budget")?;
+    let bytes = o.float_opt("bytes")?;
+    let energy = o.float_opt("energy_budget")?;
+    let n = [size, bytes, energy].iter().filter(|x| x.is_some()).count();
+    if n != 1 {
+        return Err(o.err(
+            "size_budget",
+            "give exactly one budget: size_budget (fraction of the high-width model's bytes), \
+             bytes, or energy_budget (fraction of its energy)",
+        ));
+    }
+    for (k, v) in [("size_budget", size), ("energy_budget", energy)] {
+        if let Some(v) = v {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(o.err(k, format!("must be a fraction in (0, 1], got {v}")));
+            }
+        }
+    }
+    Ok((size, bytes, energy))
+}
+
+fn pass_calibrate(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRecord)> {
+    let cfg = observer_config(o)?;
+    let data = ctx.calib.as_ref().expect("checked by Recipe::check");
+    let samples = o.int("samples", data.len() as i64)?;
+    if samples <= 0 {
+        return Err(o.err("samples", format!("must be positive, got {samples}")));
+    }
+    let data = data.take(samples as usize);
+    let tensors = activation_tensors(g);
+    let passes = if cfg.kind == ObserverKind::MinMax
+        || matches!(cfg.kind, ObserverKind::MovingAverage { .. })
+    {
+        1
+    } else {
+        2
+    };
+    let pb = ctx.bar((data.len() * passes) as u64, "calibrating");
+    let ranges = calibrate(
+        g,
+        &tensors,
+        &data.batches,
+        &CalibConfig {
+            observer: cfg,
+            threads: ctx.threads,
+        },
+        |n| pb.inc(n as u64),
+    )?;
+    pb.finish_and_clear();
+    let mut rec = PassRecord::new("calibrate")
+        .option("observer", o.str("observer", "minmax")?)
+        .option("samples", data.len());
+    rec.metric("tensors", ranges.len() as f64);
+    rec.metric("samples", data.len() as f64);
+    ctx.ranges = Some(ranges);
+    Ok((g.clone(), rec))
+}
+
+fn pass_quantize(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRecord)> {
+    let plan = plan_from(o, "weights")?;
+    let empty = ActivationRanges::new();
+    let ranges = ctx.ranges.as_ref().unwrap_or(&empty);
+    insert_qdq(g, &plan, ranges)
+}
+
+fn pass_mixed(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRecord)> {
+    let plan = plan_from(o, "high")?;
+    let low = weight_format(o, "low", "int4")?;
+    let metric = match o.str("metric", "kl")? {
+        "kl" => Metric::Kl,
+        "accuracy" => Metric::Accuracy,
+        m => return Err(o.err("metric", format!("'{m}' is not kl or accuracy"))),
+    };
+    let ranges = ctx.ranges.clone().expect("checked by Recipe::check");
+    let data = ctx.calib.as_ref().expect("checked by Recipe::check");
+    let samples = o.int("samples", data.len() as i64)?;
+    if samples <= 0 {
+        return Err(o.err("samples", format!("must be positive, got {samples}")));
+    }
+    let data = data.take(samples as usize);
+    let layers = crate::quantize::weighted_layers(g).len();
+    let pb = ctx.bar(layers as u64, "layer sensitivity");
+    let sens = sensitivities(
+        g,
+        &plan,
+        &ranges,
+        low,
+        metric,
+        &SensitivityData {
+            batches: &data.batches,
+            labels: Some(&data.labels),
+            threads: ctx.threads,
+        },
+        |_| pb.inc(1),
+    )?;
+    pb.finish_and_clear();
+    let (size, bytes, energy) = budget_option(o)?;
+    let budget = if let Some(f) = size {
+        Budget::Bytes(f * stored_bytes(&insert_qdq(g, &plan, &ranges)?.0))
+    } else if let Some(b) = bytes {
+        Budget::Bytes(b)
+    } else {
+        let f = energy.expect("one budget");
+        let widths: Vec<(String, u32)> = crate::quantize::weighted_layers(g)
+            .into_iter()
+            .map(|(n, _)| {
+                let b = plan.weight_format(&n).bits();
+                (n, b)
+            })
+            .collect();
+        Budget::EnergyPj(f * crate::mixed::energy_pj(g, &widths, plan.activations.bits())?)
+    };
+    let (chosen, mut rec) = search(g, &plan, &ranges, low, &sens, budget)
+        .map_err(|e| o.err("", e.to_string()))?;
+    for s in &sens {
+        rec.metric(&format!("damage/{}", s.layer), s.damage);
+    }
+    let (q, qrec) = insert_qdq(g, &chosen, &ranges)?;
+    for c in qrec.changes {
+        rec.change(c);
+    }
+    for (k, v) in qrec.metrics {
+        rec.metric(&k, v);
+    }
+    Ok((q, rec))
+}

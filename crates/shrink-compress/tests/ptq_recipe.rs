@@ -1,0 +1,107 @@
+//! Recipes: the shipped ones parse and run; bad ones fail before any work
+//! with an error naming the recipe file and the field.
+
+mod ptq_common;
+use ptq_common::*;
+use shrink_compress::mixed::{accuracy, outputs};
+use shrink_compress::quantize::stored_bytes;
+use shrink_compress::recipe::{CalibData, Context, Recipe};
+use shrink_tensor::Tensor;
+
+fn recipe_path(name: &str) -> String {
+    format!("{}/../../recipes/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn err(text: &str, calib: Option<CalibData>) -> String {
+    let r = match Recipe::parse(text, "bad.toml") {
+        Ok(r) => r,
+        Err(e) => return e.to_string(),
+    };
+    let g = model("lenet5_bn");
+    let ctx = Context::new(calib);
+    r.check(&g, &ctx).unwrap_err().to_string()
+}
+
+const CAL: &str = "[[pass]]\nname = \"calibrate\"\n";
+
+#[test]
+fn unknown_pass_lists_the_valid_ones() {
+    let e = err("[[pass]]\nname = \"quantise-everything\"\n", None);
+    assert!(e.contains("bad.toml") && e.contains("pass[0].name"), "{e}");
+    assert!(e.contains("quantise-everything") && e.contains("calibrate, quantize"), "{e}");
+}
+
+#[test]
+fn invalid_bit_width_names_the_field() {
+    let text = format!("{CAL}[[pass]]\nname = \"quantize\"\nweights = \"int9\"\n");
+    let e = err(&text, Some(calib(8)));
+    assert!(e.contains("bad.toml") && e.contains("pass[1].weights"), "{e}");
+    assert!(e.contains("invalid bit width 9"), "{e}");
+    let text = format!("{CAL}[[pass]]\nname = \"mixed-precision\"\nlow = \"int1\"\nsize_budget = 0.5\n");
+    let e = err(&text, Some(calib(8)));
+    assert!(e.contains("pass[1].low") && e.contains("bit width 1"), "{e}");
+}
+
+#[test]
+fn calibration_data_missing_where_required() {
+    let e = err(CAL, None);
+    assert!(e.contains("bad.toml") && e.contains("pass[0]"), "{e}");
+    assert!(e.contains("needs calibration data") && e.contains("--calib"), "{e}");
+    // Integer activations without any range pass.
+    let e = err("[[pass]]\nname = \"quantize\"\n", None);
+    assert!(e.contains("pass[0].activations") && e.contains("calibrate"), "{e}");
+    // Weight-only quantisation needs neither.
+    let r = Recipe::parse(
+        "[[pass]]\nname = \"quantize\"\nactivations = \"fp32\"\n",
+        "w.toml",
+    )
+    .unwrap();
+    r.check(&model("lenet5_bn"), &Context::new(None)).unwrap();
+}
+
+#[test]
+fn model_dataset_mismatch() {
+    // 32x32 RGB images for a 28x28 grey model.
+    let x = Tensor::from_vec(vec![2, 3, 32, 32], vec![0.5f32; 2 * 3 * 32 * 32]).unwrap();
+    let data = CalibData {
+        batches: vec![x],
+        labels: vec![0, 1],
+    };
+    let e = err(CAL, Some(data));
+    assert!(e.contains("bad.toml") && e.contains("pass[0]"), "{e}");
+    assert!(e.contains("model/dataset mismatch") && e.contains("[2, 3, 32, 32]"), "{e}");
+}
+
+#[test]
+fn unknown_options_and_syntax_errors() {
+    let e = err("[[pass]]\nname = \"calibrate\"\nobserver = \"median\"\n", Some(calib(8)));
+    assert!(e.contains("pass[0].observer") && e.contains("entropy"), "{e}");
+    let e = err("[[pass]]\nname = \"calibrate\"\nobservr = \"mse\"\n", Some(calib(8)));
+    assert!(e.contains("pass[0].observr") && e.contains("valid options"), "{e}");
+    let e = err("[[pass]\nname = 1", None);
+    assert!(e.starts_with("recipe bad.toml"), "{e}");
+    let e = err("name = \"x\"\n", None);
+    assert!(e.contains("no passes"), "{e}");
+    let text = format!("{CAL}[[pass]]\nname = \"mixed-precision\"\n");
+    let e = err(&text, Some(calib(8)));
+    assert!(e.contains("exactly one budget"), "{e}");
+}
+
+#[test]
+fn shipped_recipes_run() {
+    let g = model("lenet5_bn");
+    let (xs, ys) = test_set(1000);
+    let fp = accuracy(&outputs(&g, &xs, 0).unwrap(), &ys).unwrap();
+    let int8 = Recipe::load(recipe_path("int8-calibrated.toml")).unwrap();
+    let (q8, recs) = int8.run(&g, &mut Context::new(Some(calib(128)))).unwrap();
+    assert_eq!(recs.len(), 2);
+    let a8 = accuracy(&outputs(&q8, &xs, 0).unwrap(), &ys).unwrap();
+    assert!(fp - a8 <= 0.2, "int8: {fp} → {a8}");
+    // Mixed W4/W8 within 70% of the int8 model's bytes, ≤ 1 pt lost.
+    let mixed = Recipe::load(recipe_path("w4a8-mixed.toml")).unwrap();
+    let (qm, recs) = mixed.run(&g, &mut Context::new(Some(calib(128)))).unwrap();
+    let am = accuracy(&outputs(&qm, &xs, 0).unwrap(), &ys).unwrap();
+    assert!(stored_bytes(&qm) <= 0.7 * stored_bytes(&q8) + 1.0);
+    assert!(recs[1].metrics["layers_lowered"] >= 1.0);
+    assert!(fp - am <= 1.0, "mixed: {fp} → {am}");
+}

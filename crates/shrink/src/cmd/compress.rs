@@ -1,0 +1,257 @@
+//! `shrink compress MODEL --recipe R [--calib DATASET[:N]] [--eval DATASET[:N]] -o OUT`:
+//! runs a compression recipe and reports accuracy, size and estimated energy
+//! against the fp32 model, all measured in the same run.
+//!
+//! Calibration images are the first N (default 512) of NumPy's
+//! `RandomState(1234).permutation` of the training split — the images ONNX
+//! Runtime's baselines in `peers.json` calibrated on, so the comparison is
+//! like for like. The output is written once, atomically, after every pass
+//! succeeded: a failed run leaves no file behind.
+
+use crate::model;
+use anyhow::{bail, Context as _, Result};
+use clap::Args as ClapArgs;
+use shrink_compress::calib::sample::numpy_permutation;
+use shrink_compress::mixed::{accuracy, outputs};
+use shrink_compress::quantize::{stored_bytes, weight_bits};
+use shrink_compress::recipe::{CalibData, Context, Recipe};
+use shrink_data::{Dataset, Split};
+use shrink_energy::{estimate, layer_work, Assignment, MemoryConfig, Precision};
+use shrink_graph::Graph;
+use shrink_tensor::{DType, Tensor};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Model file (.onnx).
+    pub model: PathBuf,
+    /// Recipe file (TOML), e.g. recipes/int8-calibrated.toml.
+    #[arg(long)]
+    pub recipe: PathBuf,
+    /// Calibration data: dataset spec with an optional sample count, e.g.
+    /// fashion-mnist:512 (training split, NumPy-seeded sample).
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// Evaluation data (test split), e.g. fashion-mnist or fashion-mnist:1000.
+    #[arg(long)]
+    pub eval: Option<String>,
+    /// Output model: .onnx (the QDQ graph).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Seed of the calibration sample permutation.
+    #[arg(long, default_value_t = 1234)]
+    pub calib_seed: u32,
+    /// Write the QOperator form (QLinearConv/QLinearMatMul) instead of QDQ.
+    #[arg(long)]
+    pub qoperator: bool,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print the closing report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `SPEC[:N]` → (spec, N) when the last `:` part is a number.
+fn split_count(s: &str) -> (String, Option<usize>) {
+    if let Some((head, tail)) = s.rsplit_once(':') {
+        if let Ok(n) = tail.parse::<usize>() {
+            return (head.to_string(), Some(n));
+        }
+    }
+    (s.to_string(), None)
+}
+
+fn batches_of(ds: &Dataset, batch: usize) -> Result<(Vec<Tensor>, Vec<i64>)> {
+    let mut xs = Vec::new();
+    for b in ds.batches(batch) {
+        xs.push(b?.0);
+    }
+    Ok((xs, ds.labels.clone()))
+}
+
+/// Calibration sample: `permutation(seed)[..n]` of the training split.
+fn calibration(spec: &str, seed: u32, batch: usize) -> Result<CalibData> {
+    let (spec, n) = split_count(spec);
+    let train = Dataset::open(&spec, Split::Train)?;
+    let n = n.unwrap_or(512).min(train.len());
+    if n == 0 {
+        bail!("--calib {spec}: zero calibration samples");
+    }
+    let order = numpy_permutation(seed, train.len());
+    let per: usize = train.image_shape().iter().product();
+    let mut images = Vec::with_capacity(n * per);
+    let mut labels = Vec::with_capacity(n);
+    for &i in &order[..n] {
+        let one = train.range(i, i + 1);
+        images.extend(one.images.to_f32_vec());
+        labels.push(one.labels[0]);
+    }
+    let mut shape = vec![n];
+    shape.extend_from_slice(train.image_shape());
+    let picked = Dataset::new(Tensor::from_vec(shape, images)?, labels)
+        .map_err(anyhow::Error::msg)?
+        .with_scaling(train.scaling.clone());
+    let (batches, labels) = batches_of(&picked, batch)?;
+    Ok(CalibData { batches, labels })
+}
+
+/// Per-layer precisions of a (possibly QDQ) graph, read from its structure:
+/// weights behind a DequantizeLinear are integers (width from the storage
+/// hint, else 8), behind a Cast from fp16/bf16 those; activations behind a
+/// DequantizeLinear are 8-bit integers.
+fn assignment(g: &Graph) -> Assignment {
+    let producers: HashMap<&str, usize> = g.producers();
+    let bits = weight_bits(g);
+    let mut asg = Assignment::uniform(Precision::Fp32, Precision::Fp32);
+    for n in &g.nodes {
+        if !["Conv", "Gemm", "MatMul"].contains(&n.op_type.as_str()) {
+            continue;
+        }
+        let via = |i: usize| n.input(i).and_then(|x| producers.get(x)).map(|&p| &g.nodes[p]);
+        let w = match via(1) {
+            Some(p) if p.op_type == "DequantizeLinear" => {
+                Precision::Int(p.input(0).and_then(|c| bits.get(c)).copied().unwrap_or(8))
+            }
+            Some(p) if p.op_type == "Cast" => {
+                match p.input(0).and_then(|c| g.initializers.get(c)).map(|t| t.dtype()) {
+                    Some(DType::F16) => Precision::Fp16,
+                    Some(DType::BF16) => Precision::Bf16,
+                    _ => Precision::Fp32,
+                }
+            }
+            _ => Precision::Fp32,
+        };
+        let a = match via(0) {
+            Some(p) if p.op_type == "DequantizeLinear" => Precision::Int(8),
+            _ => Precision::Fp32,
+        };
+        asg.overrides.push((n.name.clone(), w, a));
+    }
+    asg
+}
+
+fn energy_nj(g: &Graph) -> Result<f64> {
+    let layers = layer_work(g)?;
+    Ok(estimate(&layers, &assignment(g), &MemoryConfig::new(256 * 1024))
+        .total
+        .total_pj()
+        / 1000.0)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let ext = args
+        .output
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("");
+    match ext {
+        "onnx" => {}
+        "shrink" => bail!(
+            "{}: the .shrink container is not in this build yet; write .onnx",
+            args.output.display()
+        ),
+        _ => bail!(
+            "{}: unknown output format (expected .onnx)",
+            args.output.display()
+        ),
+    }
+    if args.qoperator {
+        bail!("--qoperator: the QOperator export is not implemented yet; the QDQ form (default) runs in ONNX Runtime with the same integer kernels");
+    }
+    let g = model::load(&args.model)?;
+    let recipe = Recipe::load(&args.recipe)?;
+    let calib = args
+        .calib
+        .as_deref()
+        .map(|s| calibration(s, args.calib_seed, args.batch))
+        .transpose()
+        .context("loading calibration data")?;
+    let mut ctx = Context::new(calib);
+    ctx.threads = args.threads;
+    ctx.progress = std::io::stderr().is_terminal() && !args.json;
+    // Everything a recipe can get wrong is checked before any work.
+    recipe.check(&g, &ctx)?;
+    let (q, records) = recipe.run(&g, &mut ctx)?;
+    for r in &records {
+        if !args.json {
+            eprintln!(
+                "pass {:<16} {} change(s) {}",
+                r.pass,
+                r.changes.len(),
+                r.metrics
+                    .iter()
+                    .filter(|(k, _)| !k.contains('/'))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
+    let eval = match &args.eval {
+        None => None,
+        Some(s) => {
+            let (spec, n) = split_count(s);
+            let mut ds = Dataset::open(&spec, Split::Test)?;
+            if let Some(n) = n {
+                ds = ds.take(n);
+            }
+            let (xs, labels) = batches_of(&ds, 256)?;
+            let fp = accuracy(&outputs(&g, &xs, args.threads)?, &labels)?;
+            let qa = accuracy(&outputs(&q, &xs, args.threads)?, &labels)?;
+            Some((fp, qa, labels.len()))
+        }
+    };
+    shrink_graph::onnx::save(&q, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    let (fs, qs) = (stored_bytes(&g), stored_bytes(&q));
+    let (fe, qe) = (energy_nj(&g)?, energy_nj(&q)?);
+    if args.json {
+        let v = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "recipe": args.recipe.display().to_string(),
+            "output": args.output.display().to_string(),
+            "accuracy": eval.map(|(f, q, n)| serde_json::json!({"fp32": f, "compressed": q, "samples": n})),
+            "bytes": {"fp32": fs, "compressed": qs},
+            "energy_nj": {"fp32": fe, "compressed": qe},
+            "passes": records,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} → {} ({})",
+        args.model.display(),
+        args.output.display(),
+        recipe.name
+    );
+    println!("{:<22}{:>14}{:>14}{:>14}", "", "fp32", "compressed", "change");
+    if let Some((f, qa, n)) = eval {
+        println!(
+            "{:<22}{:>14.2}{:>14.2}{:>+14.2}",
+            format!("accuracy % ({n})"),
+            f,
+            qa,
+            qa - f
+        );
+    }
+    println!(
+        "{:<22}{:>14.0}{:>14.0}{:>13.2}x",
+        "size (bytes)",
+        fs,
+        qs,
+        fs / qs.max(1.0)
+    );
+    println!(
+        "{:<22}{:>14.1}{:>14.1}{:>13.2}x",
+        "energy (nJ, est.)",
+        fe,
+        qe,
+        fe / qe.max(1e-12)
+    );
+    Ok(())
+}
