@@ -8,6 +8,7 @@
 //! the graph itself — one representation, three uses, and they must agree.
 
 pub mod calib;
+pub mod deep_compression;
 pub mod error;
 pub mod kmeans;
 pub mod pass;

@@ -9,6 +9,7 @@
 //! with the MACs. [`schedule`] gives gradual (AGP) targets and [`mask`] keeps
 //! pruned weights at zero while fine-tuning.
 
+pub mod finetune;
 pub mod magnitude;
 pub mod mask;
 pub mod nm;

@@ -9,7 +9,12 @@ use shrink_compress::prune::magnitude::{magnitude_prune, PruneOptions, Scope};
 use shrink_compress::prune::nm::nm_prune;
 use shrink_compress::prune::sensitivity::evaluate;
 use shrink_compress::prune::structured::{prune_channels, ChannelOptions, Criterion};
+use shrink_compress::deep_compression::{deep_compression, DeepCompressionOptions};
+use shrink_compress::kmeans::ShareOptions;
+use shrink_compress::prune::finetune::{finetune, Constraint, FinetuneOptions};
+use shrink_compress::prune::mask::masks_of;
 use shrink_compress::PassRecord;
+use shrink_graph::container::{save_shrink, Provenance};
 use shrink_data::{Dataset, Split};
 use shrink_graph::analysis::{layer_stats, totals};
 use std::path::PathBuf;
@@ -42,10 +47,39 @@ pub struct Args {
     /// Print top-1 accuracy before and after on the test split of this dataset.
     #[arg(long)]
     pub eval: Option<String>,
+    /// Deep Compression on this dataset (train split fine-tunes, test split
+    /// scores): prune to --sparsity, masked fine-tune, k-means, centroid
+    /// fine-tune, Huffman/CSR storage; writes a .shrink file and the table.
+    #[arg(long)]
+    pub deep_compression: Option<String>,
+    /// Codebook bits of Gemm weights (Deep Compression).
+    #[arg(long, default_value_t = 5)]
+    pub bits: u32,
+    /// Codebook bits of Conv weights (Deep Compression).
+    #[arg(long, default_value_t = 8)]
+    pub conv_bits: u32,
+    /// Epochs of masked fine-tuning (Deep Compression; also after --macs when --eval is given).
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    /// Epochs of centroid fine-tuning (Deep Compression).
+    #[arg(long, default_value_t = 1)]
+    pub centroid_epochs: usize,
+    /// Fine-tuning learning rate (Adam, cosine-annealed).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Fine-tune a structurally pruned model (--macs) on this dataset's train split.
+    #[arg(long)]
+    pub finetune: Option<String>,
+    /// Fine-tuning: at most this many training images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let g = model::load(&args.model)?;
+    if let Some(spec) = &args.deep_compression {
+        return run_deep_compression(&g, spec, &args);
+    }
     let mut records: Vec<PassRecord> = Vec::new();
     let mut cur = g.clone();
     if let Some(s) = args.sparsity {
@@ -80,6 +114,23 @@ pub fn run(args: Args) -> Result<()> {
         cur = p;
         records.push(r);
     }
+    if let Some(spec) = &args.finetune {
+        let mut train = Dataset::open(spec, Split::Train)?;
+        if let Some(n) = args.train_limit {
+            train = train.take(n);
+        }
+        let opts = FinetuneOptions {
+            epochs: args.epochs,
+            lr: args.lr,
+            ..Default::default()
+        };
+        let masks = masks_of(&cur);
+        let r = finetune(&mut cur, &train, &opts, Constraint::Masks(&masks))?;
+        println!(
+            "fine-tuned {} steps, loss {:.4} → {:.4}",
+            r.steps, r.first_loss, r.last_loss
+        );
+    }
     if records.is_empty() {
         bail!("nothing to do: give --sparsity, --nm or --macs");
     }
@@ -110,5 +161,45 @@ pub fn run(args: Args) -> Result<()> {
     }
     shrink_graph::onnx::save(&cur, &args.output)?;
     eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
+
+fn run_deep_compression(g: &shrink_graph::Graph, spec: &str, args: &Args) -> Result<()> {
+    let mut train = Dataset::open(spec, Split::Train)?;
+    if let Some(n) = args.train_limit {
+        train = train.take(n);
+    }
+    let test = Dataset::open(spec, Split::Test)?;
+    let scope: Scope = args.scope.parse().map_err(anyhow::Error::msg)?;
+    let ft = |epochs: usize, lr: f64| {
+        (epochs > 0).then(|| FinetuneOptions {
+            epochs,
+            lr,
+            ..Default::default()
+        })
+    };
+    let opts = DeepCompressionOptions {
+        prune: PruneOptions {
+            sparsity: args.sparsity.unwrap_or(0.92),
+            scope,
+            ..Default::default()
+        },
+        finetune: ft(args.epochs, args.lr),
+        share: ShareOptions {
+            bits: args.bits,
+            conv_bits: Some(args.conv_bits),
+            ..Default::default()
+        },
+        centroid_finetune: ft(args.centroid_epochs, args.lr * 0.1),
+        ..Default::default()
+    };
+    let (out, report) = deep_compression(g, &train, &test, &opts)?;
+    print!("{}", report.table());
+    let mut prov = Provenance::new().with_source(&args.model)?;
+    for r in &report.records {
+        prov = prov.with_pass(r)?;
+    }
+    let file = save_shrink(&out, &prov, &args.output)?;
+    eprintln!("wrote {} ({} bytes)", args.output.display(), file.file_bytes);
     Ok(())
 }
