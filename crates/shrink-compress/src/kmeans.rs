@@ -37,7 +37,9 @@ impl std::str::FromStr for Init {
             "linear" => Ok(Init::Linear),
             "forgy" | "random" => Ok(Init::Forgy),
             "density" | "cdf" => Ok(Init::Density),
-            _ => Err(format!("unknown k-means init '{s}' (expected linear, forgy or density)")),
+            _ => Err(format!(
+                "unknown k-means init '{s}' (expected linear, forgy or density)"
+            )),
         }
     }
 }
@@ -148,7 +150,13 @@ pub fn nearest(centroids: &[f32], x: f32) -> usize {
 /// initialisation. Returns ascending centroids, a label per value and the
 /// iterations run. Empty clusters keep their centroid; duplicates merge at
 /// the end so labels address distinct values.
-pub fn kmeans_1d(values: &[f32], k: usize, init: Init, seed: u64, max_iterations: usize) -> (Vec<f32>, Vec<u32>, usize) {
+pub fn kmeans_1d(
+    values: &[f32],
+    k: usize,
+    init: Init,
+    seed: u64,
+    max_iterations: usize,
+) -> (Vec<f32>, Vec<u32>, usize) {
     if values.is_empty() {
         return (Vec::new(), Vec::new(), 0);
     }
@@ -203,7 +211,13 @@ pub fn kmeans_1d(values: &[f32], k: usize, init: Init, seed: u64, max_iterations
 /// codes is reserved for 0.0 (the sparse format's filler entries and any
 /// dense storage need it), so 2^bits − 1 centroids are fitted and the layer
 /// holds at most 2^bits distinct values, zero included.
-pub fn share_tensor(w: &[f32], bits: u32, init: Init, seed: u64, max_iterations: usize) -> (Vec<f32>, Codebook) {
+pub fn share_tensor(
+    w: &[f32],
+    bits: u32,
+    init: Init,
+    seed: u64,
+    max_iterations: usize,
+) -> (Vec<f32>, Codebook) {
     let nz: Vec<f32> = w.iter().copied().filter(|x| *x != 0.0).collect();
     let k = (1usize << bits) - usize::from(nz.len() < w.len());
     let (centroids, labels, iterations) = kmeans_1d(&nz, k.max(1), init, seed, max_iterations);
@@ -229,7 +243,10 @@ pub fn share_tensor(w: &[f32], bits: u32, init: Init, seed: u64, max_iterations:
 /// Per-layer weight sharing of every prunable weight: each ends with at most
 /// 2^bits distinct values (zero included). Returns the codebooks by tensor name (the
 /// container stores their labels as b-bit indices).
-pub fn weight_share(g: &Graph, opts: &ShareOptions) -> Result<(Graph, PassRecord, BTreeMap<String, Codebook>)> {
+pub fn weight_share(
+    g: &Graph,
+    opts: &ShareOptions,
+) -> Result<(Graph, PassRecord, BTreeMap<String, Codebook>)> {
     let pass = "weight-share";
     let mut out = g.clone();
     let mut rec = PassRecord::new(pass)
@@ -250,11 +267,25 @@ pub fn weight_share(g: &Graph, opts: &ShareOptions) -> Result<(Graph, PassRecord
             .or(if w.op == "Conv" { opts.conv_bits } else { None })
             .unwrap_or(opts.bits);
         if !(1..=16).contains(&bits) {
-            return Err(tensor_error(pass, &w.tensor, format!("bits must be 1..=16, got {bits}")));
+            return Err(tensor_error(
+                pass,
+                &w.tensor,
+                format!("bits must be 1..=16, got {bits}"),
+            ));
         }
         let v = f32_weights(g, pass, &w.tensor)?;
-        let (shared, book) = share_tensor(v, bits, opts.init, opts.seed.wrapping_add(li as u64), opts.max_iterations);
-        sq_err += v.iter().zip(&shared).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+        let (shared, book) = share_tensor(
+            v,
+            bits,
+            opts.init,
+            opts.seed.wrapping_add(li as u64),
+            opts.max_iterations,
+        );
+        sq_err += v
+            .iter()
+            .zip(&shared)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>();
         n_total += v.len();
         rec.change(format!(
             "{}: {} nonzeros → {} centroids ({bits} bits), {} iterations",

@@ -11,12 +11,12 @@ pub mod calib;
 pub mod deep_compression;
 pub mod error;
 pub mod kmeans;
-pub mod pass;
 pub mod mixed;
+pub mod pass;
 pub mod prune;
 pub mod quantize;
-pub mod recipe;
 pub mod ranges;
+pub mod recipe;
 
 pub use error::{CompressError, Result};
 pub use pass::PassRecord;

@@ -271,6 +271,13 @@ pub const PASSES: &[PassEntry] = &[
         gives_ranges: false,
         run: pass_mixed,
     },
+    PassEntry {
+        name: "deep-compression",
+        needs: Needs::Nothing,
+        options: crate::deep_compression::RECIPE_OPTIONS,
+        gives_ranges: false,
+        run: crate::deep_compression::recipe_pass,
+    },
 ];
 
 /// Names of the registered passes, for error messages.

@@ -29,8 +29,12 @@ fn fashion_dir() -> PathBuf {
 
 fn model(name: &str) -> Graph {
     let p = fashion_dir().join(name);
-    shrink_graph::onnx::load(&p)
-        .unwrap_or_else(|e| panic!("{}: {e} (shared Fashion-MNIST models missing?)", p.display()))
+    shrink_graph::onnx::load(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (shared Fashion-MNIST models missing?)",
+            p.display()
+        )
+    })
 }
 
 fn test_set() -> Dataset {
@@ -57,7 +61,10 @@ fn run(g: &Graph, x: &Tensor) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn weights(g: &Graph, name: &str) -> Vec<f32> {
@@ -77,22 +84,41 @@ fn magnitude_matches_pytorch_on_lenet300100() {
     let g = model("lenet300100.onnx");
     let p = peers();
     let data = test_set();
-    let ref_layer = p["lenet300100"]["pruning_90"]["per_layer"]["no_retrain"].as_f64().unwrap();
+    let ref_layer = p["lenet300100"]["pruning_90"]["per_layer"]["no_retrain"]
+        .as_f64()
+        .unwrap();
     let ref_global = &p["lenet300100"]["pruning_90"]["global"];
 
-    let (pl, rec) = magnitude_prune(&g, &PruneOptions { sparsity: 0.9, ..Default::default() }).unwrap();
+    let (pl, rec) = magnitude_prune(
+        &g,
+        &PruneOptions {
+            sparsity: 0.9,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     for w in prunable_weights(&g) {
         let kept = rec.metrics[&format!("kept.{}", w.tensor)];
         assert!((kept - 0.1).abs() < 1e-4, "{}: kept {kept}", w.tensor);
     }
     let acc = evaluate(&pl, &data, 1000, 0).unwrap().accuracy;
-    assert!((acc - ref_layer).abs() <= 0.02, "per-layer 90%: {acc} vs PyTorch {ref_layer}");
+    assert!(
+        (acc - ref_layer).abs() <= 0.02,
+        "per-layer 90%: {acc} vs PyTorch {ref_layer}"
+    );
 
-    let opts = PruneOptions { sparsity: 0.9, scope: Scope::Global, ..Default::default() };
+    let opts = PruneOptions {
+        sparsity: 0.9,
+        scope: Scope::Global,
+        ..Default::default()
+    };
     let (gl, rec) = magnitude_prune(&g, &opts).unwrap();
     for (t, kept) in ref_global["kept_fraction"].as_object().unwrap() {
         let ours = rec.metrics[&format!("kept.{t}")];
-        assert!((ours - kept.as_f64().unwrap()).abs() < 6e-5, "{t}: {ours} vs {kept}");
+        assert!(
+            (ours - kept.as_f64().unwrap()).abs() < 6e-5,
+            "{t}: {ours} vs {kept}"
+        );
     }
     assert!((sparsity(&gl) - 0.9).abs() < 1e-5);
     let acc = evaluate(&gl, &data, 1000, 0).unwrap().accuracy;
@@ -106,15 +132,41 @@ fn magnitude_matches_pytorch_on_lenet300100() {
 fn magnitude_properties_and_obd() {
     let g = model("lenet5.onnx");
     for s in [0.0, 0.3, 0.77, 1.0] {
-        let (pg, _) = magnitude_prune(&g, &PruneOptions { sparsity: s, ..Default::default() }).unwrap();
+        let (pg, _) = magnitude_prune(
+            &g,
+            &PruneOptions {
+                sparsity: s,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         for w in prunable_weights(&g) {
             let orig = weights(&g, &w.tensor);
             let new = weights(&pg, &w.tensor);
             let zeros = new.iter().filter(|x| **x == 0.0).count();
-            assert_eq!(zeros, (s * orig.len() as f64).round() as usize, "{} at {s}", w.tensor);
-            let max_pruned = orig.iter().zip(&new).filter(|(_, n)| **n == 0.0).map(|(o, _)| o.abs()).fold(0.0, f32::max);
-            let min_kept = orig.iter().zip(&new).filter(|(_, n)| **n != 0.0).map(|(o, _)| o.abs()).fold(f32::INFINITY, f32::min);
-            assert!(max_pruned <= min_kept, "{}: pruned {max_pruned} > kept {min_kept}", w.tensor);
+            assert_eq!(
+                zeros,
+                (s * orig.len() as f64).round() as usize,
+                "{} at {s}",
+                w.tensor
+            );
+            let max_pruned = orig
+                .iter()
+                .zip(&new)
+                .filter(|(_, n)| **n == 0.0)
+                .map(|(o, _)| o.abs())
+                .fold(0.0, f32::max);
+            let min_kept = orig
+                .iter()
+                .zip(&new)
+                .filter(|(_, n)| **n != 0.0)
+                .map(|(o, _)| o.abs())
+                .fold(f32::INFINITY, f32::min);
+            assert!(
+                max_pruned <= min_kept,
+                "{}: pruned {max_pruned} > kept {min_kept}",
+                w.tensor
+            );
             for (o, n) in orig.iter().zip(&new) {
                 assert!(*n == 0.0 || n == o, "kept weights are unchanged");
             }
@@ -129,7 +181,10 @@ fn magnitude_properties_and_obd() {
             (w.tensor, Tensor::from_vec(shape, vec![1.0f32; n]).unwrap())
         })
         .collect();
-    let opts = PruneOptions { sparsity: 0.6, ..Default::default() };
+    let opts = PruneOptions {
+        sparsity: 0.6,
+        ..Default::default()
+    };
     let (a, _) = magnitude_prune(&g, &opts).unwrap();
     let (b, _) = obd_prune(&g, &ones, &opts).unwrap();
     assert_eq!(a.initializers, b.initializers);
@@ -140,13 +195,20 @@ fn magnitude_properties_and_obd() {
     let v: Vec<f32> = (0..n).map(|i| if i < n / 2 { 1e6 } else { 1.0 }).collect();
     *fc1 = Tensor::from_vec(fc1.shape().to_vec(), v).unwrap();
     // 40% of fc1 is less than its unprotected half.
-    let opts40 = PruneOptions { sparsity: 0.4, ..Default::default() };
+    let opts40 = PruneOptions {
+        sparsity: 0.4,
+        ..Default::default()
+    };
     let (c, _) = obd_prune(&g, &h, &opts40).unwrap();
     let w = weights(&c, "fc1.weight");
     let orig = weights(&g, "fc1.weight");
     let hv: Vec<f32> = (0..n).map(|i| if i < n / 2 { 1e6 } else { 1.0 }).collect();
     // Brute-force reference: the 40% smallest ½·h·w², ties by position.
-    let sal: Vec<f64> = orig.iter().zip(&hv).map(|(w, h)| 0.5 * (*h as f64) * (*w as f64).powi(2)).collect();
+    let sal: Vec<f64> = orig
+        .iter()
+        .zip(&hv)
+        .map(|(w, h)| 0.5 * (*h as f64) * (*w as f64).powi(2))
+        .collect();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| sal[a].total_cmp(&sal[b]).then(a.cmp(&b)));
     let k = (0.4 * n as f64).round() as usize;
@@ -154,22 +216,37 @@ fn magnitude_properties_and_obd() {
     let got: std::collections::BTreeSet<usize> = (0..n).filter(|&i| w[i] == 0.0).collect();
     // f32 vs f64 saliency may order near-ties differently; allow a handful.
     let diff = expect.symmetric_difference(&got).count();
-    assert!(diff <= 4, "{diff} weights differ from the brute-force OBD choice");
+    assert!(
+        diff <= 4,
+        "{diff} weights differ from the brute-force OBD choice"
+    );
     let protected = (0..n / 2).filter(|&i| w[i] == 0.0).count();
     let unprotected = (n / 2..n).filter(|&i| w[i] == 0.0).count();
-    assert!(protected * 100 < unprotected, "large h protects: {protected} vs {unprotected}");
+    assert!(
+        protected * 100 < unprotected,
+        "large h protects: {protected} vs {unprotected}"
+    );
     // Masks: perturb, re-apply, same zeros.
     let masks = masks_of(&a);
     let mut perturbed = a.clone();
     for w in prunable_weights(&g) {
         let v: Vec<f32> = weights(&a, &w.tensor).iter().map(|x| x + 0.5).collect();
         let shape = a.initializers[&w.tensor].shape().to_vec();
-        perturbed.initializers.insert(w.tensor.clone(), Tensor::from_vec(shape, v).unwrap());
+        perturbed
+            .initializers
+            .insert(w.tensor.clone(), Tensor::from_vec(shape, v).unwrap());
     }
     apply_masks(&mut perturbed, &masks).unwrap();
     assert_eq!(masks_of(&perturbed), masks);
     // Bad input is an error, not a panic.
-    assert!(magnitude_prune(&g, &PruneOptions { sparsity: 1.5, ..Default::default() }).is_err());
+    assert!(magnitude_prune(
+        &g,
+        &PruneOptions {
+            sparsity: 1.5,
+            ..Default::default()
+        }
+    )
+    .is_err());
 }
 
 /// 2:4: every group of 4 consecutive inputs of an output row keeps its 2
@@ -184,11 +261,16 @@ fn two_four_pattern() {
         let new = weights(&pg, &w.tensor);
         for o in 0..l.outputs {
             for start in (0..l.inputs).step_by(4) {
-                let idx: Vec<usize> = (start..(start + 4).min(l.inputs)).map(|i| l.index(o, i)).collect();
+                let idx: Vec<usize> = (start..(start + 4).min(l.inputs))
+                    .map(|i| l.index(o, i))
+                    .collect();
                 let kept: Vec<usize> = idx.iter().copied().filter(|&i| new[i] != 0.0).collect();
                 assert!(kept.len() <= 2, "{} row {o} group {start}", w.tensor);
                 for &i in &idx {
-                    let bigger = idx.iter().filter(|&&j| orig[j].abs() > orig[i].abs()).count();
+                    let bigger = idx
+                        .iter()
+                        .filter(|&&j| orig[j].abs() > orig[i].abs())
+                        .count();
                     if bigger < 2 && orig[i] != 0.0 {
                         assert_eq!(new[i], orig[i], "{}: a top-2 weight was dropped", w.tensor);
                     }
@@ -230,10 +312,29 @@ fn check_structured(name: &str, expect_residual: bool) {
     let g = model(name);
     let x = sample_inputs();
     let groups = channel_groups(&g).unwrap();
-    assert!(groups.iter().any(|grp| grp.prunable()), "{name}: no prunable group");
-    assert_eq!(groups.iter().any(|grp| grp.residual && grp.prunable()), expect_residual, "{name}");
-    let opts = ChannelOptions { macs_fraction: 0.5, ..Default::default() };
-    let plan = uniform_plan(&g, &groups, 0.5, &ChannelOptions { neurons: true, ..opts.clone() }).unwrap();
+    assert!(
+        groups.iter().any(|grp| grp.prunable()),
+        "{name}: no prunable group"
+    );
+    assert_eq!(
+        groups.iter().any(|grp| grp.residual && grp.prunable()),
+        expect_residual,
+        "{name}"
+    );
+    let opts = ChannelOptions {
+        macs_fraction: 0.5,
+        ..Default::default()
+    };
+    let plan = uniform_plan(
+        &g,
+        &groups,
+        0.5,
+        &ChannelOptions {
+            neurons: true,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
     assert!(!plan.is_empty());
     let (pg, _) = remove_channels(&g, &groups, &plan).unwrap();
     let zg = zero_channels(&g, &groups, &plan).unwrap();
@@ -260,7 +361,11 @@ fn structured_lenet5_bn_nodes() {
     // BatchNorm parameters follow their channels.
     let g = model("lenet5_bn.bn_nodes.onnx");
     let (pg, _) = prune_channels(&g, &ChannelOptions::default()).unwrap();
-    for n in pg.nodes.iter().filter(|n| n.op_type == "BatchNormalization") {
+    for n in pg
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization")
+    {
         let c = pg.initializers[&n.inputs[1]].len();
         for p in &n.inputs[2..] {
             assert_eq!(pg.initializers[p].len(), c);
@@ -280,7 +385,12 @@ fn structured_mobilenetv2_tiny() {
     // Residual groups tie several sources.
     let g = model("mobilenetv2_tiny.onnx");
     let groups = channel_groups(&g).unwrap();
-    let tied = groups.iter().filter(|grp| grp.residual).map(|grp| grp.sources.len()).max().unwrap();
+    let tied = groups
+        .iter()
+        .filter(|grp| grp.residual)
+        .map(|grp| grp.sources.len())
+        .max()
+        .unwrap();
     assert!(tied >= 2, "an Add ties the channels of two producers");
 }
 
@@ -290,9 +400,16 @@ fn structured_neurons_lenet300100() {
     let g = model("lenet300100.onnx");
     let x = sample_inputs();
     let groups = channel_groups(&g).unwrap();
-    let prunable: Vec<usize> = groups.iter().filter(|g| g.prunable()).map(|g| g.channels).collect();
+    let prunable: Vec<usize> = groups
+        .iter()
+        .filter(|g| g.prunable())
+        .map(|g| g.channels)
+        .collect();
     assert_eq!(prunable, vec![300, 100], "hidden layers; the logits stay");
-    let opts = ChannelOptions { neurons: true, ..Default::default() };
+    let opts = ChannelOptions {
+        neurons: true,
+        ..Default::default()
+    };
     let plan = uniform_plan(&g, &groups, 0.4, &opts).unwrap();
     let (pg, _) = remove_channels(&g, &groups, &plan).unwrap();
     assert_eq!(pg.initializers["fc1.weight"].shape(), &[180, 784]);
@@ -319,7 +436,8 @@ fn residual_branch_removal() {
     let last = g.nodes.iter().find(|n| n.outputs[0] == br.branch).unwrap();
     for t in &last.inputs[1..] {
         let shape = zg.initializers[t].shape().to_vec();
-        zg.initializers.insert(t.clone(), Tensor::zeros(shrink_tensor::DType::F32, shape));
+        zg.initializers
+            .insert(t.clone(), Tensor::zeros(shrink_tensor::DType::F32, shape));
     }
     assert!(max_abs_diff(&run(&pg, &x), &run(&zg, &x)) <= 1e-5);
     assert!(remove_residual_branches(&g, &["nope".into()]).is_err());
@@ -332,9 +450,14 @@ fn kernel_granularity() {
     let (pg, _) = prune_kernels(&g, 0.5, Criterion::L2).unwrap();
     let w = weights(&pg, "conv2.weight");
     let kernels: Vec<&[f32]> = w.chunks(25).collect();
-    let zero = kernels.iter().filter(|k| k.iter().all(|x| *x == 0.0)).count();
+    let zero = kernels
+        .iter()
+        .filter(|k| k.iter().all(|x| *x == 0.0))
+        .count();
     assert_eq!(zero, 48);
-    assert!(kernels.iter().all(|k| k.iter().all(|x| *x == 0.0) || k.iter().all(|x| *x != 0.0)));
+    assert!(kernels
+        .iter()
+        .all(|k| k.iter().all(|x| *x == 0.0) || k.iter().all(|x| *x != 0.0)));
 }
 
 /// The scan: a layer pruned to 0% changes nothing (KL 0, base accuracy);
@@ -348,7 +471,11 @@ fn sensitivity_scan_lenet300100() {
     for l in &scan {
         assert_eq!(l.points[0].accuracy, base);
         assert!(l.points[0].kl.abs() < 1e-9);
-        assert!(l.points[3].kl > l.points[1].kl, "{}: more pruning, more drift", l.tensor);
+        assert!(
+            l.points[3].kl > l.points[1].kl,
+            "{}: more pruning, more drift",
+            l.tensor
+        );
     }
     let t = targets_from_scan(base, &scan, 1.0);
     for l in &scan {

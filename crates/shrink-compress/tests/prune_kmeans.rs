@@ -1,7 +1,9 @@
 //! k-means weight sharing against a plain scalar Lloyd implementation and
 //! the fixed-point properties of k-means.
 
-use shrink_compress::kmeans::{centroid_step, initial_centroids, kmeans_1d, share_tensor, weight_share, Init, ShareOptions};
+use shrink_compress::kmeans::{
+    centroid_step, initial_centroids, kmeans_1d, share_tensor, weight_share, Init, ShareOptions,
+};
 use shrink_compress::prune::magnitude::{magnitude_prune, PruneOptions};
 use shrink_compress::prune::prunable_weights;
 use shrink_graph::Graph;
@@ -23,7 +25,9 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         s ^= s << 17;
         (s >> 11) as f64 / (1u64 << 53) as f64
     };
-    (0..n).map(|_| ((next() + next() + next() - 1.5) * 0.2) as f32).collect()
+    (0..n)
+        .map(|_| ((next() + next() + next() - 1.5) * 0.2) as f32)
+        .collect()
 }
 
 /// Textbook Lloyd: assign each value to the nearest centroid by linear scan,
@@ -46,7 +50,15 @@ fn reference_lloyd(v: &[f32], mut c: Vec<f32>) -> Vec<f32> {
             sum[l] += x as f64;
             cnt[l] += 1;
         }
-        let new: Vec<f32> = (0..c.len()).map(|j| if cnt[j] > 0 { (sum[j] / cnt[j] as f64) as f32 } else { c[j] }).collect();
+        let new: Vec<f32> = (0..c.len())
+            .map(|j| {
+                if cnt[j] > 0 {
+                    (sum[j] / cnt[j] as f64) as f32
+                } else {
+                    c[j]
+                }
+            })
+            .collect();
         if new == c {
             return c;
         }
@@ -78,7 +90,12 @@ fn lloyd_matches_reference_and_is_a_fixed_point() {
             assert!(c.iter().all(|cc| (x - cc).abs() >= d - 1e-7));
         }
         for (j, cj) in c.iter().enumerate() {
-            let m: Vec<f64> = v.iter().zip(&labels).filter(|(_, &l)| l as usize == j).map(|(x, _)| *x as f64).collect();
+            let m: Vec<f64> = v
+                .iter()
+                .zip(&labels)
+                .filter(|(_, &l)| l as usize == j)
+                .map(|(x, _)| *x as f64)
+                .collect();
             let mean = m.iter().sum::<f64>() / m.len() as f64;
             assert!((mean as f32 - cj).abs() <= 1e-6);
         }
@@ -105,27 +122,57 @@ fn inits_differ_and_are_seeded() {
     // Linear spans the extremes, density stays inside them.
     assert!(lin[0] < den[0] && lin[7] > den[7]);
     for c in &f1 {
-        assert!(sorted.binary_search_by(|x| x.total_cmp(c)).is_ok(), "Forgy picks data points");
+        assert!(
+            sorted.binary_search_by(|x| x.total_cmp(c)).is_ok(),
+            "Forgy picks data points"
+        );
     }
 }
 
 #[test]
 fn shared_model_has_few_distinct_values_and_keeps_zeros() {
     let g = model("lenet300100.onnx");
-    let (p, _) = magnitude_prune(&g, &PruneOptions { sparsity: 0.9, ..Default::default() }).unwrap();
-    let opts = ShareOptions { bits: 5, ..Default::default() };
+    let (p, _) = magnitude_prune(
+        &g,
+        &PruneOptions {
+            sparsity: 0.9,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let opts = ShareOptions {
+        bits: 5,
+        ..Default::default()
+    };
     let (s, rec, books) = weight_share(&p, &opts).unwrap();
     for w in prunable_weights(&g) {
         let before = p.initializers[&w.tensor].to_f32_vec();
         let after = s.initializers[&w.tensor].to_f32_vec();
         let distinct: BTreeSet<u32> = after.iter().map(|x| x.to_bits()).collect();
-        assert!(distinct.len() <= 32, "{}: {} values (zero included)", w.tensor, distinct.len());
-        assert!(distinct.len() >= 30, "{}: {} values, the codes are used", w.tensor, distinct.len());
+        assert!(
+            distinct.len() <= 32,
+            "{}: {} values (zero included)",
+            w.tensor,
+            distinct.len()
+        );
+        assert!(
+            distinct.len() >= 30,
+            "{}: {} values, the codes are used",
+            w.tensor,
+            distinct.len()
+        );
         for (b, a) in before.iter().zip(&after) {
-            assert_eq!(*b == 0.0, *a == 0.0, "zeros stay zero, nonzeros stay nonzero");
+            assert_eq!(
+                *b == 0.0,
+                *a == 0.0,
+                "zeros stay zero, nonzeros stay nonzero"
+            );
         }
         let book = &books[&w.tensor];
-        assert_eq!(book.labels.len(), before.iter().filter(|x| **x != 0.0).count());
+        assert_eq!(
+            book.labels.len(),
+            before.iter().filter(|x| **x != 0.0).count()
+        );
     }
     assert!(rec.metrics["rmse"] < 0.01);
     // Same seed, same result.
@@ -143,7 +190,12 @@ fn centroid_gradients_sum_per_cluster() {
     let before = book.centroids.clone();
     let out = centroid_step(&mut book, &shared, &grad, 0.1);
     // Cluster of 0.2/0.22 moves by -0.1·(1 + 2); of -0.3/-0.28 by -0.1·0.75; 0.5 by +0.1.
-    let moved: Vec<f32> = book.centroids.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let moved: Vec<f32> = book
+        .centroids
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
     let mut expect = [-0.3f32, -0.075, 0.1];
     expect.sort_by(f32::total_cmp);
     let mut got: Vec<f32> = moved.iter().copied().filter(|d| d.abs() > 1e-9).collect();

@@ -139,11 +139,14 @@ fn run(
             n += 1;
             let grads = exec.backward(&params, &[loss.grad]).map_err(err)?;
             // Cosine annealing over the whole run.
-            optim.lr = opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
+            optim.lr =
+                opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
             for name in &trainable {
                 let Some(gr) = grads.get(name) else { continue };
                 let mut gv = gr.to_f32_vec();
-                let t = params.get_mut(name).ok_or_else(|| err(format!("no parameter {name}")))?;
+                let t = params
+                    .get_mut(name)
+                    .ok_or_else(|| err(format!("no parameter {name}")))?;
                 let p = t.as_mut_slice::<f32>().map_err(err)?;
                 match constraint {
                     Constraint::Masks(m) if m.contains_key(name) => {
@@ -196,9 +199,17 @@ fn run(
 /// Diagonal of the empirical Fisher (OBD's Hessian estimate): for every
 /// prunable weight, the mean over `batches` mini-batches of the squared
 /// gradient of the mean cross-entropy, computed in inference mode.
-pub fn fisher_diagonal(g: &Graph, data: &Dataset, batch: usize, batches: usize) -> Result<BTreeMap<String, Tensor>> {
+pub fn fisher_diagonal(
+    g: &Graph,
+    data: &Dataset,
+    batch: usize,
+    batches: usize,
+) -> Result<BTreeMap<String, Tensor>> {
     let input = runtime_input(g)?;
-    let names: Vec<String> = super::prunable_weights(g).into_iter().map(|w| w.tensor).collect();
+    let names: Vec<String> = super::prunable_weights(g)
+        .into_iter()
+        .map(|w| w.tensor)
+        .collect();
     let mut params = ParamStore::from_graph(g, &ParamFilter::Names(names.clone())).map_err(err)?;
     let mut exec = Executor::new(g).map_err(err)?;
     let mut acc: BTreeMap<String, Vec<f64>> = names

@@ -30,7 +30,9 @@ impl std::str::FromStr for Scope {
         match s {
             "per-layer" | "layer" => Ok(Scope::PerLayer),
             "global" => Ok(Scope::Global),
-            _ => Err(format!("unknown scope '{s}' (expected per-layer or global)")),
+            _ => Err(format!(
+                "unknown scope '{s}' (expected per-layer or global)"
+            )),
         }
     }
 }
@@ -90,7 +92,11 @@ pub fn obd_prune(
             return Err(tensor_error(
                 pass,
                 &w.tensor,
-                format!("Hessian diagonal has {} values for {} weights", h.len(), v.len()),
+                format!(
+                    "Hessian diagonal has {} values for {} weights",
+                    h.len(),
+                    v.len()
+                ),
             ));
         }
         scores.insert(w.tensor.clone(), obd_saliency(v, h));

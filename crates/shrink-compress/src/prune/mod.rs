@@ -175,6 +175,9 @@ pub(crate) fn check_fraction(pass: &str, what: &str, s: f64) -> Result<()> {
     if (0.0..=1.0).contains(&s) {
         Ok(())
     } else {
-        Err(pass_error(pass, format!("{what} must lie in [0, 1], got {s}")))
+        Err(pass_error(
+            pass,
+            format!("{what} must lie in [0, 1], got {s}"),
+        ))
     }
 }

@@ -53,7 +53,10 @@ pub fn nm_prune(g: &Graph, n: usize, m: usize, exclude: &[String]) -> Result<(Gr
         let z = nm_prune_tensor(&mut v, &w.layout, n, m);
         zeros += v.iter().filter(|x| **x == 0.0).count();
         total += v.len();
-        rec.change(format!("{} ({} '{}'): {n}:{m}, zeroed {z}", w.tensor, w.op, w.node));
+        rec.change(format!(
+            "{} ({} '{}'): {n}:{m}, zeroed {z}",
+            w.tensor, w.op, w.node
+        ));
         set_f32(&mut out, &w.tensor, v)?;
     }
     rec.metric(

@@ -23,7 +23,13 @@ pub struct Agp {
 }
 
 impl Agp {
-    pub fn new(initial: f64, target: f64, start: usize, steps: usize, interval: usize) -> Result<Agp> {
+    pub fn new(
+        initial: f64,
+        target: f64,
+        start: usize,
+        steps: usize,
+        interval: usize,
+    ) -> Result<Agp> {
         check_fraction("agp", "initial sparsity", initial)?;
         check_fraction("agp", "final sparsity", target)?;
         if steps == 0 || interval == 0 {

@@ -43,7 +43,10 @@ pub fn evaluate(g: &Graph, data: &Dataset, batch: usize, threads: usize) -> Resu
             .ok_or_else(|| pass_error("evaluate", "model has no output"))?;
         let v = first.to_f32_vec();
         if y.is_empty() || v.len() % y.len() != 0 {
-            return Err(pass_error("evaluate", format!("{} outputs for {} samples", v.len(), y.len())));
+            return Err(pass_error(
+                "evaluate",
+                format!("{} outputs for {} samples", v.len(), y.len()),
+            ));
         }
         classes = v.len() / y.len();
         for (i, &label) in y.iter().enumerate() {
@@ -88,7 +91,11 @@ pub fn kl_divergence(reference: &[f32], other: &[f32], classes: usize) -> f64 {
     for i in 0..n {
         let p = log_softmax(&reference[i * classes..(i + 1) * classes]);
         let q = log_softmax(&other[i * classes..(i + 1) * classes]);
-        total += p.iter().zip(&q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum::<f64>();
+        total += p
+            .iter()
+            .zip(&q)
+            .map(|(lp, lq)| lp.exp() * (lp - lq))
+            .sum::<f64>();
     }
     total / n as f64
 }
@@ -152,7 +159,11 @@ pub fn sensitivity_scan(
 /// Per-layer targets from a scan: for each layer, the highest scanned
 /// sparsity whose accuracy stays within `max_drop` points of `base` (0 if
 /// none does).
-pub fn targets_from_scan(base: f64, scan: &[LayerSensitivity], max_drop: f64) -> BTreeMap<String, f64> {
+pub fn targets_from_scan(
+    base: f64,
+    scan: &[LayerSensitivity],
+    max_drop: f64,
+) -> BTreeMap<String, f64> {
     scan.iter()
         .map(|l| {
             let best = l

@@ -362,7 +362,11 @@ pub fn channel_groups(g: &Graph) -> Result<Vec<ChannelGroup>> {
                             role: Role::Carrier,
                         });
                         if !init(p) {
-                            block(&mut blocks, y, format!("BatchNorm parameter '{p}' is computed"));
+                            block(
+                                &mut blocks,
+                                y,
+                                format!("BatchNorm parameter '{p}' is computed"),
+                            );
                         } else if init_uses[p.as_str()] > 1 {
                             block(&mut blocks, y, format!("initializer '{p}' is shared"));
                         }
@@ -389,7 +393,11 @@ pub fn channel_groups(g: &Graph) -> Result<Vec<ChannelGroup>> {
             if matches!(a, Attr::Graph(_) | Attr::Graphs(_)) {
                 for u in shrink_graph::node_uses(n) {
                     if uf.contains(&u) {
-                        block(&mut blocks, &u, format!("captured by subgraph of '{}'", n.name));
+                        block(
+                            &mut blocks,
+                            &u,
+                            format!("captured by subgraph of '{}'", n.name),
+                        );
                     }
                 }
             }
@@ -440,7 +448,8 @@ pub fn channel_groups(g: &Graph) -> Result<Vec<ChannelGroup>> {
             grp.sources.push(s);
             grp.source_ops.push(op);
         }
-        grp.slices.extend(slices.get(v).cloned().unwrap_or_default());
+        grp.slices
+            .extend(slices.get(v).cloned().unwrap_or_default());
         grp.depthwise
             .extend(depthwise.get(v).cloned().unwrap_or_default());
         grp.residual |= residual.contains(v);
@@ -497,7 +506,11 @@ pub fn channel_groups(g: &Graph) -> Result<Vec<ChannelGroup>> {
 
 /// Importance of each channel of `group`: the norm of its source filters,
 /// summed over the sources (all Convs feeding a residual Add count).
-pub fn channel_importance(g: &Graph, group: &ChannelGroup, criterion: Criterion) -> Result<Vec<f64>> {
+pub fn channel_importance(
+    g: &Graph,
+    group: &ChannelGroup,
+    criterion: Criterion,
+) -> Result<Vec<f64>> {
     let mut score = vec![0.0f64; group.channels];
     for s in group.slices.iter().filter(|s| s.role == Role::Source) {
         let t = &g.initializers[&s.tensor];
@@ -555,11 +568,17 @@ pub fn remove_channels(
     let mut rec = PassRecord::new(pass);
     let before = totals(&layer_stats(g));
     for (&gi, keep) in plan {
-        let grp = groups
-            .get(gi)
-            .ok_or_else(|| pass_error(pass, format!("plan names group {gi}, graph has {}", groups.len())))?;
+        let grp = groups.get(gi).ok_or_else(|| {
+            pass_error(
+                pass,
+                format!("plan names group {gi}, graph has {}", groups.len()),
+            )
+        })?;
         if let Some(why) = &grp.blocked {
-            return Err(pass_error(pass, format!("group of {:?} cannot be pruned: {why}", grp.sources)));
+            return Err(pass_error(
+                pass,
+                format!("group of {:?} cannot be pruned: {why}", grp.sources),
+            ));
         }
         check_keep(pass, grp, keep)?;
         if keep.len() == grp.channels {
@@ -583,7 +602,11 @@ pub fn remove_channels(
             grp.sources.join(" + "),
             grp.channels,
             keep.len(),
-            if grp.residual { " (residual group)" } else { "" }
+            if grp.residual {
+                " (residual group)"
+            } else {
+                ""
+            }
         ));
     }
     infer_shapes(&mut out)?;
@@ -632,7 +655,10 @@ pub fn zero_channels(g: &Graph, groups: &[ChannelGroup], plan: &ChannelPlan) -> 
 }
 
 fn check_keep(pass: &str, grp: &ChannelGroup, keep: &[usize]) -> Result<()> {
-    if keep.is_empty() || keep.windows(2).any(|w| w[0] >= w[1]) || keep.iter().any(|&c| c >= grp.channels) {
+    if keep.is_empty()
+        || keep.windows(2).any(|w| w[0] >= w[1])
+        || keep.iter().any(|&c| c >= grp.channels)
+    {
         return Err(pass_error(
             pass,
             format!(
@@ -706,7 +732,12 @@ impl Default for ChannelOptions {
 
 /// The plan removing `ratio` of every eligible group's channels (rounded
 /// down, keeping at least `min_channels`), lowest importance first.
-pub fn uniform_plan(g: &Graph, groups: &[ChannelGroup], ratio: f64, opts: &ChannelOptions) -> Result<ChannelPlan> {
+pub fn uniform_plan(
+    g: &Graph,
+    groups: &[ChannelGroup],
+    ratio: f64,
+    opts: &ChannelOptions,
+) -> Result<ChannelPlan> {
     let mut plan = ChannelPlan::new();
     for (gi, grp) in groups.iter().enumerate() {
         if !eligible(grp, opts) {
@@ -725,7 +756,11 @@ pub fn uniform_plan(g: &Graph, groups: &[ChannelGroup], ratio: f64, opts: &Chann
 
 fn eligible(grp: &ChannelGroup, opts: &ChannelOptions) -> bool {
     grp.prunable()
-        && (if grp.is_conv() { opts.filters } else { opts.neurons })
+        && (if grp.is_conv() {
+            opts.filters
+        } else {
+            opts.neurons
+        })
         && (opts.residual || !grp.residual)
         && !grp.sources.iter().any(|s| opts.exclude.contains(s))
 }
@@ -738,7 +773,8 @@ pub fn prune_channels(g: &Graph, opts: &ChannelOptions) -> Result<(Graph, PassRe
     super::check_fraction(pass, "macs_fraction", opts.macs_fraction)?;
     let groups = channel_groups(g)?;
     let macs = |gr: &Graph| totals(&layer_stats(gr)).macs;
-    let base = macs(g).ok_or_else(|| pass_error(pass, "MACs unknown: the input shape is not fully known"))?;
+    let base = macs(g)
+        .ok_or_else(|| pass_error(pass, "MACs unknown: the input shape is not fully known"))?;
     let goal = opts.macs_fraction * base as f64;
     let eval = |ratio: f64| -> Result<(Graph, PassRecord, f64)> {
         let plan = uniform_plan(g, &groups, ratio, opts)?;
@@ -770,12 +806,20 @@ pub fn prune_channels(g: &Graph, opts: &ChannelOptions) -> Result<(Graph, PassRe
             lo = mid;
         }
     }
-    rec.options.insert("macs_fraction".into(), opts.macs_fraction.to_string());
-    rec.options.insert("criterion".into(), format!("{:?}", opts.criterion).to_lowercase());
+    rec.options
+        .insert("macs_fraction".into(), opts.macs_fraction.to_string());
+    rec.options.insert(
+        "criterion".into(),
+        format!("{:?}", opts.criterion).to_lowercase(),
+    );
     rec.metric("ratio", hi);
     let blocked: Vec<String> = groups
         .iter()
-        .filter_map(|grp| grp.blocked.as_ref().map(|b| format!("{}: {b}", grp.sources.join(" + "))))
+        .filter_map(|grp| {
+            grp.blocked
+                .as_ref()
+                .map(|b| format!("{}: {b}", grp.sources.join(" + ")))
+        })
         .collect();
     for b in blocked {
         rec.change(format!("kept whole: {b}"));
@@ -803,7 +847,11 @@ pub fn residual_branches(g: &Graph) -> Vec<ResidualBranch> {
     let prod = g.producers();
     let consumers = g.consumers();
     let mut out = Vec::new();
-    for n in g.nodes.iter().filter(|n| n.op_type == "Add" && n.inputs.len() == 2) {
+    for n in g
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "Add" && n.inputs.len() == 2)
+    {
         for (s, b) in [(0, 1), (1, 0)] {
             let (skip, branch) = (&n.inputs[s], &n.inputs[b]);
             // Walk back from the branch output until the skip value.
@@ -869,10 +917,12 @@ pub fn remove_residual_branches(g: &Graph, adds: &[String]) -> Result<(Graph, Pa
     let mut rec = PassRecord::new(pass);
     let before = totals(&layer_stats(g));
     for a in adds {
-        let br = branches
-            .iter()
-            .find(|b| &b.add == a)
-            .ok_or_else(|| pass_error(pass, format!("'{a}' is not the Add of a removable residual branch")))?;
+        let br = branches.iter().find(|b| &b.add == a).ok_or_else(|| {
+            pass_error(
+                pass,
+                format!("'{a}' is not the Add of a removable residual branch"),
+            )
+        })?;
         let add = out
             .nodes
             .iter()
@@ -880,7 +930,10 @@ pub fn remove_residual_branches(g: &Graph, adds: &[String]) -> Result<(Graph, Pa
             .ok_or_else(|| pass_error(pass, format!("no node '{a}'")))?;
         let y = add.outputs[0].clone();
         if out.outputs.iter().any(|o| o.name == y) {
-            return Err(pass_error(pass, format!("'{a}' writes a graph output; keep it")));
+            return Err(pass_error(
+                pass,
+                format!("'{a}' writes a graph output; keep it"),
+            ));
         }
         for n in &mut out.nodes {
             for i in &mut n.inputs {
@@ -890,7 +943,10 @@ pub fn remove_residual_branches(g: &Graph, adds: &[String]) -> Result<(Graph, Pa
             }
         }
         out.nodes.retain(|n| &n.name != a);
-        rec.change(format!("{a}: branch of {} node(s) removed, identity kept", br.nodes.len()));
+        rec.change(format!(
+            "{a}: branch of {} node(s) removed, identity kept",
+            br.nodes.len()
+        ));
     }
     eliminate_dead_nodes(&mut out);
     infer_shapes(&mut out)?;
@@ -906,12 +962,19 @@ pub fn remove_residual_branches(g: &Graph, adds: &[String]) -> Result<(Graph, Pa
 /// whole kh×kw kernels `W[o, i, :, :]` of every Conv with kernels larger than
 /// 1×1, lowest norm first, per layer. Shapes stay (a dense conv cannot skip
 /// a kernel); the zeros are for sparse storage and kernels.
-pub fn prune_kernels(g: &Graph, sparsity: f64, criterion: Criterion) -> Result<(Graph, PassRecord)> {
+pub fn prune_kernels(
+    g: &Graph,
+    sparsity: f64,
+    criterion: Criterion,
+) -> Result<(Graph, PassRecord)> {
     let pass = "kernel-prune";
     super::check_fraction(pass, "sparsity", sparsity)?;
     let mut out = g.clone();
     let mut rec = PassRecord::new(pass).option("sparsity", sparsity);
-    for w in super::prunable_weights(g).into_iter().filter(|w| w.op == "Conv") {
+    for w in super::prunable_weights(g)
+        .into_iter()
+        .filter(|w| w.op == "Conv")
+    {
         let t = &g.initializers[&w.tensor];
         let k: usize = t.shape()[2..].iter().product();
         if k <= 1 {
@@ -934,7 +997,10 @@ pub fn prune_kernels(g: &Graph, sparsity: f64, criterion: Criterion) -> Result<(
         for j in (0..kernels).filter(|j| !kept.contains(j)) {
             v[j * k..(j + 1) * k].fill(0.0);
         }
-        rec.change(format!("{}: {} of {kernels} kernels zeroed", w.tensor, drop));
+        rec.change(format!(
+            "{}: {} of {kernels} kernels zeroed",
+            w.tensor, drop
+        ));
         super::set_f32(&mut out, &w.tensor, v)?;
     }
     Ok((out, rec))
@@ -949,7 +1015,9 @@ struct UnionFind {
 impl UnionFind {
     fn add(&mut self, v: &str) {
         if !v.is_empty() {
-            self.parent.entry(v.to_string()).or_insert_with(|| v.to_string());
+            self.parent
+                .entry(v.to_string())
+                .or_insert_with(|| v.to_string());
         }
     }
     fn contains(&self, v: &str) -> bool {

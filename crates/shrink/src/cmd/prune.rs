@@ -5,18 +5,18 @@
 use crate::model;
 use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
-use shrink_compress::prune::magnitude::{magnitude_prune, PruneOptions, Scope};
-use shrink_compress::prune::nm::nm_prune;
-use shrink_compress::prune::sensitivity::evaluate;
-use shrink_compress::prune::structured::{prune_channels, ChannelOptions, Criterion};
 use shrink_compress::deep_compression::{deep_compression, DeepCompressionOptions};
 use shrink_compress::kmeans::ShareOptions;
 use shrink_compress::prune::finetune::{finetune, Constraint, FinetuneOptions};
+use shrink_compress::prune::magnitude::{magnitude_prune, PruneOptions, Scope};
 use shrink_compress::prune::mask::masks_of;
+use shrink_compress::prune::nm::nm_prune;
+use shrink_compress::prune::sensitivity::evaluate;
+use shrink_compress::prune::structured::{prune_channels, ChannelOptions, Criterion};
 use shrink_compress::PassRecord;
-use shrink_graph::container::{save_shrink, Provenance};
 use shrink_data::{Dataset, Split};
 use shrink_graph::analysis::{layer_stats, totals};
+use shrink_graph::container::{save_shrink, Provenance};
 use std::path::PathBuf;
 
 #[derive(ClapArgs)]
@@ -67,6 +67,9 @@ pub struct Args {
     /// Fine-tuning learning rate (Adam, cosine-annealed).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Deep Compression: prune in this many AGP steps, fine-tuning --epochs after each.
+    #[arg(long, default_value_t = 1)]
+    pub prune_steps: usize,
     /// Fine-tune a structurally pruned model (--macs) on this dataset's train split.
     #[arg(long)]
     pub finetune: Option<String>,
@@ -184,6 +187,7 @@ fn run_deep_compression(g: &shrink_graph::Graph, spec: &str, args: &Args) -> Res
             scope,
             ..Default::default()
         },
+        prune_steps: args.prune_steps,
         finetune: ft(args.epochs, args.lr),
         share: ShareOptions {
             bits: args.bits,
@@ -195,11 +199,13 @@ fn run_deep_compression(g: &shrink_graph::Graph, spec: &str, args: &Args) -> Res
     };
     let (out, report) = deep_compression(g, &train, &test, &opts)?;
     print!("{}", report.table());
-    let mut prov = Provenance::new().with_source(&args.model)?;
-    for r in &report.records {
-        prov = prov.with_pass(r)?;
-    }
+    // Same provenance as the report's size: the table and records are printed, not stored.
+    let prov = Provenance::new().note("pipeline", "deep-compression");
     let file = save_shrink(&out, &prov, &args.output)?;
-    eprintln!("wrote {} ({} bytes)", args.output.display(), file.file_bytes);
+    eprintln!(
+        "wrote {} ({} bytes)",
+        args.output.display(),
+        file.file_bytes
+    );
     Ok(())
 }
