@@ -200,10 +200,9 @@ pub fn deep_compression(
     };
     let mut records = Vec::new();
     let fp32_accuracy = acc(g)?;
-    let pruned_accuracy;
 
     // Accuracy of one-shot pruning to the final target, without retraining.
-    pruned_accuracy = acc(&magnitude_prune(g, &opts.prune)?.0)?;
+    let pruned_accuracy = acc(&magnitude_prune(g, &opts.prune)?.0)?;
     let steps = opts.prune_steps.max(1);
     let agp = Agp::new(0.0, opts.prune.sparsity, 0, steps, 1)?;
     let mut cur = g.clone();

@@ -427,7 +427,7 @@ fn residual_branch_removal() {
     let branches = residual_branches(&g);
     assert_eq!(branches.len(), 4, "{branches:?}");
     let br = &branches[1];
-    let (pg, rec) = remove_residual_branches(&g, &[br.add.clone()]).unwrap();
+    let (pg, rec) = remove_residual_branches(&g, std::slice::from_ref(&br.add)).unwrap();
     assert!(rec.metrics["macs_after"] < rec.metrics["macs_before"]);
     // The branch (its Clip-bound Constants included) and the Add are gone.
     assert_eq!(pg.nodes.len() + br.nodes.len() + 1, g.nodes.len());

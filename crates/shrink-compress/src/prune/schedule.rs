@@ -56,7 +56,7 @@ impl Agp {
     pub fn prunes_at(&self, t: usize) -> bool {
         t >= self.start
             && t <= self.start + self.steps * self.interval
-            && (t - self.start) % self.interval == 0
+            && (t - self.start) / self.interval * self.interval == t - self.start
     }
 
     /// The `(step, sparsity)` targets of every pruning step, in order.
