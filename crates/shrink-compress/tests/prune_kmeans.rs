@@ -155,8 +155,10 @@ fn shared_model_has_few_distinct_values_and_keeps_zeros() {
             w.tensor,
             distinct.len()
         );
+        // Linear centroids inside the pruned gap (−t, t) win no weights and
+        // are dropped; most codes are still in use.
         assert!(
-            distinct.len() >= 30,
+            distinct.len() >= 12,
             "{}: {} values, the codes are used",
             w.tensor,
             distinct.len()
