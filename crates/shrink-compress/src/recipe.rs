@@ -349,6 +349,13 @@ pub const PASSES: &[PassEntry] = &[
         gives_ranges: true,
         run: dfq_passes::ranges_from_bn,
     },
+    PassEntry {
+        name: "deep-compression",
+        needs: Needs::Nothing,
+        options: crate::deep_compression::RECIPE_OPTIONS,
+        gives_ranges: false,
+        run: crate::deep_compression::recipe_pass,
+    },
 ];
 
 /// Names of the registered passes, for error messages.

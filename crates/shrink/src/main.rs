@@ -43,6 +43,8 @@ enum Command {
     Energy(cmd::energy::Args),
     /// List the ops the runtime implements.
     Ops,
+    /// Prune: magnitude (per layer/global), N:M, or structured with physical removal.
+    Prune(cmd::prune::Args),
     /// Train a model-zoo network from scratch and write it as ONNX.
     Train(cmd::train::Args),
     /// Fine-tune an existing model (optionally some weights only, optionally distilling).
@@ -80,6 +82,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Energy(a) => cmd::energy::run(a),
         Command::Ops => cmd::ops::run(),
         Command::Embed(args) => cmd::embed::run(args),
+        Command::Prune(a) => cmd::prune::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Finetune(a) => cmd::finetune::run(a),
     }

@@ -185,6 +185,9 @@ pub fn run(args: Args) -> Result<()> {
     recipe.check(&g, &ctx)?;
     let (q, records) = recipe.run(&g, &mut ctx)?;
     for r in &records {
+        if r.pass == "deep-compression" && !args.json {
+            r.changes.iter().for_each(|l| println!("{l}"));
+        }
         if !args.json {
             eprintln!(
                 "pass {:<16} {} change(s) {}",

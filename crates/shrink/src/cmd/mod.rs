@@ -12,5 +12,6 @@ pub mod finetune;
 pub mod formats;
 pub mod inspect;
 pub mod ops;
+pub mod prune;
 pub mod run;
 pub mod train;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Structured pruning to 50% of the MACs (physical removal, no fine-tuning):
+# accuracy on the 10k Fashion-MNIST test images and shrink's latency before
+# and after, measured interleaved (A B A B ...), medians of the per-round
+# medians. Usage: bench/prune_structured.sh [rounds] [threads]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+THREADS=${2:-1}
+SHRINK=${SHRINK:-${CARGO_TARGET_DIR:-target}/release/shrink}
+DATA=${SHRINK_SHARED:-../../shared}/data/fashion
+[ -d "$DATA" ] || DATA=/work/shared/data/fashion
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+for m in lenet5_bn mobilenetv2_tiny; do
+  echo "== $m"
+  "$SHRINK" prune "$DATA/$m.onnx" --macs 0.5 -o "$OUT/$m.pruned.onnx" --eval fashion-mnist | grep -E "params|top-1"
+  for batch in 1 64; do
+    for r in $(seq "$ROUNDS"); do
+      "$SHRINK" bench "$DATA/$m.onnx" --batch $batch --threads "$THREADS" --min-time 1 --json | python3 -c 'import json,sys;print("A",json.load(sys.stdin)["median_s"])'
+      "$SHRINK" bench "$OUT/$m.pruned.onnx" --batch $batch --threads "$THREADS" --min-time 1 --json | python3 -c 'import json,sys;print("B",json.load(sys.stdin)["median_s"])'
+    done > "$OUT/times"
+    python3 - "$OUT/times" "$m" "$batch" <<'PY'
+import sys, statistics
+a, b = [], []
+for line in open(sys.argv[1]):
+    k, v = line.split(); (a if k == "A" else b).append(float(v))
+ma, mb = statistics.median(a), statistics.median(b)
+print(f"{sys.argv[2]} batch {sys.argv[3]}: original {ma*1e3:.3f} ms, pruned {mb*1e3:.3f} ms, speed-up {ma/mb:.2f}x")
+PY
+  done
+done
