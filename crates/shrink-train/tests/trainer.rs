@@ -44,7 +44,11 @@ fn lenet300100_learns_fashion_mnist_in_one_epoch() {
     assert!(before < 20.0, "untrained accuracy {before}");
     assert!(acc >= 70.0, "accuracy after one epoch on 10k images: {acc}");
     // Mean loss over the epoch, from ln 10 = 2.30 at chance.
-    assert!(report.epochs[0].train_loss < 1.5, "{}", report.epochs[0].train_loss);
+    assert!(
+        report.epochs[0].train_loss < 1.5,
+        "{}",
+        report.epochs[0].train_loss
+    );
     // The trained weights are in the graph: the runtime agrees with the executor.
     assert_eq!(trainer::accuracy(&g, &test, 500, 2).unwrap(), acc);
 }
