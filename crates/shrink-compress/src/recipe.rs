@@ -940,6 +940,7 @@ mod dfq_passes {
         let opts = BnRangeOptions {
             n_sigma: o.float_opt("n_sigma")?.map_or(d.n_sigma, |v| v as f32),
             input_range,
+            ..d
         };
         let dynamic = match o.str("loose_ranges", "dynamic")? {
             "dynamic" => true,

@@ -74,6 +74,7 @@ pub fn calibrate(
         probe,
         SessionOptions {
             threads: config.threads,
+            ..Default::default()
         },
     )?;
     let mut observers: Vec<Observer> = observed

@@ -64,18 +64,7 @@ mod tests {
     fn run(format: &str, x: Vec<f32>) -> Result<Vec<f32>> {
         let node = Node::new("fq", "FakeQuant", &["x"], &["y"])
             .with("format", Attr::String(format.into()));
-        let g = shrink_graph::Graph::default();
-        let never = |_: &shrink_graph::Graph, _: &[Tensor]| -> Result<Vec<Tensor>> { Ok(vec![]) };
-        let constants = |_: &str| false;
-        let ctx = OpContext {
-            node: &node,
-            opset: 1,
-            threads: 1,
-            subgraph: &never,
-            prepared: None,
-            constants: &constants,
-        };
-        let _ = g;
+        let ctx = OpContext::standalone(&node, 1, 1);
         let t = Tensor::from_vec(vec![x.len()], x)?;
         Ok(fake_quant(&ctx, &[Some(&t)])?.remove(0).into_vec::<f32>()?)
     }
