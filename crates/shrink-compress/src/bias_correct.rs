@@ -232,7 +232,13 @@ pub fn empirical_means(
                 .unwrap_or(first_out)
         })
         .collect();
-    let session = Session::new(probe, SessionOptions { threads, ..Default::default() })?;
+    let session = Session::new(
+        probe,
+        SessionOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
     let mut sums: Vec<Vec<f64>> = vec![Vec::new(); inputs.len()];
     let mut counts = vec![0f64; inputs.len()];
     for b in batches {

@@ -419,8 +419,13 @@ pub fn top1_accuracy(
     batch: usize,
     threads: usize,
 ) -> Result<f64> {
-    let session =
-        shrink_runtime::Session::new(g.clone(), shrink_runtime::SessionOptions { threads, ..Default::default() })?;
+    let session = shrink_runtime::Session::new(
+        g.clone(),
+        shrink_runtime::SessionOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
     let part = data.take(limit);
     let (mut right, mut total) = (0usize, 0usize);
     for b in part.batches(batch) {

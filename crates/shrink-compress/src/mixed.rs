@@ -20,7 +20,13 @@ use shrink_tensor::Tensor;
 
 /// Runs `g` over `batches` and returns the first output of each batch.
 pub fn outputs(g: &Graph, batches: &[Tensor], threads: usize) -> Result<Vec<Tensor>> {
-    let s = Session::new(g.clone(), SessionOptions { threads, ..Default::default() })?;
+    let s = Session::new(
+        g.clone(),
+        SessionOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
     batches
         .iter()
         .map(|x| Ok(s.run(vec![x.clone()])?.remove(0)))

@@ -55,7 +55,14 @@ fn sample_inputs() -> Tensor {
 }
 
 fn run(g: &Graph, x: &Tensor) -> Vec<f32> {
-    let s = Session::new(g.clone(), SessionOptions { threads: 1, ..Default::default() }).expect("session");
+    let s = Session::new(
+        g.clone(),
+        SessionOptions {
+            threads: 1,
+            ..Default::default()
+        },
+    )
+    .expect("session");
     s.run(vec![x.clone()]).expect("run")[0].to_f32_vec()
 }
 

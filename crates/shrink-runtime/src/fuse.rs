@@ -393,16 +393,30 @@ mod tests {
             ]
         );
         // Reference: the unfused graph, op by op (no session rewrites).
-        let reference = Session::with_registry(g.clone(), SessionOptions { threads: 1, ..Default::default() }, {
-            let mut r = Registry::standard();
-            // Without the fused ops registered, fuse() leaves the graph as is.
-            r.remove(FUSED_DOMAIN, "FusedConv");
-            r.remove(FUSED_DOMAIN, "FusedGemm");
-            r
-        })
+        let reference = Session::with_registry(
+            g.clone(),
+            SessionOptions {
+                threads: 1,
+                ..Default::default()
+            },
+            {
+                let mut r = Registry::standard();
+                // Without the fused ops registered, fuse() leaves the graph as is.
+                r.remove(FUSED_DOMAIN, "FusedConv");
+                r.remove(FUSED_DOMAIN, "FusedGemm");
+                r
+            },
+        )
         .unwrap();
         assert_eq!(reference.planned_graph().nodes.len(), g.nodes.len());
-        let session = Session::new(g.clone(), SessionOptions { threads: 1, ..Default::default() }).unwrap();
+        let session = Session::new(
+            g.clone(),
+            SessionOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(session.planned_graph().nodes.len(), 6);
         // The session still shows the graph as given.
         assert_eq!(session.graph(), &g);

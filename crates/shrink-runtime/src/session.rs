@@ -328,9 +328,12 @@ impl Session {
                     time: s.elapsed(),
                     kernel: match kernel.into_inner() {
                         Some(k) => k.into_owned(),
-                        None if prepared.is_some() => {
-                            self.labels.get(&node.name).copied().unwrap_or("").to_string()
-                        }
+                        None if prepared.is_some() => self
+                            .labels
+                            .get(&node.name)
+                            .copied()
+                            .unwrap_or("")
+                            .to_string(),
                         None => String::new(),
                     },
                 });

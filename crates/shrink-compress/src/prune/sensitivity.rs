@@ -30,7 +30,13 @@ pub struct Eval {
 /// Runs `g` over `data` in batches and scores top-1 accuracy (ties go to the
 /// lower class, as numpy's argmax).
 pub fn evaluate(g: &Graph, data: &Dataset, batch: usize, threads: usize) -> Result<Eval> {
-    let session = Session::new(g.clone(), SessionOptions { threads, ..Default::default() })?;
+    let session = Session::new(
+        g.clone(),
+        SessionOptions {
+            threads,
+            ..Default::default()
+        },
+    )?;
     let mut logits = Vec::new();
     let mut correct = 0usize;
     let mut classes = 0usize;

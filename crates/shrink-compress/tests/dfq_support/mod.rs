@@ -32,7 +32,14 @@ pub fn images(n: usize) -> Tensor {
 }
 
 pub fn run(g: &Graph, x: &Tensor) -> Vec<f32> {
-    let s = Session::new(g.clone(), SessionOptions { threads: 0, ..Default::default() }).expect("session");
+    let s = Session::new(
+        g.clone(),
+        SessionOptions {
+            threads: 0,
+            ..Default::default()
+        },
+    )
+    .expect("session");
     s.run(vec![x.clone()]).expect("run")[0].to_f32_vec()
 }
 
