@@ -144,3 +144,41 @@ fn nan_weights_warn_but_run() {
     );
     assert!(out.contains("NaN"), "{out}");
 }
+
+/// The README's first command: the demo runs offline, and its int8 model
+/// (calibrated on 64 embedded images) stays within 1.5 points of fp32 on the
+/// other 192 and is smaller — read from the table it prints.
+#[test]
+fn demo_compresses_the_embedded_model() {
+    let (ok, out, err) = shrink(&["demo", "--threads", "1"]);
+    assert!(ok, "demo failed: {err}");
+    let row = |name: &str| -> Vec<f64> {
+        let section = out
+            .split("compress: int8")
+            .nth(1)
+            .expect("demo prints the compression section");
+        let line = section
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{section}"));
+        line.split_whitespace()
+            .skip(1)
+            .map(|v| v.parse::<f64>().unwrap())
+            .collect()
+    };
+    let (fp32, int8) = (row("fp32 "), row("int8 "));
+    assert!(fp32[0] > 85.0, "fp32 top-1 {}", fp32[0]);
+    assert!(
+        fp32[0] - int8[0] <= 1.5,
+        "int8 {} vs fp32 {}",
+        int8[0],
+        fp32[0]
+    );
+    assert!(
+        int8[1] * 3.0 < fp32[1],
+        "stored bytes {} vs {}",
+        int8[1],
+        fp32[1]
+    );
+    assert!(int8[4] * 5.0 < fp32[4], "energy {} vs {}", int8[4], fp32[4]);
+}

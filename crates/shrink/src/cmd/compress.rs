@@ -145,7 +145,7 @@ fn assignment(g: &Graph) -> Assignment {
     asg
 }
 
-fn energy_nj(g: &Graph) -> Result<f64> {
+pub(crate) fn energy_nj(g: &Graph) -> Result<f64> {
     let layers = layer_work(g)?;
     Ok(
         estimate(&layers, &assignment(g), &MemoryConfig::new(256 * 1024))
