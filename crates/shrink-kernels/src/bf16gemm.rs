@@ -274,28 +274,8 @@ mod avx512bf16 {
         ep: &F32Epilogue,
         out: *mut f32,
     ) {
-        let j0 = p * NR;
-        let cols = (w.n - j0).min(NR);
-        for (h, &x) in v.iter().enumerate() {
-            let wc = cols.saturating_sub(16 * h).min(16);
-            if wc == 0 {
-                break;
-            }
-            let m: __mmask16 = if wc == 16 { 0xFFFF } else { (1u16 << wc) - 1 };
-            // SAFETY: masked to in-bounds columns of row i.
-            unsafe {
-                let b = match ep.bias {
-                    Some(b) => _mm512_maskz_loadu_ps(m, b.as_ptr().add(j0 + 16 * h)),
-                    None => _mm512_setzero_ps(),
-                };
-                let y = _mm512_add_ps(x, b);
-                let y = _mm512_min_ps(
-                    _mm512_max_ps(y, _mm512_set1_ps(ep.lo)),
-                    _mm512_set1_ps(ep.hi),
-                );
-                _mm512_mask_storeu_ps(out.add(i * w.n + j0 + 16 * h), m, y);
-            }
-        }
+        // SAFETY: forwarded (row i, panel p of an M×N output); NR = 32.
+        unsafe { crate::f32gemm::avx512::store_tile_row(v, i, w.n, p * NR, ep, out) }
     }
 
     /// f32 → bf16 with round-to-nearest-even, 16 at a time (`vcvtneps2bf16`).

@@ -532,7 +532,7 @@ unsafe fn panel_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::{F32Epilogue, PackedF32, MR, NR};
     use std::arch::x86_64::*;
 
@@ -581,15 +581,36 @@ mod avx512 {
         ep: &F32Epilogue,
         out: *mut f32,
     ) {
-        let j0 = p * NR;
-        let cols = (w.n - j0).min(NR);
+        // SAFETY: forwarded (row i, panel p of an M×N output).
+        unsafe { store_tile_row(v, i, w.n, p * NR, ep, out) }
+    }
+
+    /// Applies `ep` to one row of a 32-column tile (columns `j0..`, clipped
+    /// to `n`) and stores it: the epilogue every AVX-512 f32-output GEMM
+    /// (f32, bf16, unpacked-B) shares.
+    ///
+    /// # Safety
+    /// AVX-512F; `out` is a valid row-major `…×n` output with row `i` and
+    /// columns `j0..min(j0 + 32, n)` ours; `ep.bias` (if any) has `n` values
+    /// and `ep.row_bias` (if any) covers row `i`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(crate) unsafe fn store_tile_row(
+        v: [__m512; 2],
+        i: usize,
+        n: usize,
+        j0: usize,
+        ep: &F32Epilogue,
+        out: *mut f32,
+    ) {
+        let cols = (n - j0).min(32);
         for (h, &x) in v.iter().enumerate() {
             let wc = cols.saturating_sub(16 * h).min(16);
             if wc == 0 {
                 break;
             }
             let m: __mmask16 = if wc == 16 { 0xFFFF } else { (1u16 << wc) - 1 };
-            // SAFETY: masked to in-bounds columns of row i.
+            // SAFETY: masked to in-bounds columns of row i (caller's contract).
             unsafe {
                 let b = match ep.bias {
                     Some(b) => _mm512_maskz_loadu_ps(m, b.as_ptr().add(j0 + 16 * h)),
@@ -604,7 +625,7 @@ mod avx512 {
                     _mm512_max_ps(y, _mm512_set1_ps(ep.lo)),
                     _mm512_set1_ps(ep.hi),
                 );
-                _mm512_mask_storeu_ps(out.add(i * w.n + j0 + 16 * h), m, y);
+                _mm512_mask_storeu_ps(out.add(i * n + j0 + 16 * h), m, y);
             }
         }
     }
@@ -720,27 +741,7 @@ mod avx512 {
                 }
             }
             for (r, acc_r) in acc.iter().enumerate() {
-                let i = i0 + r;
-                for (h, &x) in acc_r.iter().enumerate() {
-                    let m = if h == 0 { m0 } else { m1 };
-                    if m == 0 {
-                        break;
-                    }
-                    let bias = match ep.bias {
-                        Some(bb) => _mm512_maskz_loadu_ps(m, bb.as_ptr().add(j0 + 16 * h)),
-                        None => _mm512_setzero_ps(),
-                    };
-                    let y = _mm512_add_ps(x, bias);
-                    let y = match ep.row_bias {
-                        Some(rb) => _mm512_add_ps(y, _mm512_set1_ps(rb[i])),
-                        None => y,
-                    };
-                    let y = _mm512_min_ps(
-                        _mm512_max_ps(y, _mm512_set1_ps(ep.lo)),
-                        _mm512_set1_ps(ep.hi),
-                    );
-                    _mm512_mask_storeu_ps(out.add(i * n + j0 + 16 * h), m, y);
-                }
+                store_tile_row(*acc_r, i0 + r, n, j0, ep, out);
             }
         }
     }
