@@ -38,6 +38,33 @@ pub struct ValueInfo {
 }
 
 impl ValueInfo {
+    /// Why `t` cannot be fed as this value (dtype or a known dimension
+    /// disagrees), or `None` when it fits; symbolic dimensions match any
+    /// size. Shared by the runtime and the training executor.
+    pub fn mismatch(&self, t: &Tensor) -> Option<String> {
+        if let Some(dt) = self.dtype {
+            if dt != t.dtype() {
+                return Some(format!("expected dtype {dt}, got {}", t.dtype()));
+            }
+        }
+        if let Some(shape) = &self.shape {
+            let ok = shape.len() == t.rank()
+                && shape.iter().zip(t.shape()).all(|(d, &n)| match d {
+                    Dim::Known(k) => *k == n,
+                    Dim::Symbol(_) => true,
+                });
+            if !ok {
+                let want: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+                return Some(format!(
+                    "expected shape [{}], got {:?}",
+                    want.join(", "),
+                    t.shape()
+                ));
+            }
+        }
+        None
+    }
+
     pub fn new(name: impl Into<String>, dtype: DType, shape: Vec<Dim>) -> ValueInfo {
         ValueInfo {
             name: name.into(),

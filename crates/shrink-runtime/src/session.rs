@@ -3,7 +3,7 @@ use crate::lower::{self, QdqMode};
 use crate::buffers::BufferPool;
 use crate::ops::{OpContext, Prepared, Registry};
 use crate::{Result, RuntimeError};
-use shrink_graph::{node_uses, Attr, Dim, Graph};
+use shrink_graph::{node_uses, Attr, Graph};
 use shrink_tensor::Tensor;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -409,27 +409,11 @@ fn check_supported(g: &Graph, registry: &Registry) -> Result<()> {
 
 /// Rejects an input whose dtype or known dimensions disagree with the graph.
 fn check_input(info: &shrink_graph::ValueInfo, t: &Tensor) -> Result<()> {
-    if let Some(dt) = info.dtype {
-        if dt != t.dtype() {
-            return Err(RuntimeError::Input {
-                name: info.name.clone(),
-                msg: format!("expected dtype {dt}, got {}", t.dtype()),
-            });
-        }
+    match info.mismatch(t) {
+        Some(msg) => Err(RuntimeError::Input {
+            name: info.name.clone(),
+            msg,
+        }),
+        None => Ok(()),
     }
-    if let Some(shape) = &info.shape {
-        let ok = shape.len() == t.rank()
-            && shape.iter().zip(t.shape()).all(|(d, &n)| match d {
-                Dim::Known(k) => *k == n,
-                Dim::Symbol(_) => true,
-            });
-        if !ok {
-            let want: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-            return Err(RuntimeError::Input {
-                name: info.name.clone(),
-                msg: format!("expected shape [{}], got {:?}", want.join(", "), t.shape()),
-            });
-        }
-    }
-    Ok(())
 }

@@ -4,7 +4,7 @@
 use crate::ops::{standard_registry, BackwardCtx, DiffOp, ForwardCtx, OpRegistry};
 use crate::{ParamStore, Result, TrainError};
 use indexmap::IndexMap;
-use shrink_graph::{node_uses, Dim, Graph, Node, ValueInfo};
+use shrink_graph::{node_uses, Graph, Node, ValueInfo};
 use shrink_tensor::{DType, Tensor};
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -580,27 +580,11 @@ fn mix(seed: u64, step: u64, node: u64) -> u64 {
 
 /// Rejects a fed tensor whose dtype or known dimensions disagree with the graph.
 fn check_input(info: &ValueInfo, t: &Tensor) -> Result<()> {
-    if let Some(dt) = info.dtype {
-        if dt != t.dtype() {
-            return Err(TrainError::Input {
-                name: info.name.clone(),
-                msg: format!("expected dtype {dt}, got {}", t.dtype()),
-            });
-        }
+    match info.mismatch(t) {
+        Some(msg) => Err(TrainError::Input {
+            name: info.name.clone(),
+            msg,
+        }),
+        None => Ok(()),
     }
-    if let Some(shape) = &info.shape {
-        let ok = shape.len() == t.rank()
-            && shape.iter().zip(t.shape()).all(|(d, &n)| match d {
-                Dim::Known(k) => *k == n,
-                Dim::Symbol(_) => true,
-            });
-        if !ok {
-            let want: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-            return Err(TrainError::Input {
-                name: info.name.clone(),
-                msg: format!("expected shape [{}], got {:?}", want.join(", "), t.shape()),
-            });
-        }
-    }
-    Ok(())
 }
