@@ -11,6 +11,14 @@
 //! relative-index gaps of a 90%-sparse tensor (geometric). Each prints its
 //! order-0 entropy and coded size once, so the size claim sits next to the
 //! speed claim.
+//!
+//! Before the criterion groups, an interleaved same-run comparison of the
+//! current decoder against the previous one (`huffman_prev`, main at
+//! 2a27e6c): rounds alternate the two on each stream and the medians are
+//! printed with their ratio and the load average, so a shared machine's
+//! load weighs on both alike.
+
+mod huffman_prev;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -64,13 +72,60 @@ fn gaps(n: usize, density: f64, max_gap: u32, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn bench(c: &mut Criterion) {
-    let n = 1 << 20;
-    let streams = [
+fn streams(n: usize) -> [(&'static str, Vec<u8>); 3] {
+    [
         ("int8-weights", laplace(n, 256, 12.0, 1)),
         ("codebook-5bit", laplace(n, 32, 3.0, 2)),
         ("gaps-90pct", gaps(n, 0.1, 31, 3)),
-    ];
+    ]
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Previous vs current decoder, alternating, same streams, same thread.
+fn interleaved_comparison(n: usize) {
+    eprintln!("same-run decode comparison (load average {})", load_average());
+    for (name, v) in &streams(n) {
+        let frame = huffman::encode(v).expect("encode");
+        let mut out = vec![0u8; n];
+        huffman_prev::decode_into(&frame, &mut out).expect("previous decoder");
+        assert_eq!(&out, v, "previous decoder");
+        huffman::decode_into(&frame, &mut out).expect("decode");
+        assert_eq!(&out, v, "current decoder");
+        let (mut prev, mut cur) = (Vec::new(), Vec::new());
+        let reps = 10;
+        for _ in 0..15 {
+            let t = cpu_timed(reps, || {
+                huffman_prev::decode_into(black_box(&frame), &mut out).expect("decode");
+            });
+            prev.push((reps as usize * n) as f64 / t.as_secs_f64() / 1e9);
+            let t = cpu_timed(reps, || {
+                huffman::decode_into(black_box(&frame), &mut out).expect("decode");
+            });
+            cur.push((reps as usize * n) as f64 / t.as_secs_f64() / 1e9);
+        }
+        let (p, c) = (median(prev), median(cur));
+        eprintln!(
+            "  {name:14} previous {p:.3} Gsym/s   current {c:.3} Gsym/s   ×{:.2}",
+            c / p
+        );
+    }
+    eprintln!("  (load average after: {})", load_average());
+}
+
+fn bench(c: &mut Criterion) {
+    let n = 1 << 20;
+    interleaved_comparison(n);
+    let streams = streams(n);
     let mut g = c.benchmark_group("huffman");
     g.throughput(Throughput::Elements(n as u64));
     for (name, v) in &streams {
@@ -97,6 +152,20 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 cpu_timed(iters, || {
                     huffman::decode_into(black_box(f), &mut out).expect("decode")
+                })
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("decode-prev", name), &frame, |b, f| {
+            b.iter_custom(|iters| {
+                cpu_timed(iters, || {
+                    huffman_prev::decode_into(black_box(f), &mut out).expect("decode")
+                })
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("checksum", name), v, |b, v| {
+            b.iter_custom(|iters| {
+                cpu_timed(iters, || {
+                    black_box(huffman::checksum_bytes(black_box(v)));
                 })
             })
         });

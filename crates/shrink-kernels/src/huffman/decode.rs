@@ -29,6 +29,15 @@ use super::{
 
 const TABLE: usize = 1 << MAX_CODE_LEN;
 
+/// Most symbols one multi-symbol entry holds.
+const MAX_RUN: u32 = 3;
+
+/// Symbols one store writes ([`Symbol::store4`]).
+const STORE: usize = 4;
+
+/// Bit where an entry's symbols start (below: the bits the entry consumes).
+const SYM_SHIFT: u32 = 6;
+
 pub(super) struct Header<'a> {
     pub info: FrameInfo,
     lengths: Vec<u8>,
@@ -207,14 +216,30 @@ pub(super) fn parse(frame: &[u8]) -> Result<Header<'_>> {
     done(info, pos, None, lengths, check, parts)
 }
 
-struct Tables {
+/// Decode tables for one frame, indexed by the next `tl` bits of a stream.
+struct Tables<S: Symbol> {
+    tl: u32,
+    /// `sym(12) | len(4)` of the one code the index starts with.
     single: Box<[u16; TABLE]>,
-    multi: Box<[u64; TABLE]>,
+    /// Multi-symbol entries (only the first `2^tl` are used): see the module docs.
+    multi: Box<[S::Entry; TABLE]>,
 }
 
-fn build_tables<S: Symbol>(lengths: &[u8], max_len: u32) -> Result<Tables> {
+/// Table index width for a frame whose longest code is `max_len` bits.
+///
+/// 12 bits fit more codes per lookup (two 6-bit weight codes, three 4-bit
+/// cluster indices) at four lookups per refill; 11 bits allow five. 12 wins
+/// when the code is short enough that a 12-bit window holds clearly more
+/// symbols than an 11-bit one — measured on the bench streams, it always did
+/// for codes ≤ 11 bits, so 11 is only kept for tests of the 5-lookup loop.
+fn table_bits(max_len: u32) -> u32 {
+    max_len.max(12)
+}
+
+fn build_tables<S: Symbol>(lengths: &[u8], tl: u32) -> Result<Tables<S>> {
+    debug_assert!(tl <= MAX_CODE_LEN);
     let codes = canonical_codes(lengths).ok_or_else(|| corrupt("over-subscribed code"))?;
-    let size = 1usize << max_len;
+    let size = 1usize << tl;
     let mut single = Box::new([0u16; TABLE]);
     for (sym, (&l, &c)) in lengths.iter().zip(&codes).enumerate() {
         if l == 0 {
@@ -222,26 +247,33 @@ fn build_tables<S: Symbol>(lengths: &[u8], max_len: u32) -> Result<Tables> {
         }
         let r = reverse_bits(c, l) as usize;
         let entry = sym as u16 | (l as u16) << 12;
-        for k in 0..1usize << (max_len - l as u32) {
+        for k in 0..1usize << (tl - l as u32) {
             single[r | k << l] = entry;
         }
     }
-    let mut multi = Box::new([0u64; TABLE]);
-    for x in 0..size {
-        let e0 = single[x] as u32;
-        let l0 = e0 >> 12;
+    let sym_bits = 8 * S::WIDTH as u32;
+    let mut multi = Box::new([S::Entry::default(); TABLE]);
+    for (x, m) in multi.iter_mut().enumerate().take(size) {
+        let e0 = single[x] as u64;
+        let l0 = (e0 >> 12) as u32;
         if l0 == 0 {
             return Err(corrupt("incomplete code"));
         }
-        let e1 = single[x >> l0] as u32;
-        let l1 = e1 >> 12;
-        multi[x] = if l1 > 0 && l0 + l1 <= max_len {
-            (l0 + l1) as u64 | 2 << 6 | S::pair(e0 & 0xfff, e1 & 0xfff) << 32
-        } else {
-            l0 as u64 | 1 << 6 | S::pair(e0 & 0xfff, 0) << 32
-        };
+        // whole codes that fit the tl-bit window after the first, up to 3
+        let (mut nb, mut syms, mut count) = (l0, e0 & 0xfff, 1u32);
+        while count < MAX_RUN {
+            let e = single[x >> nb] as u64;
+            let l = (e >> 12) as u32;
+            if l == 0 || nb + l > tl {
+                break;
+            }
+            syms |= (e & 0xfff) << (count * sym_bits);
+            nb += l;
+            count += 1;
+        }
+        *m = S::entry(nb as u64 | syms << SYM_SHIFT | (count as u64) << S::COUNT_SHIFT);
     }
-    Ok(Tables { single, multi })
+    Ok(Tables { tl, single, multi })
 }
 
 /// LSB-first bit reader over one stream.
@@ -310,6 +342,46 @@ pub fn decode_into<S: Symbol>(frame: &[u8], out: &mut [S]) -> Result<()> {
 }
 
 fn decode_parsed<S: Symbol>(h: &Header<'_>, out: &mut [S]) -> Result<()> {
+    decode_parsed_with(h, out, Path::Fast)
+}
+
+/// Which loops decode: the fast table-driven loops first ([`Path::Fast`]), or
+/// only the checked one-code-per-lookup loop ([`Path::Scalar`], the
+/// reference the tests compare the fast loops against).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Path {
+    Fast,
+    /// Fast loops with 11-bit tables (five lookups per refill) where the
+    /// code allows: exercised by the tests, never chosen by [`decode`].
+    #[cfg(test)]
+    Fast11,
+    #[cfg(test)]
+    Scalar,
+}
+
+impl Path {
+    fn uses_fast_loops(self) -> bool {
+        match self {
+            Path::Fast => true,
+            #[cfg(test)]
+            Path::Fast11 => true,
+            #[cfg(test)]
+            Path::Scalar => false,
+        }
+    }
+}
+
+/// [`decode_into`] through the given [`Path`].
+#[cfg(test)]
+pub(crate) fn decode_into_with<S: Symbol>(frame: &[u8], out: &mut [S], path: Path) -> Result<()> {
+    let h = parse(frame)?;
+    if h.info.symbols != out.len() {
+        return Err(corrupt("symbol count"));
+    }
+    decode_parsed_with(&h, out, path)
+}
+
+fn decode_parsed_with<S: Symbol>(h: &Header<'_>, out: &mut [S], path: Path) -> Result<()> {
     let n = out.len();
     if n == 0 {
         return Ok(());
@@ -329,22 +401,46 @@ fn decode_parsed<S: Symbol>(h: &Header<'_>, out: &mut [S]) -> Result<()> {
         return decode_raw(h, bits, out);
     }
     let max_len = h.info.max_len;
-    let t = build_tables::<S>(&h.lengths, max_len)?;
-    let q = n.div_ceil(h.streams.len());
+    let tl = match path {
+        Path::Fast => table_bits(max_len),
+        #[cfg(test)]
+        Path::Fast11 => max_len.max(11),
+        #[cfg(test)]
+        Path::Scalar => max_len,
+    };
+    let t = build_tables::<S>(&h.lengths, tl)?;
+    let streams = h.streams.len();
+    let q = n.div_ceil(streams);
     let mut readers: Vec<Reader<'_>> = h.streams.iter().map(|s| Reader::new(s)).collect();
-    let mut starts: Vec<usize> = (0..readers.len()).map(|k| (k * q).min(n)).collect();
-    let ends: Vec<usize> = (0..readers.len()).map(|k| ((k + 1) * q).min(n)).collect();
-    if readers.len() == 4 {
-        if max_len <= 11 {
-            fast4::<S, 5>(&t, max_len, &mut readers, &mut starts, &ends, out)
-        } else {
-            fast4::<S, 4>(&t, max_len, &mut readers, &mut starts, &ends, out)
+    let mut at: Vec<usize> = (0..streams).map(|k| (k * q).min(n)).collect();
+    let ends: Vec<usize> = (0..streams).map(|k| ((k + 1) * q).min(n)).collect();
+    if path.uses_fast_loops() {
+        if streams == 4 {
+            let r: &mut [Reader<'_>; 4] = (&mut readers[..]).try_into().expect("4 streams");
+            let o: &mut [usize; 4] = (&mut at[..]).try_into().expect("4 streams");
+            let e: &[usize; 4] = (&ends[..]).try_into().expect("4 streams");
+            if tl == 11 {
+                fast_lanes::<S, 11, 4>(&t, r, o, e, out);
+            } else {
+                fast_lanes::<S, 12, 4>(&t, r, o, e, out);
+            }
+        }
+        // streams the 4-lane loop left (or a 1-stream frame): one lane each
+        for k in 0..streams {
+            let r: &mut [Reader<'_>; 1] = (&mut readers[k..k + 1]).try_into().expect("1");
+            let o: &mut [usize; 1] = (&mut at[k..k + 1]).try_into().expect("1");
+            let e: &[usize; 1] = (&ends[k..k + 1]).try_into().expect("1");
+            if tl == 11 {
+                fast_lanes::<S, 11, 1>(&t, r, o, e, out);
+            } else {
+                fast_lanes::<S, 12, 1>(&t, r, o, e, out);
+            }
         }
     }
-    let mask = (1usize << max_len) - 1;
+    let mask = (1usize << tl) - 1;
     for (k, r) in readers.iter_mut().enumerate() {
-        for o in &mut out[starts[k]..ends[k]] {
-            if r.count < max_len {
+        for o in &mut out[at[k]..ends[k]] {
+            if r.count < tl {
                 r.refill_safe();
             }
             let e = t.single[(r.buf as usize) & mask & (TABLE - 1)];
@@ -400,62 +496,94 @@ fn decode_raw<S: Symbol>(h: &Header<'_>, bits: u32, out: &mut [S]) -> Result<()>
     Ok(())
 }
 
-/// The interleaved multi-symbol loop.
+/// Rounds that lane `(r, o, end)` can run with no bounds check: each round
+/// loads 8 bytes at `r.pos` then advances it by at most 7, and each of its
+/// `k` lookups stores 4 symbols at `o` then advances it by at most
+/// [`MAX_RUN`].
+#[inline(always)]
+fn safe_rounds(r: &Reader<'_>, o: usize, end: usize, k: usize) -> usize {
+    let need_out = MAX_RUN as usize * (k - 1) + STORE;
+    let by_in = match r.data.len().checked_sub(r.pos + 8) {
+        Some(room) => room / 7 + 1,
+        None => 0,
+    };
+    let by_out = match (end - o).checked_sub(need_out) {
+        Some(room) => room / (MAX_RUN as usize * k) + 1,
+        None => 0,
+    };
+    by_in.min(by_out)
+}
+
+/// The table-driven loop over `N` lanes (streams) at once, `TL`-bit tables.
+///
+/// Each round refills every lane to ≥ 56 bits with one unaligned 8-byte load
+/// (Giesen's branchless refill: OR the word in above the valid bits, advance
+/// by whole bytes, set the count to 56–63), then does `56 / TL` lookups per
+/// lane, round-robin so the `N` dependency chains overlap. A lookup stores
+/// its entry's symbols with one 4-symbol write and advances the lane's output
+/// by the entry's count; later writes overwrite the spare symbols. Lanes
+/// stop (for the safe loop to finish) once [`safe_rounds`] is 0 for any.
+///
+/// The bit count is kept as `count - Σ entries` (wrapping): only its low six
+/// bits are the count, saving a mask per lookup; the refill masks it.
 #[inline(never)]
-fn fast4<S: Symbol, const K: usize>(
-    t: &Tables,
-    max_len: u32,
-    r: &mut [Reader<'_>],
-    op: &mut [usize],
-    ends: &[usize],
+fn fast_lanes<S: Symbol, const TL: u32, const N: usize>(
+    t: &Tables<S>,
+    r: &mut [Reader<'_>; N],
+    o: &mut [usize; N],
+    ends: &[usize; N],
     out: &mut [S],
 ) {
-    let mask = (1usize << max_len) - 1;
-    let (r0, rest) = r.split_at_mut(1);
-    let (r1, rest) = rest.split_at_mut(1);
-    let (r2, r3) = rest.split_at_mut(1);
-    let rs: [&mut Reader<'_>; 4] = [&mut r0[0], &mut r1[0], &mut r2[0], &mut r3[0]];
-    let mut bufs = [rs[0].buf, rs[1].buf, rs[2].buf, rs[3].buf];
-    let mut counts = [rs[0].count, rs[1].count, rs[2].count, rs[3].count];
-    let mut pos = [rs[0].pos, rs[1].pos, rs[2].pos, rs[3].pos];
-    let datas = [rs[0].data, rs[1].data, rs[2].data, rs[3].data];
-    let mut o = [op[0], op[1], op[2], op[3]];
+    assert!(t.tl == TL && (4..=14).contains(&TL));
+    let k = (56 / TL) as usize;
+    let table: &[S::Entry; TABLE] = &t.multi;
+    let mask = (1usize << TL) - 1;
+    let mut bufs: [u64; N] = std::array::from_fn(|s| r[s].buf);
+    let mut counts: [u64; N] = std::array::from_fn(|s| r[s].count as u64);
+    let mut pos: [usize; N] = std::array::from_fn(|s| r[s].pos);
+    let data: [*const u8; N] = std::array::from_fn(|s| r[s].data.as_ptr());
+    let mut op = *o;
+    for s in 0..N {
+        assert!(ends[s] <= out.len() && op[s] <= ends[s]);
+    }
     let out_ptr = out.as_mut_ptr();
     loop {
-        let mut go = true;
-        for s in 0..4 {
-            // each lookup may store at o and o+1 and advance by 2
-            go &= pos[s] + 8 <= datas[s].len() && o[s] + 2 * K <= ends[s];
+        let mut rounds = usize::MAX;
+        for s in 0..N {
+            r[s].pos = pos[s];
+            rounds = rounds.min(safe_rounds(&r[s], op[s], ends[s], k));
         }
-        if !go {
+        if rounds == 0 {
             break;
         }
-        for s in 0..4 {
-            // SAFETY: pos[s] + 8 <= datas[s].len() was checked just above.
-            let w = unsafe { (datas[s].as_ptr().add(pos[s]) as *const u64).read_unaligned() };
-            bufs[s] |= u64::from_le(w) << counts[s];
-            pos[s] += ((63 - counts[s]) >> 3) as usize;
-            counts[s] |= 56;
-        }
-        for _ in 0..K {
-            for s in 0..4 {
-                let e = t.multi[(bufs[s] as usize) & mask & (TABLE - 1)];
-                // SAFETY: o[s] + 2K <= ends[s] at the top of this iteration
-                // and each of the K lookups advances o[s] by at most 2, so
-                // o[s] + 1 < ends[s] <= out.len(): the 2-symbol store is in
-                // bounds and inside stream s's own quarter of `out`.
-                unsafe { S::store_pair(out_ptr.add(o[s]), e >> 32) };
-                o[s] += ((e >> 6) & 3) as usize;
-                let nb = (e & 63) as u32;
-                bufs[s] >>= nb;
-                counts[s] -= nb;
+        for _ in 0..rounds {
+            for s in 0..N {
+                // SAFETY: pos[s] + 8 <= data length for the `rounds` rounds
+                // safe_rounds counted (pos advances at most 7 per round).
+                let w = unsafe { (data[s].add(pos[s]) as *const u64).read_unaligned() };
+                let c = counts[s] & 63;
+                bufs[s] |= u64::from_le(w) << c;
+                pos[s] += ((63 - c) >> 3) as usize;
+                counts[s] = c | 56;
+            }
+            for _ in 0..k {
+                for s in 0..N {
+                    let e: u64 = table[(bufs[s] as usize) & mask].into();
+                    // SAFETY: safe_rounds left room for k lookups of at most
+                    // MAX_RUN symbols each plus a 4-symbol store, inside lane
+                    // s's own part of `out` (ends[s] <= out.len(), checked).
+                    unsafe { S::store4(out_ptr.add(op[s]), e >> SYM_SHIFT) };
+                    op[s] += (e >> S::COUNT_SHIFT) as usize;
+                    bufs[s] >>= e & 63;
+                    counts[s] = counts[s].wrapping_sub(e);
+                }
             }
         }
     }
-    for s in 0..4 {
-        rs[s].buf = bufs[s];
-        rs[s].count = counts[s];
-        rs[s].pos = pos[s];
-        op[s] = o[s];
+    for s in 0..N {
+        r[s].buf = bufs[s];
+        r[s].count = (counts[s] & 63) as u32;
+        r[s].pos = pos[s];
     }
+    *o = op;
 }

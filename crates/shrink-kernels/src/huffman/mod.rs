@@ -69,23 +69,37 @@ pub enum HuffmanError {
 pub type Result<T> = std::result::Result<T, HuffmanError>;
 
 /// A symbol type the codec reads and writes: `u8` or `u16`.
+///
+/// The associated items describe the decoder's multi-symbol table entries
+/// (see `decode.rs`); they are public only because the trait is.
 pub trait Symbol: Copy + Default + Send + Sync + 'static {
     /// Frame `width` byte.
     const WIDTH: u8;
+    /// A decode-table entry: `u32` for bytes (16 KiB tables), `u64` for
+    /// `u16` symbols (three 16-bit symbols do not fit 32 bits).
+    #[doc(hidden)]
+    type Entry: Copy + Default + Into<u64> + Send + Sync + 'static;
+    /// Bit where an entry's symbol count (1–3) starts.
+    #[doc(hidden)]
+    const COUNT_SHIFT: u32;
     fn to_u32(self) -> u32;
     fn from_u32(x: u32) -> Self;
     fn checksum(s: &[Self]) -> u32;
-    /// Two symbols as the bytes one store writes (`s0` first, little-endian).
-    fn pair(s0: u32, s1: u32) -> u64;
-    /// Stores [`Self::pair`]'s value at `p` and `p + 1`.
+    /// An entry from its bits (which fit the entry type by construction).
+    #[doc(hidden)]
+    fn entry(bits: u64) -> Self::Entry;
+    /// Stores four symbols packed little-endian in `syms` (one write).
     ///
     /// # Safety
-    /// `p` and `p + 1` must be valid for writes.
-    unsafe fn store_pair(p: *mut Self, pair: u64);
+    /// `p .. p + 4` must be valid for writes.
+    #[doc(hidden)]
+    unsafe fn store4(p: *mut Self, syms: u64);
 }
 
 impl Symbol for u8 {
     const WIDTH: u8 = 1;
+    type Entry = u32;
+    const COUNT_SHIFT: u32 = 30;
     #[inline(always)]
     fn to_u32(self) -> u32 {
         self as u32
@@ -98,19 +112,21 @@ impl Symbol for u8 {
         checksum_bytes(s)
     }
     #[inline(always)]
-    fn pair(s0: u32, s1: u32) -> u64 {
-        (s0 | s1 << 8) as u64
+    fn entry(bits: u64) -> u32 {
+        bits as u32
     }
     #[inline(always)]
-    unsafe fn store_pair(p: *mut u8, pair: u64) {
-        // SAFETY: the caller guarantees p and p + 1 are writable; the store
-        // is unaligned-safe and little-endian puts s0 at p.
-        unsafe { (p as *mut u16).write_unaligned((pair as u16).to_le()) }
+    unsafe fn store4(p: *mut u8, syms: u64) {
+        // SAFETY: the caller guarantees p .. p + 4 are writable; the store is
+        // unaligned-safe and little-endian puts the first symbol at p.
+        unsafe { (p as *mut u32).write_unaligned((syms as u32).to_le()) }
     }
 }
 
 impl Symbol for u16 {
     const WIDTH: u8 = 2;
+    type Entry = u64;
+    const COUNT_SHIFT: u32 = 62;
     #[inline(always)]
     fn to_u32(self) -> u32 {
         self as u32
@@ -123,13 +139,13 @@ impl Symbol for u16 {
         checksum_u16(s)
     }
     #[inline(always)]
-    fn pair(s0: u32, s1: u32) -> u64 {
-        (s0 | s1 << 16) as u64
+    fn entry(bits: u64) -> u64 {
+        bits
     }
     #[inline(always)]
-    unsafe fn store_pair(p: *mut u16, pair: u64) {
-        // SAFETY: as for u8: p and p + 1 are writable per the caller.
-        unsafe { (p as *mut u32).write_unaligned((pair as u32).to_le()) }
+    unsafe fn store4(p: *mut u16, syms: u64) {
+        // SAFETY: as for u8: p .. p + 4 are writable per the caller.
+        unsafe { (p as *mut u64).write_unaligned(syms.to_le()) }
     }
 }
 
