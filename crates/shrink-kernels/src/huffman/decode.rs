@@ -357,14 +357,27 @@ pub(crate) enum Path {
     Fast11,
     #[cfg(test)]
     Scalar,
+    /// [`Path::Fast`] without the CPU-specific (BMI2) build.
+    #[cfg(test)]
+    Portable,
 }
 
 impl Path {
+    fn portable(self) -> bool {
+        match self {
+            Path::Fast => false,
+            #[cfg(test)]
+            Path::Fast11 | Path::Scalar => false,
+            #[cfg(test)]
+            Path::Portable => true,
+        }
+    }
+
     fn uses_fast_loops(self) -> bool {
         match self {
             Path::Fast => true,
             #[cfg(test)]
-            Path::Fast11 => true,
+            Path::Fast11 | Path::Portable => true,
             #[cfg(test)]
             Path::Scalar => false,
         }
@@ -407,6 +420,8 @@ fn decode_parsed_with<S: Symbol>(h: &Header<'_>, out: &mut [S], path: Path) -> R
         Path::Fast11 => max_len.max(11),
         #[cfg(test)]
         Path::Scalar => max_len,
+        #[cfg(test)]
+        Path::Portable => table_bits(max_len),
     };
     let t = build_tables::<S>(&h.lengths, tl)?;
     let streams = h.streams.len();
@@ -414,15 +429,16 @@ fn decode_parsed_with<S: Symbol>(h: &Header<'_>, out: &mut [S], path: Path) -> R
     let mut readers: Vec<Reader<'_>> = h.streams.iter().map(|s| Reader::new(s)).collect();
     let mut at: Vec<usize> = (0..streams).map(|k| (k * q).min(n)).collect();
     let ends: Vec<usize> = (0..streams).map(|k| ((k + 1) * q).min(n)).collect();
+    let portable = path.portable();
     if path.uses_fast_loops() {
         if streams == 4 {
             let r: &mut [Reader<'_>; 4] = (&mut readers[..]).try_into().expect("4 streams");
             let o: &mut [usize; 4] = (&mut at[..]).try_into().expect("4 streams");
             let e: &[usize; 4] = (&ends[..]).try_into().expect("4 streams");
             if tl == 11 {
-                fast_lanes::<S, 11, 4>(&t, r, o, e, out);
+                fast_lanes::<S, 11, 4>(&t, r, o, e, out, portable);
             } else {
-                fast_lanes::<S, 12, 4>(&t, r, o, e, out);
+                fast_lanes::<S, 12, 4>(&t, r, o, e, out, portable);
             }
         }
         // streams the 4-lane loop left (or a 1-stream frame): one lane each
@@ -431,9 +447,9 @@ fn decode_parsed_with<S: Symbol>(h: &Header<'_>, out: &mut [S], path: Path) -> R
             let o: &mut [usize; 1] = (&mut at[k..k + 1]).try_into().expect("1");
             let e: &[usize; 1] = (&ends[k..k + 1]).try_into().expect("1");
             if tl == 11 {
-                fast_lanes::<S, 11, 1>(&t, r, o, e, out);
+                fast_lanes::<S, 11, 1>(&t, r, o, e, out, portable);
             } else {
-                fast_lanes::<S, 12, 1>(&t, r, o, e, out);
+                fast_lanes::<S, 12, 1>(&t, r, o, e, out, portable);
             }
         }
     }
@@ -496,94 +512,165 @@ fn decode_raw<S: Symbol>(h: &Header<'_>, bits: u32, out: &mut [S]) -> Result<()>
     Ok(())
 }
 
-/// Rounds that lane `(r, o, end)` can run with no bounds check: each round
-/// loads 8 bytes at `r.pos` then advances it by at most 7, and each of its
-/// `k` lookups stores 4 symbols at `o` then advances it by at most
-/// [`MAX_RUN`].
+/// Rounds a lane can run with no bounds check, given the input bytes and
+/// output symbols left to it: each round loads 8 bytes then advances the
+/// input by at most 7, and each of its `k` lookups stores 4 symbols then
+/// advances the output by at most [`MAX_RUN`].
 #[inline(always)]
-fn safe_rounds(r: &Reader<'_>, o: usize, end: usize, k: usize) -> usize {
+fn safe_rounds(in_left: usize, out_left: usize, k: usize) -> usize {
     let need_out = MAX_RUN as usize * (k - 1) + STORE;
-    let by_in = match r.data.len().checked_sub(r.pos + 8) {
+    let by_in = match in_left.checked_sub(8) {
         Some(room) => room / 7 + 1,
         None => 0,
     };
-    let by_out = match (end - o).checked_sub(need_out) {
+    let by_out = match out_left.checked_sub(need_out) {
         Some(room) => room / (MAX_RUN as usize * k) + 1,
         None => 0,
     };
     by_in.min(by_out)
 }
 
-/// The table-driven loop over `N` lanes (streams) at once, `TL`-bit tables.
-///
-/// Each round refills every lane to ≥ 56 bits with one unaligned 8-byte load
-/// (Giesen's branchless refill: OR the word in above the valid bits, advance
-/// by whole bytes, set the count to 56–63), then does `56 / TL` lookups per
-/// lane, round-robin so the `N` dependency chains overlap. A lookup stores
-/// its entry's symbols with one 4-symbol write and advances the lane's output
-/// by the entry's count; later writes overwrite the spare symbols. Lanes
-/// stop (for the safe loop to finish) once [`safe_rounds`] is 0 for any.
-///
-/// The bit count is kept as `count - Σ entries` (wrapping): only its low six
-/// bits are the count, saving a mask per lookup; the refill masks it.
-#[inline(never)]
+/// The table-driven loop over `N` lanes (streams) at once, `TL`-bit tables:
+/// picks the BMI2 build where the CPU has it (flag-free variable shifts;
+/// measured faster), else the portable one. Both are the same code.
 fn fast_lanes<S: Symbol, const TL: u32, const N: usize>(
     t: &Tables<S>,
     r: &mut [Reader<'_>; N],
     o: &mut [usize; N],
     ends: &[usize; N],
     out: &mut [S],
+    portable: bool,
 ) {
     assert!(t.tl == TL && (4..=14).contains(&TL));
-    let k = (56 / TL) as usize;
-    let table: &[S::Entry; TABLE] = &t.multi;
-    let mask = (1usize << TL) - 1;
-    let mut bufs: [u64; N] = std::array::from_fn(|s| r[s].buf);
-    let mut counts: [u64; N] = std::array::from_fn(|s| r[s].count as u64);
-    let mut pos: [usize; N] = std::array::from_fn(|s| r[s].pos);
-    let data: [*const u8; N] = std::array::from_fn(|s| r[s].data.as_ptr());
-    let mut op = *o;
     for s in 0..N {
-        assert!(ends[s] <= out.len() && op[s] <= ends[s]);
+        assert!(ends[s] <= out.len() && o[s] <= ends[s]);
+        assert!(r[s].pos <= r[s].data.len() && r[s].count <= 63);
     }
+    #[cfg(target_arch = "x86_64")]
+    if !portable && std::arch::is_x86_feature_detected!("bmi2")
+        && std::arch::is_x86_feature_detected!("bmi1")
+        && std::arch::is_x86_feature_detected!("lzcnt") {
+        // SAFETY: the CPU has BMI2 (checked just above); the lane bounds
+        // the loop relies on were asserted above.
+        unsafe { fast_lanes_bmi2::<S, TL, N>(t, r, o, ends, out) };
+        return;
+    }
+    let _ = portable;
+    // SAFETY: the lane bounds the loop relies on were asserted above.
+    unsafe { fast_lanes_body::<S, TL, N>(t, r, o, ends, out) }
+}
+
+/// [`fast_lanes_body`] compiled with BMI2 (`shlx`/`shrx`).
+///
+/// # Safety
+/// The CPU must support BMI2; otherwise as [`fast_lanes_body`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi1,bmi2,lzcnt")]
+#[inline(never)]
+unsafe fn fast_lanes_bmi2<S: Symbol, const TL: u32, const N: usize>(
+    t: &Tables<S>,
+    r: &mut [Reader<'_>; N],
+    o: &mut [usize; N],
+    ends: &[usize; N],
+    out: &mut [S],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { fast_lanes_body::<S, TL, N>(t, r, o, ends, out) }
+}
+
+/// Each round refills every lane to 56–63 bits with one unaligned 8-byte
+/// load, then does `56 / TL` lookups per lane, round-robin so the `N`
+/// dependency chains overlap. A lookup stores its entry's symbols with one
+/// 4-symbol write and advances the lane's output by the entry's count; later
+/// writes overwrite the spare symbols. Lanes stop (for the safe loop to
+/// finish) once [`safe_rounds`] is 0 for any.
+///
+/// The refill is Giesen's branchless one (advance the input by the whole
+/// bytes consumed, so the next load's address never waits for this round's
+/// lookups), with the bit count kept *in* the buffer: a marker bit sits just
+/// above the valid bits and lookups shift it down with them, so
+/// `63 - leading_zeros` is the count. That frees the four count registers
+/// (and a subtraction per lookup), which keeps the four lanes' state in
+/// registers.
+///
+/// # Safety
+/// For every lane `s`: `o[s] <= ends[s] <= out.len()`,
+/// `r[s].pos <= r[s].data.len()`, `r[s].count <= 63`, and distinct lanes'
+/// ranges `o[s]..ends[s]` do not overlap.
+#[inline(always)]
+unsafe fn fast_lanes_body<S: Symbol, const TL: u32, const N: usize>(
+    t: &Tables<S>,
+    r: &mut [Reader<'_>; N],
+    o: &mut [usize; N],
+    ends: &[usize; N],
+    out: &mut [S],
+) {
+    let k = (56 / TL) as usize;
+    let table: *const S::Entry = t.multi.as_ptr();
+    let mask = (1usize << TL) - 1;
+    // the valid bits, then the marker (bits above the count may hold stream
+    // bits the reader already has; they are read again by the next refill)
+    let mut bufs: [u64; N] = std::array::from_fn(|s| {
+        let c = r[s].count;
+        (r[s].buf & ((1u64 << c) - 1)) | 1u64 << c
+    });
     let out_ptr = out.as_mut_ptr();
+    // SAFETY (all `add`s here): offsets within or one past their slices,
+    // per the caller's contract.
+    let mut ip: [*const u8; N] =
+        std::array::from_fn(|s| unsafe { r[s].data.as_ptr().add(r[s].pos) });
+    let in_end: [*const u8; N] =
+        std::array::from_fn(|s| unsafe { r[s].data.as_ptr().add(r[s].data.len()) });
+    let mut op: [*mut S; N] = std::array::from_fn(|s| unsafe { out_ptr.add(o[s]) });
+    let out_end: [*mut S; N] = std::array::from_fn(|s| unsafe { out_ptr.add(ends[s]) });
     loop {
         let mut rounds = usize::MAX;
         for s in 0..N {
-            r[s].pos = pos[s];
-            rounds = rounds.min(safe_rounds(&r[s], op[s], ends[s], k));
+            let in_left = in_end[s] as usize - ip[s] as usize;
+            let out_left = (out_end[s] as usize - op[s] as usize) / std::mem::size_of::<S>();
+            rounds = rounds.min(safe_rounds(in_left, out_left, k));
         }
         if rounds == 0 {
             break;
         }
         for _ in 0..rounds {
             for s in 0..N {
-                // SAFETY: pos[s] + 8 <= data length for the `rounds` rounds
-                // safe_rounds counted (pos advances at most 7 per round).
-                let w = unsafe { (data[s].add(pos[s]) as *const u64).read_unaligned() };
-                let c = counts[s] & 63;
-                bufs[s] |= u64::from_le(w) << c;
-                pos[s] += ((63 - c) >> 3) as usize;
-                counts[s] = c | 56;
+                // SAFETY: 8 bytes are left at ip[s] for each of the `rounds`
+                // rounds safe_rounds counted (ip advances ≤ 7 per round).
+                let w = u64::from_le(unsafe { (ip[s] as *const u64).read_unaligned() }) ^ 1;
+                let lz = bufs[s].leading_zeros();
+                let c = 63 - lz; // valid bits; the marker is bit c
+                let m = lz & 56; // whole bytes that fit above them, in bits
+                // the new bytes with the marker above them; bit 0 flipped so
+                // that XOR-ing over the old marker both clears it and puts
+                // the first new bit there
+                let fresh = (w & ((1u64 << m) - 1)) | 1u64 << m;
+                bufs[s] ^= fresh << c;
+                // SAFETY: stays within the stream, as above.
+                ip[s] = unsafe { ip[s].add((lz >> 3) as usize) };
             }
             for _ in 0..k {
                 for s in 0..N {
-                    let e: u64 = table[(bufs[s] as usize) & mask].into();
+                    // SAFETY: the index is masked to TL ≤ 12 bits; the table
+                    // has 2^12 entries.
+                    let e: u64 = unsafe { *table.add((bufs[s] as usize) & mask) }.into();
                     // SAFETY: safe_rounds left room for k lookups of at most
                     // MAX_RUN symbols each plus a 4-symbol store, inside lane
-                    // s's own part of `out` (ends[s] <= out.len(), checked).
-                    unsafe { S::store4(out_ptr.add(op[s]), e >> SYM_SHIFT) };
-                    op[s] += (e >> S::COUNT_SHIFT) as usize;
+                    // s's own part of `out`.
+                    unsafe {
+                        S::store4(op[s], e >> SYM_SHIFT);
+                        op[s] = op[s].add((e >> S::COUNT_SHIFT) as usize);
+                    }
                     bufs[s] >>= e & 63;
-                    counts[s] = counts[s].wrapping_sub(e);
                 }
             }
         }
     }
     for s in 0..N {
-        r[s].buf = bufs[s];
-        r[s].count = (counts[s] & 63) as u32;
-        r[s].pos = pos[s];
+        let c = 63 - bufs[s].leading_zeros();
+        r[s].buf = bufs[s] ^ 1u64 << c;
+        r[s].count = c;
+        r[s].pos = ip[s] as usize - r[s].data.as_ptr() as usize;
+        o[s] = (op[s] as usize - out_ptr as usize) / std::mem::size_of::<S>();
     }
-    *o = op;
 }

@@ -163,3 +163,104 @@ fn entropy_of_known_distributions() {
     assert_eq!(entropy_bits(&[7]), 0.0);
     assert_eq!(histogram(&[2u8, 2, 0]), vec![1, 0, 2]);
 }
+
+/// Every decode path on one frame: the fast loops (BMI2 where the CPU has
+/// it, and portable), the 11-bit-table variant, and the scalar reference
+/// loop must give the same symbols, and the same verdict on damaged frames.
+fn all_paths_agree<S: Symbol + std::fmt::Debug + PartialEq>(frame: &[u8], n: usize) -> Option<Vec<S>> {
+    use decode::{decode_into_with, Path};
+    let mut results = Vec::new();
+    for path in [Path::Scalar, Path::Fast, Path::Portable, Path::Fast11] {
+        let mut out = vec![S::default(); n];
+        let r = decode_into_with(frame, &mut out, path).map(|()| out);
+        results.push((path, r));
+    }
+    let (_, reference) = &results[0];
+    for (path, r) in &results[1..] {
+        match (reference, r) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{path:?} disagrees with the scalar loop"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{path:?}: {:?} vs scalar {:?}", r.as_ref().err(), reference.as_ref().err()),
+        }
+    }
+    results.swap_remove(0).1.ok()
+}
+
+proptest! {
+    /// Random alphabets and skews through every path, u8 and u16, lengths
+    /// that are not multiples of 4 (unequal quarters, short last stream).
+    #[test]
+    fn fast_paths_match_scalar(n in 0usize..6000, alphabet in 1u32..300, scale in 0.05f64..60.0, seed in any::<u64>()) {
+        let v16 = laplace_symbols(n, alphabet, scale, seed);
+        let f16 = encode(&v16).unwrap();
+        prop_assert_eq!(all_paths_agree::<u16>(&f16, n), Some(v16.clone()));
+        let v8: Vec<u8> = v16.iter().map(|&s| s.min(255) as u8).collect();
+        let f8 = encode(&v8).unwrap();
+        prop_assert_eq!(all_paths_agree::<u8>(&f8, n), Some(v8));
+    }
+
+    /// Wide u16 alphabets (12-bit codes, 64-bit table entries).
+    #[test]
+    fn fast_paths_match_scalar_wide(n in 0usize..20000, scale in 50f64..2000.0, seed in any::<u64>()) {
+        let v = laplace_symbols(n, 4096, scale, seed);
+        let f = encode(&v).unwrap();
+        prop_assert_eq!(all_paths_agree::<u16>(&f, n), Some(v));
+    }
+
+    /// Damage: every path rejects it or (where the damaged bit carried no
+    /// information) returns the original — and they agree with each other.
+    #[test]
+    fn fast_paths_reject_corruption(seed in any::<u64>(), n in 1usize..5000, flips in 1usize..4, cut in 0usize..16) {
+        let v: Vec<u8> = laplace_symbols(n, 40, 3.0, seed).iter().map(|&s| s as u8).collect();
+        let f = encode(&v).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa5a5);
+        let mut g = f.clone();
+        for _ in 0..flips {
+            let i = rng.gen_range(0..g.len());
+            g[i] ^= 1 << rng.gen_range(0..8);
+        }
+        if let Some(w) = all_paths_agree::<u8>(&g, n) {
+            prop_assert_eq!(&w, &v);
+        }
+        g.truncate(g.len().saturating_sub(cut));
+        if let Some(w) = all_paths_agree::<u8>(&g, n) {
+            prop_assert_eq!(&w, &v);
+        }
+    }
+}
+
+/// Streams whose quarters code at very different rates (one all-short
+/// codes, one all-long): the 4-lane loop stops on the fast quarter and the
+/// others finish in the 1-lane loop, then the checked loop.
+#[test]
+fn unequal_quarters_round_trip() {
+    let n = 40_001;
+    let mut v: Vec<u8> = Vec::with_capacity(n);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for i in 0..n {
+        v.push(match i * 4 / n {
+            0 => 0,
+            1 => rng.gen_range(0..200),
+            2 => rng.gen_range(0..3),
+            _ => 255 - rng.gen_range(0..30u8),
+        });
+    }
+    let f = encode(&v).unwrap();
+    assert_eq!(frame_info(&f).unwrap().streams, 4);
+    assert_eq!(all_paths_agree::<u8>(&f, n), Some(v));
+}
+
+/// The longest codes the format allows (12 bits, forced by > 2048 used
+/// symbols) and a 1-bit code (one symbol ~ always): table entries at both
+/// extremes (1 and 3 symbols per lookup).
+#[test]
+fn extreme_code_lengths_round_trip() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let wide: Vec<u16> = (0..30_000).map(|i| if i % 2 == 0 { rng.gen_range(0..4096) } else { 7 }).collect();
+    let f = encode(&wide).unwrap();
+    assert_eq!(frame_info(&f).unwrap().max_len, 12);
+    assert_eq!(all_paths_agree::<u16>(&f, wide.len()), Some(wide));
+    let skew: Vec<u8> = (0..30_003).map(|_| if rng.gen_bool(0.97) { 9 } else { rng.gen_range(0..16) }).collect();
+    let f = encode(&skew).unwrap();
+    assert_eq!(all_paths_agree::<u8>(&f, skew.len()), Some(skew));
+}
