@@ -93,7 +93,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Previous vs current decoder, alternating, same streams, same thread.
 fn interleaved_comparison(n: usize) {
-    eprintln!("same-run decode comparison (load average {})", load_average());
+    eprintln!(
+        "same-run decode comparison (load average {})",
+        load_average()
+    );
     for (name, v) in &streams(n) {
         let frame = huffman::encode(v).expect("encode");
         let mut out = vec![0u8; n];
@@ -120,6 +123,27 @@ fn interleaved_comparison(n: usize) {
         );
     }
     eprintln!("  (load average after: {})", load_average());
+    // fixed cost per frame (parse, tables, checksum set-up): a short frame
+    let v = &streams(3000)[0].1;
+    let frame = huffman::encode(v).expect("encode");
+    let mut out = vec![0u8; v.len()];
+    let reps = 2000;
+    let (mut prev, mut cur) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t = cpu_timed(reps, || {
+            huffman_prev::decode_into(black_box(&frame), &mut out).expect("decode");
+        });
+        prev.push(t.as_secs_f64() * 1e6 / reps as f64);
+        let t = cpu_timed(reps, || {
+            huffman::decode_into(black_box(&frame), &mut out).expect("decode");
+        });
+        cur.push(t.as_secs_f64() * 1e6 / reps as f64);
+    }
+    eprintln!(
+        "  a short frame (3000 int8 weight codes; mostly table set-up): previous {:.1} µs, current {:.1} µs",
+        median(prev),
+        median(cur)
+    );
 }
 
 fn bench(c: &mut Criterion) {

@@ -1,26 +1,42 @@
 //! Table-driven decoding of the frames of [`super::encode`].
 //!
-//! Two tables of `2^max_len` entries, indexed by the next `max_len` bits of a
-//! stream (least-significant bit = first bit):
+//! Two tables of `2^tl` entries (`tl` = 12, the format's longest code),
+//! indexed by the next `tl` bits of a stream (least-significant bit = first
+//! bit):
 //!
 //! ```text
-//!  single  u16:  sym(12) | len(4)                  len 0 = no code starts here
-//!  multi   u64:  bits(6) | count(2) | … | pair(32) at bit 32
-//!               count 2 when a second whole code fits in the same max_len bits;
-//!               pair = both symbols as one 2-symbol store (Symbol::pair)
+//!  single  u16:  sym(12) | len(4)               the one code the index starts with
+//!  multi   u32 (u8 symbols) or u64 (u16 symbols):
+//!          bits(6) | sym0 | sym1 | sym2 | … | count(2) in the top two bits
+//!          up to three whole codes that fit in the tl-bit window; bits = their
+//!          total length, count = how many (1–3), symbols 8 or 16 bits each
 //! ```
+//! A 12-bit window holds two 6-bit int8-weight codes or three 4-bit cluster
+//! indices, so one lookup yields 1.6–2.5 symbols on weight-like streams.
 //! Frames must use a complete code (Kraft sum exactly 1, what package-merge
-//! produces), so every table entry is a valid code and the fast loop needs no
+//! produces), so every table entry is a valid code and the fast loops need no
 //! per-lookup validity check; `parse` rejects any other code.
 //!
-//! The fast loop refills each of the four streams to ≥ 56 bits with one
-//! unaligned 8-byte load (Giesen's branchless refill), then does five lookups
-//! per stream (four when codes reach 12 bits), round-robin so the four
-//! dependency chains overlap. Each lookup stores two symbols and advances by
-//! `count`; the loop stops while every stream is at least 10 symbols short of
-//! the end of its quarter, so the spare store never reaches another stream's
-//! output. The safe single-symbol loop finishes each stream and checks that
-//! it ends exactly on its last byte.
+//! Decoding runs three loops per frame, fastest first:
+//! 1. `fast_lanes` over the four streams at once (four independent
+//!    dependency chains), four lookups per stream per 8-byte refill, each
+//!    lookup one table load, one 4-symbol store and two shifts; it runs in
+//!    blocks of rounds counted up front so the body has no bounds checks,
+//!    and stops when any stream is within 8 bytes of its end or 13 symbols
+//!    of the end of its quarter of the output.
+//! 2. `fast_lanes` over each stream alone (a stream whose quarter codes
+//!    much longer than the others, e.g. a block of rare symbols, is not left
+//!    to the slow loop).
+//! 3. The checked one-code-per-lookup loop: finishes every stream, reading
+//!    zeros past its end, then checks that it ends exactly on its last byte
+//!    with zero padding; the whole output is then compared with the frame's
+//!    check value. Corrupt or truncated frames are errors, never panics or
+//!    wrong symbols.
+//!
+//! The fast loops are unsafe Rust (unchecked loads, stores and table reads,
+//! each with its bound argued in a SAFETY comment); on x86-64 with BMI2 they
+//! are compiled a second time with BMI2 and picked at run time. The tests
+//! compare every loop against the checked one on random frames.
 
 use super::{
     canonical_codes, get_varint, reverse_bits, FrameInfo, HuffmanError, Result, Symbol,
@@ -236,42 +252,63 @@ fn table_bits(max_len: u32) -> u32 {
     max_len.max(12)
 }
 
+/// Builds both tables by walking the code tree to depth three rather than
+/// decoding every index: for each first code (shortest first), the entries
+/// it starts get its single-symbol entry, then those where a second code
+/// fits get the pair, then those where a third fits get the triple. Each
+/// fill is a strided run of equal entries (LSB-first indices: a prefix of
+/// `n` bits fixes the low `n` bits), so the cost is about three stores per
+/// entry instead of three dependent lookups.
 fn build_tables<S: Symbol>(lengths: &[u8], tl: u32) -> Result<Tables<S>> {
     debug_assert!(tl <= MAX_CODE_LEN);
     let codes = canonical_codes(lengths).ok_or_else(|| corrupt("over-subscribed code"))?;
-    let size = 1usize << tl;
-    let mut single = Box::new([0u16; TABLE]);
-    for (sym, (&l, &c)) in lengths.iter().zip(&codes).enumerate() {
-        if l == 0 {
-            continue;
-        }
-        let r = reverse_bits(c, l) as usize;
-        let entry = sym as u16 | (l as u16) << 12;
-        for k in 0..1usize << (tl - l as u32) {
-            single[r | k << l] = entry;
-        }
+    // (length, symbol, bit-reversed code), shortest first
+    let mut by_len: Vec<(u32, u64, usize)> = lengths
+        .iter()
+        .zip(&codes)
+        .enumerate()
+        .filter(|(_, (&l, _))| l > 0)
+        .map(|(sym, (&l, &c))| (l as u32, sym as u64, reverse_bits(c, l) as usize))
+        .collect();
+    by_len.sort_unstable();
+    if by_len.last().is_some_and(|&(l, _, _)| l > tl) {
+        return Err(corrupt(format!("code longer than the {tl}-bit table")));
+    }
+    let covered: u64 = by_len.iter().map(|&(l, _, _)| 1u64 << (tl - l)).sum();
+    if covered != 1 << tl {
+        return Err(corrupt("incomplete code"));
     }
     let sym_bits = 8 * S::WIDTH as u32;
+    let entry = |bits: u32, syms: u64, count: u64| {
+        S::entry(bits as u64 | syms << SYM_SHIFT | count << S::COUNT_SHIFT)
+    };
+    let mut single = Box::new([0u16; TABLE]);
     let mut multi = Box::new([S::Entry::default(); TABLE]);
-    for (x, m) in multi.iter_mut().enumerate().take(size) {
-        let e0 = single[x] as u64;
-        let l0 = (e0 >> 12) as u32;
-        if l0 == 0 {
-            return Err(corrupt("incomplete code"));
+    // entries whose low `n` bits are `base`
+    fn fill<T: Copy>(t: &mut [T; TABLE], base: usize, n: u32, tl: u32, v: T) {
+        for i in 0..1usize << (tl - n) {
+            t[(base | i << n) & (TABLE - 1)] = v;
         }
-        // whole codes that fit the tl-bit window after the first, up to 3
-        let (mut nb, mut syms, mut count) = (l0, e0 & 0xfff, 1u32);
-        while count < MAX_RUN {
-            let e = single[x >> nb] as u64;
-            let l = (e >> 12) as u32;
-            if l == 0 || nb + l > tl {
+    }
+    for &(l0, s0, r0) in &by_len {
+        fill(&mut single, r0, l0, tl, s0 as u16 | (l0 as u16) << 12);
+        fill(&mut multi, r0, l0, tl, entry(l0, s0, 1));
+        for &(l1, s1, r1) in &by_len {
+            let n1 = l0 + l1;
+            if n1 > tl {
                 break;
             }
-            syms |= (e & 0xfff) << (count * sym_bits);
-            nb += l;
-            count += 1;
+            let (b1, p1) = (r0 | r1 << l0, s0 | s1 << sym_bits);
+            fill(&mut multi, b1, n1, tl, entry(n1, p1, 2));
+            for &(l2, s2, r2) in &by_len {
+                let n2 = n1 + l2;
+                if n2 > tl {
+                    break;
+                }
+                let p2 = p1 | s2 << (2 * sym_bits);
+                fill(&mut multi, b1 | r2 << n1, n2, tl, entry(n2, p2, 3));
+            }
         }
-        *m = S::entry(nb as u64 | syms << SYM_SHIFT | (count as u64) << S::COUNT_SHIFT);
     }
     Ok(Tables { tl, single, multi })
 }
@@ -547,9 +584,11 @@ fn fast_lanes<S: Symbol, const TL: u32, const N: usize>(
         assert!(r[s].pos <= r[s].data.len() && r[s].count <= 63);
     }
     #[cfg(target_arch = "x86_64")]
-    if !portable && std::arch::is_x86_feature_detected!("bmi2")
+    if !portable
+        && std::arch::is_x86_feature_detected!("bmi2")
         && std::arch::is_x86_feature_detected!("bmi1")
-        && std::arch::is_x86_feature_detected!("lzcnt") {
+        && std::arch::is_x86_feature_detected!("lzcnt")
+    {
         // SAFETY: the CPU has BMI2 (checked just above); the lane bounds
         // the loop relies on were asserted above.
         unsafe { fast_lanes_bmi2::<S, TL, N>(t, r, o, ends, out) };
@@ -641,9 +680,9 @@ unsafe fn fast_lanes_body<S: Symbol, const TL: u32, const N: usize>(
                 let lz = bufs[s].leading_zeros();
                 let c = 63 - lz; // valid bits; the marker is bit c
                 let m = lz & 56; // whole bytes that fit above them, in bits
-                // the new bytes with the marker above them; bit 0 flipped so
-                // that XOR-ing over the old marker both clears it and puts
-                // the first new bit there
+                                 // the new bytes with the marker above them; bit 0 flipped so
+                                 // that XOR-ing over the old marker both clears it and puts
+                                 // the first new bit there
                 let fresh = (w & ((1u64 << m) - 1)) | 1u64 << m;
                 bufs[s] ^= fresh << c;
                 // SAFETY: stays within the stream, as above.

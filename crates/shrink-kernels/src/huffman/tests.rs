@@ -167,7 +167,10 @@ fn entropy_of_known_distributions() {
 /// Every decode path on one frame: the fast loops (BMI2 where the CPU has
 /// it, and portable), the 11-bit-table variant, and the scalar reference
 /// loop must give the same symbols, and the same verdict on damaged frames.
-fn all_paths_agree<S: Symbol + std::fmt::Debug + PartialEq>(frame: &[u8], n: usize) -> Option<Vec<S>> {
+fn all_paths_agree<S: Symbol + std::fmt::Debug + PartialEq>(
+    frame: &[u8],
+    n: usize,
+) -> Option<Vec<S>> {
     use decode::{decode_into_with, Path};
     let mut results = Vec::new();
     for path in [Path::Scalar, Path::Fast, Path::Portable, Path::Fast11] {
@@ -180,7 +183,11 @@ fn all_paths_agree<S: Symbol + std::fmt::Debug + PartialEq>(frame: &[u8], n: usi
         match (reference, r) {
             (Ok(a), Ok(b)) => assert_eq!(a, b, "{path:?} disagrees with the scalar loop"),
             (Err(_), Err(_)) => {}
-            _ => panic!("{path:?}: {:?} vs scalar {:?}", r.as_ref().err(), reference.as_ref().err()),
+            _ => panic!(
+                "{path:?}: {:?} vs scalar {:?}",
+                r.as_ref().err(),
+                reference.as_ref().err()
+            ),
         }
     }
     results.swap_remove(0).1.ok()
@@ -256,11 +263,27 @@ fn unequal_quarters_round_trip() {
 #[test]
 fn extreme_code_lengths_round_trip() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let wide: Vec<u16> = (0..30_000).map(|i| if i % 2 == 0 { rng.gen_range(0..4096) } else { 7 }).collect();
+    let wide: Vec<u16> = (0..30_000)
+        .map(|i| {
+            if i % 2 == 0 {
+                rng.gen_range(0..4096)
+            } else {
+                7
+            }
+        })
+        .collect();
     let f = encode(&wide).unwrap();
     assert_eq!(frame_info(&f).unwrap().max_len, 12);
     assert_eq!(all_paths_agree::<u16>(&f, wide.len()), Some(wide));
-    let skew: Vec<u8> = (0..30_003).map(|_| if rng.gen_bool(0.97) { 9 } else { rng.gen_range(0..16) }).collect();
+    let skew: Vec<u8> = (0..30_003)
+        .map(|_| {
+            if rng.gen_bool(0.97) {
+                9
+            } else {
+                rng.gen_range(0..16)
+            }
+        })
+        .collect();
     let f = encode(&skew).unwrap();
     assert_eq!(all_paths_agree::<u8>(&f, skew.len()), Some(skew));
 }
