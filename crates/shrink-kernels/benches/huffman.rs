@@ -16,7 +16,9 @@
 //! current decoder against the previous one (`huffman_prev`, main at
 //! 2a27e6c): rounds alternate the two on each stream and the medians are
 //! printed with their ratio and the load average, so a shared machine's
-//! load weighs on both alike.
+//! load weighs on both alike. With `SHRINK_HUFF_DUMP=DIR` the three streams
+//! are also written to `DIR/<name>.u8` for `zstd -b` (Huff0) on the same data
+//! (`bench/huffman_vs_huff0.sh`).
 
 mod huffman_prev;
 
@@ -148,6 +150,13 @@ fn interleaved_comparison(n: usize) {
 
 fn bench(c: &mut Criterion) {
     let n = 1 << 20;
+    // the same streams as files, for peers' own benchmarks (`zstd -b`)
+    if let Some(dir) = std::env::var_os("SHRINK_HUFF_DUMP") {
+        for (name, v) in &streams(n) {
+            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.u8")), v)
+                .expect("write stream");
+        }
+    }
     interleaved_comparison(n);
     let streams = streams(n);
     let mut g = c.benchmark_group("huffman");
