@@ -578,7 +578,8 @@ fn fast_lanes<S: Symbol, const TL: u32, const N: usize>(
     out: &mut [S],
     portable: bool,
 ) {
-    assert!(t.tl == TL && (4..=14).contains(&TL));
+    // 56 / TL lookups per refill, and indices within the 2^12-entry tables
+    assert!(t.tl == TL && (4..=MAX_CODE_LEN).contains(&TL));
     for s in 0..N {
         assert!(ends[s] <= out.len() && o[s] <= ends[s]);
         assert!(r[s].pos <= r[s].data.len() && r[s].count <= 63);
