@@ -1,7 +1,7 @@
 /* zstd decompression throughput on one file, in thread CPU time, for the
  * Huffman decode comparison (bench/huffman_vs_huff0.sh). The streams it is
  * given are literal-only for zstd (level 1 finds almost no matches in them:
- * the .zst is within 0.1% of shrink's Huffman payload), so zstd's
+ * the .zst is within 0.35% of shrink's Huffman frame), so zstd's
  * decompression time is its Huff0 4-stream decoder plus block overhead.
  * Declares the few stable libzstd entry points itself (no zstd.h needed);
  * build: cc -O2 huff0_decode.c -o huff0_decode -l:libzstd.so.1
