@@ -4,7 +4,7 @@
 # 8 epochs, MobileNetV2-tiny for 4. Each run writes its ONNX model, a JSON
 # history (test accuracy per epoch, seconds per epoch) and a log to $OUT.
 # lr 3e-3 is where PyTorch itself reaches the targets on all four models
-# (its sweep over 1e-3..5e-3: bench/results/train/torch_lr_sweep_gpu.json,
+# (its sweep over 1e-3..5e-3: bench/results/train/torch_lr_sweep_h200.json,
 # BENCHMARKS.md §8); at 1e-3 PyTorch's LeNet-5 stays ~1.5 points short.
 #
 #   bench/train_fashion.sh [MODEL...]      (default: all four, LeNets first)

@@ -3,8 +3,9 @@
 Adam, per-batch cosine annealing to 0 over the run, batch 128, pixel/255,
 no augmentation; LeNets 8 epochs, MobileNetV2-tiny 4; lr in {1e-3, 2e-3,
 3e-3, 5e-3}, seeds 0 and 1 (MobileNetV2-tiny: seed 0). Runs on CUDA when
-there is a GPU (that is how bench/results/train/torch_lr_sweep_gpu.json was
-made, on an H200: torch 2.11+cu130), else on the CPU. Writes the test
+there is a GPU (that is how bench/results/train/torch_lr_sweep_h200.json was
+made, on an H200: torch 2.11+cu130, by the script kept beside it, which
+differs from this one in its data paths only), else on the CPU. Writes the test
 accuracy after every epoch of every run to $OUT/sweep.json (default /tmp).
 
   python3 bench/train_torch_sweep.py        (data: $SHRINK_CACHE/fashion-mnist)

@@ -73,6 +73,7 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor, rtol: f32) {
         .map(|(p, q)| (p - q).abs())
         .enumerate()
         .fold((0, 0f32), |m, (i, e)| if e > m.1 { (i, e) } else { m });
+    eprintln!("{what}: max |shrink − torch| {err:.1e}, largest |torch| {scale:.1e}");
     assert!(
         err <= rtol * scale + 1e-7,
         "{what}: max |shrink − torch| = {err:e} at {i} (shrink {}, torch {}), scale {scale:e}",
@@ -100,7 +101,11 @@ fn first_batch_matches(model: &str) {
     assert_close(&format!("{model} logits"), &out[0], &want["logits0"], 1e-5);
     let lv = loss::cross_entropy(&out[0], y, 0.0).unwrap();
     let l0 = want["loss0"].to_f32_vec()[0];
-    assert!((lv.loss - l0).abs() < 1e-5, "{model} loss {} vs {l0}", lv.loss);
+    assert!(
+        (lv.loss - l0).abs() < 1e-5,
+        "{model} loss {} vs {l0}",
+        lv.loss
+    );
     let grads = exec.backward(&params, &[lv.grad]).unwrap();
     let mut n = 0;
     for (name, g) in grads.iter() {
@@ -117,7 +122,11 @@ fn first_batch_matches(model: &str) {
         }
         n += 1;
     }
-    assert_eq!(n, grads.len(), "{model}: every trainable parameter compared");
+    assert_eq!(
+        n,
+        grads.len(),
+        "{model}: every trainable parameter compared"
+    );
 }
 
 /// Four steps of the full trainer (gathering, scaling, loss, backward, Adam,
@@ -138,6 +147,7 @@ fn trainer_steps_match(model: &str, threads: usize) {
     };
     let cfg = TrainConfig {
         epochs: 2,
+        lr: 1e-3,
         shuffle: false,
         threads,
         trainable,
@@ -162,7 +172,7 @@ fn trainer_steps_match(model: &str, threads: usize) {
             // Adam's first steps move every weight by ≈ lr, so compare the
             // displacement from the start, relative to its size.
             let got = &g.initializers[name];
-            assert_close(&format!("{model} after 4 steps: {name}"), got, t, 1e-3);
+            assert_close(&format!("{model} after 4 steps: {name}"), got, t, 5e-4);
             n += 1;
         }
     }
