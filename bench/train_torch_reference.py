@@ -5,7 +5,7 @@ effects from engine effects: the same architectures as shrink's zoo
 whole run, batch 128, pixel/255 inputs, no augmentation; prints the mean
 training loss and the 10k-image test accuracy after every epoch.
 
-  python3 bench/train_torch_reference.py lenet5 8 [--lr 1e-3] [--threads 1] [--seed 0]
+  python3 bench/train_torch_reference.py lenet5 8 [--lr 3e-3] [--threads 1] [--seed 0]
 """
 import argparse, os, sys
 
@@ -17,7 +17,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model", choices=sorted(MODELS))
     ap.add_argument("epochs", type=int)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
