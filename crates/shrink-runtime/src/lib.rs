@@ -13,6 +13,7 @@ pub mod lower;
 
 mod fuse;
 pub mod ops;
+mod plan;
 mod session;
 
 pub use fold::{fold_constants, fold_constants_with, FoldOptions, FoldReport};
