@@ -105,7 +105,7 @@ fn reshape_dims(ctx: &OpContext, xs: &[usize], inputs: &[Option<&Tensor>]) -> Re
     }
     if let Some(i) = infer {
         let known = numel(ctx, &out, "shape")?;
-        if known == 0 || xlen % known != 0 {
+        if known == 0 || !xlen.is_multiple_of(known) {
             return Err(ctx.error(format!(
                 "cannot infer the -1 in {spec:?} for an input of shape {xs:?}"
             )));
