@@ -257,4 +257,57 @@ mod tests {
         assert!(p.steps[2].inplace.is_none());
         assert_eq!(p.outputs, vec![(Src::Slot(s("z")), true)]);
     }
+
+    /// The slot form keeps the by-name semantics: an initializer that is
+    /// also a graph input is overridden only when fed, an output listed
+    /// twice comes back twice, a value nobody produces is an error naming
+    /// it, and runs inside `in_pool` give the same results.
+    #[test]
+    fn session_semantics_over_slots() {
+        use crate::{Session, SessionOptions};
+        let mut g = Graph::default();
+        g.inputs
+            .push(ValueInfo::new("x", DType::F32, vec![Dim::Known(2)]));
+        g.inputs
+            .push(ValueInfo::new("w", DType::F32, vec![Dim::Known(2)]));
+        g.initializers.insert(
+            "w".into(),
+            Tensor::from_vec(vec![2], vec![10f32, 20.]).unwrap(),
+        );
+        g.outputs.push(ValueInfo::new("y", DType::F32, vec![]));
+        g.outputs.push(ValueInfo::new("y", DType::F32, vec![]));
+        g.outputs.push(ValueInfo::new("r", DType::F32, vec![]));
+        g.nodes.push(node("Add", &["x", "w"], &["y"]));
+        g.nodes.push(node("Relu", &["y"], &["r"]));
+        let s = Session::new(g.clone(), SessionOptions::default()).unwrap();
+        let x = || Tensor::from_vec(vec![2], vec![1f32, -30.]).unwrap();
+        let vals = |o: &[Tensor]| -> Vec<Vec<f32>> { o.iter().map(|t| t.to_f32_vec()).collect() };
+        let out = s.run(vec![x()]).unwrap();
+        assert_eq!(
+            vals(&out),
+            vec![vec![11., -10.], vec![11., -10.], vec![11., 0.]]
+        );
+        let fed = Tensor::from_vec(vec![2], vec![1f32, 1.]).unwrap();
+        let out = s
+            .run_named(vec![("x".into(), x()), ("w".into(), fed)])
+            .unwrap();
+        assert_eq!(
+            vals(&out),
+            vec![vec![2., -29.], vec![2., -29.], vec![2., 0.]]
+        );
+        let pooled = s.in_pool(|| s.run(vec![x()])).unwrap();
+        assert_eq!(
+            vals(&pooled),
+            vec![vec![11., -10.], vec![11., -10.], vec![11., 0.]]
+        );
+        let e = s.run(vec![]).unwrap_err().to_string();
+        assert!(e.contains("'x'") && e.contains("not given"), "{e}");
+
+        // A node reading a value nothing produces fails at that node.
+        g.nodes.push(node("Add", &["r", "ghost"], &["z"]));
+        g.outputs.push(ValueInfo::new("z", DType::F32, vec![]));
+        let s = Session::new(g, SessionOptions::default()).unwrap();
+        let e = s.run(vec![x()]).unwrap_err().to_string();
+        assert!(e.contains("'ghost' has no value"), "{e}");
+    }
 }

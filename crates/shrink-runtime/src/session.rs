@@ -176,6 +176,7 @@ impl Session {
             check_input(&self.planned_graph().inputs[k], &t)?;
             slots[p.inputs[k]] = Some(t);
         }
+        self.check_required(&slots)?;
         self.run_slots(slots, None)
     }
 
@@ -246,15 +247,20 @@ impl Session {
             check_input(&g.inputs[k], &t)?;
             slots[p.inputs[k]] = Some(t);
         }
-        for &k in &p.required {
-            if slots[p.inputs[k]].is_none() {
-                return Err(RuntimeError::Input {
-                    name: g.inputs[k].name.clone(),
-                    msg: "required input was not given".into(),
-                });
-            }
-        }
+        self.check_required(&slots)?;
         Ok(slots)
+    }
+
+    /// Fails naming the first input a caller must feed that has no value.
+    fn check_required(&self, slots: &[Option<Tensor>]) -> Result<()> {
+        let p = &self.plan_steps;
+        match p.required.iter().find(|&&k| slots[p.inputs[k]].is_none()) {
+            Some(&k) => Err(RuntimeError::Input {
+                name: self.planned_graph().inputs[k].name.clone(),
+                msg: "required input was not given".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn run_slots(
