@@ -10,6 +10,10 @@ Reports medians of --reps repetitions and the ratios
 shrink int8 / shrink fp32 and shrink int8 / ORT int8 (> 1: shrink int8 faster).
 
   python3 bench/int8_vs_ort.py [--threads 1] [--reps 3] [--out bench/results/int8_t1.md]
+                               [--baseline OTHER_SHRINK_BIN]
+
+--baseline also times a second shrink build (fp32 and int8) in the same interleaving and adds
+its ratios, for a before/after under equal load.
 
 Needs: pip install onnxruntime numpy; cargo build --release -p shrink.
 """
@@ -40,8 +44,8 @@ def ort_time(path, feeds, threads, min_time):
     return statistics.median(times)
 
 
-def shrink_time(path, batch, threads, min_time):
-    cmd = [SHRINK, "bench", path, "--batch", str(batch), "--threads", str(threads),
+def shrink_time(path, batch, threads, min_time, binary=None):
+    cmd = [binary or SHRINK, "bench", path, "--batch", str(batch), "--threads", str(threads),
            "--min-time", str(min_time), "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_s"]
@@ -55,6 +59,7 @@ def main():
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--batches", default="1,256")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--baseline", default=None, help="another shrink binary to time alongside")
     args = ap.parse_args()
 
     rows = []
@@ -64,23 +69,32 @@ def main():
         for b in [int(v) for v in args.batches.split(",")]:
             feeds = {"input": np.random.RandomState(0).rand(b, 1, 28, 28).astype(np.float32)}
             t = {"of": [], "oi": [], "sf": [], "si": []}
+            if args.baseline:
+                t.update({"bf": [], "bi": []})
             for _ in range(args.reps):
                 t["of"].append(ort_time(fp32, feeds, args.threads, args.min_time))
                 t["oi"].append(ort_time(int8, feeds, args.threads, args.min_time))
                 t["sf"].append(shrink_time(fp32, b, args.threads, args.min_time))
                 t["si"].append(shrink_time(int8, b, args.threads, args.min_time))
+                if args.baseline:
+                    t["bf"].append(shrink_time(fp32, b, args.threads, args.min_time, args.baseline))
+                    t["bi"].append(shrink_time(int8, b, args.threads, args.min_time, args.baseline))
             ips = {k: b / statistics.median(v) for k, v in t.items()}
             rows.append((m, b, ips))
             print(f"{m:22s} batch {b:4d}: ORT fp32 {ips['of']:9.1f}  ORT int8 {ips['oi']:9.1f}  "
                   f"shrink fp32 {ips['sf']:9.1f}  shrink int8 {ips['si']:9.1f}  "
-                  f"int8/fp32 {ips['si']/ips['sf']:.2f}  vs ORT int8 {ips['si']/ips['oi']:.2f}", flush=True)
+                  f"int8/fp32 {ips['si']/ips['sf']:.2f}  vs ORT int8 {ips['si']/ips['oi']:.2f}"
+                  + (f"  baseline fp32/ORT fp32 {ips['bf']/ips['of']:.2f} int8/ORT int8 {ips['bi']/ips['oi']:.2f}"
+                     if args.baseline else ""), flush=True)
 
     lines = [f"| model | batch | ORT {ort.__version__} fp32 | ORT int8 QDQ | shrink fp32 | shrink int8 "
-             "| shrink int8 / shrink fp32 | shrink int8 / ORT int8 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| shrink int8 / shrink fp32 | shrink int8 / ORT int8 |"
+             + (" baseline fp32 / ORT fp32 | baseline int8 / ORT int8 |" if args.baseline else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if args.baseline else "")]
     for m, b, ips in rows:
         lines.append(f"| {m} | {b} | {ips['of']:.1f} | {ips['oi']:.1f} | {ips['sf']:.1f} | {ips['si']:.1f} "
-                     f"| {ips['si']/ips['sf']:.2f} | {ips['si']/ips['oi']:.2f} |")
+                     f"| {ips['si']/ips['sf']:.2f} | {ips['si']/ips['oi']:.2f} |"
+                     + (f" {ips['bf']/ips['of']:.2f} | {ips['bi']/ips['oi']:.2f} |" if args.baseline else ""))
     table = "\n".join(lines)
     print(table)
     if args.out:

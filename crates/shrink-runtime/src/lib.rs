@@ -1,9 +1,11 @@
 //! Executes a [`Graph`] on CPU.
 //!
 //! The runtime is an interpreter over the IR: a [`Session`] checks that every
-//! node has a kernel once, plans when each intermediate value dies (its last
-//! reader), then runs nodes in order, dropping values as soon as they are dead
-//! so peak memory follows liveness rather than graph size. Ops are plain
+//! node has a kernel once, compiles the graph into an index-based plan
+//! (`plan`: value names become slots, each node its resolved op, input
+//! sources and the slots that die after it), then runs nodes in order,
+//! dropping values as soon as they are dead so peak memory follows liveness
+//! rather than graph size. Ops are plain
 //! functions registered by name in [`ops::Registry`]; each op module owns one
 //! family (convolution, elementwise, shape …).
 
@@ -13,6 +15,7 @@ pub mod lower;
 
 mod fuse;
 pub mod ops;
+mod plan;
 mod session;
 
 pub use fold::{fold_constants, fold_constants_with, FoldOptions, FoldReport};

@@ -2,10 +2,12 @@ use crate::lower::{self, QdqMode};
 
 use crate::buffers::BufferPool;
 use crate::ops::{OpContext, Prepared, Registry};
+use crate::plan::{domain_opset, unsupported, Plan, Src};
 use crate::{Result, RuntimeError};
-use shrink_graph::{node_uses, Attr, Graph};
+use shrink_graph::{node_uses, Attr, Graph, Node};
 use shrink_tensor::Tensor;
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How a [`Session`] runs.
@@ -19,8 +21,9 @@ pub struct SessionOptions {
     pub qdq: QdqMode,
 }
 
-/// When each value can be dropped: `free_after[i]` lists the values whose last
-/// reader is node `i` (graph outputs are never freed).
+/// When each value of a subgraph can be dropped: `free_after[i]` lists the
+/// values whose last reader is node `i` (graph outputs are never freed). The
+/// top-level graph uses the slot form of the same plan ([`Plan`]).
 #[derive(Debug, Clone, Default)]
 struct Liveness {
     free_after: Vec<Vec<String>>,
@@ -67,15 +70,12 @@ pub struct Session {
     /// The graph as run, when fusion rewrote it (see `crate::fuse`).
     plan: Option<Graph>,
     registry: Registry,
-    liveness: Liveness,
+    /// The run graph in index form: slots, steps, liveness, labels.
+    plan_steps: Plan,
     pool: rayon::ThreadPool,
     threads: usize,
     /// Per top-level node: state its op prepared once (packed weights).
     prepared: Vec<Prepared>,
-    /// Per top-level node name: the kernel label reported when the op sets
-    /// none (float ops left inside a quantised region read "f32 fallback").
-    /// Keyed by name because fusion renumbers the nodes it plans.
-    labels: HashMap<String, &'static str>,
 
     /// Storage of dead f32 values, reused for later outputs (and runs).
     buffers: BufferPool,
@@ -100,7 +100,10 @@ impl Session {
             let n = graph.nodes.len();
             (graph, vec![""; n])
         };
-        let labels = graph
+        // Kernel labels reported when an op sets none (float ops left inside
+        // a quantised region read "f32 fallback"), keyed by node name
+        // because fusion renumbers the nodes it plans.
+        let labels: HashMap<String, &'static str> = graph
             .nodes
             .iter()
             .zip(labels)
@@ -124,17 +127,17 @@ impl Session {
             })?;
         let plan = crate::fuse::fused(&graph, &registry);
         let run = plan.as_ref().unwrap_or(&graph);
-        let liveness = Liveness::of(run);
+        let label = |n: &Node| labels.get(&n.name).copied().unwrap_or("");
+        let plan_steps = Plan::new(run, &registry, &label)?;
         let prepared = (0..run.nodes.len()).map(|_| Prepared::new()).collect();
         Ok(Session {
             graph,
             plan,
             registry,
-            liveness,
+            plan_steps,
             pool,
             threads,
             prepared,
-            labels,
             buffers: BufferPool::default(),
         })
     }
@@ -157,18 +160,38 @@ impl Session {
     /// Runs with inputs given in the order of the graph's inputs (initializers
     /// listed as inputs may be left out); returns outputs in graph order.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
-        let names: Vec<String> = self
-            .runtime_inputs()
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        if inputs.len() > names.len() {
+        let p = &self.plan_steps;
+        if inputs.len() > p.required.len() {
             return Err(RuntimeError::Input {
                 name: "(inputs)".into(),
-                msg: format!("graph takes {} inputs, {} given", names.len(), inputs.len()),
+                msg: format!(
+                    "graph takes {} inputs, {} given",
+                    p.required.len(),
+                    inputs.len()
+                ),
             });
         }
-        self.run_named(names.into_iter().zip(inputs).collect())
+        let mut slots = self.empty_slots();
+        for (&k, t) in p.required.iter().zip(inputs) {
+            check_input(&self.planned_graph().inputs[k], &t)?;
+            slots[p.inputs[k]] = Some(t);
+        }
+        self.check_required(&slots)?;
+        self.run_slots(slots, None)
+    }
+
+    /// Runs `f` on this session's thread pool, the calling thread waiting.
+    ///
+    /// Every run hands its work to the session's pool (so that kernels see
+    /// exactly [`SessionOptions::threads`] rayon threads) and waits for it to
+    /// come back; a caller outside the pool pays two thread wake-ups per run.
+    /// On a small model at batch 1 that round trip costs as much as the
+    /// arithmetic (LeNet-5: ≈ 13 µs of ≈ 30 µs per run, measured on the
+    /// shared 2-core build machine). Runs made inside `f` are already on the
+    /// pool and skip it, so a loop of many inferences (a benchmark, an
+    /// evaluation) belongs in here.
+    pub fn in_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
     }
 
     /// Graph inputs that are not initializers: what a caller must feed.
@@ -183,7 +206,8 @@ impl Session {
 
     /// Runs with named inputs; returns outputs in graph order.
     pub fn run_named(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<Tensor>> {
-        self.run_inner(inputs, None)
+        let slots = self.fed_slots(inputs)?;
+        self.run_slots(slots, None)
     }
 
     /// Like [`Session::run_named`], also timing every node.
@@ -192,22 +216,27 @@ impl Session {
         inputs: Vec<(String, Tensor)>,
     ) -> Result<(Vec<Tensor>, Vec<NodeTiming>)> {
         let mut t = Vec::with_capacity(self.planned_graph().nodes.len());
-        let out = self.run_inner(inputs, Some(&mut t))?;
+        let slots = self.fed_slots(inputs)?;
+        let out = self.run_slots(slots, Some(&mut t))?;
         Ok((out, t))
     }
 
-    fn run_inner(
-        &self,
-        inputs: Vec<(String, Tensor)>,
-        timing: Option<&mut Vec<NodeTiming>>,
-    ) -> Result<Vec<Tensor>> {
-        let mut values = HashMap::new();
+    fn empty_slots(&self) -> Vec<Option<Tensor>> {
+        let mut v = Vec::new();
+        v.resize_with(self.plan_steps.names.len(), || None);
+        v
+    }
+
+    /// Checks named inputs against the graph and places them in their slots.
+    fn fed_slots(&self, inputs: Vec<(String, Tensor)>) -> Result<Vec<Option<Tensor>>> {
+        let g = self.planned_graph();
+        let p = &self.plan_steps;
+        let mut slots = self.empty_slots();
         for (name, t) in inputs {
-            let info = self
-                .graph
+            let k = g
                 .inputs
                 .iter()
-                .find(|i| i.name == name)
+                .position(|i| i.name == name)
                 .ok_or_else(|| RuntimeError::Input {
                     name: name.clone(),
                     msg: format!(
@@ -215,61 +244,207 @@ impl Session {
                         self.runtime_inputs()
                     ),
                 })?;
-            check_input(info, &t)?;
-            values.insert(name, t);
+            check_input(&g.inputs[k], &t)?;
+            slots[p.inputs[k]] = Some(t);
         }
-        for name in self.runtime_inputs() {
-            if !values.contains_key(name) {
-                return Err(RuntimeError::Input {
-                    name: name.to_string(),
-                    msg: "required input was not given".into(),
-                });
-            }
-        }
-        let none = |_: &str| -> Option<&Tensor> { None };
-        self.buffers.next_run();
-        self.pool.install(|| {
-            self.execute(
-                self.planned_graph(),
-                &self.liveness,
-                values,
-                &none,
-                timing,
-                Some(&self.prepared),
-            )
-        })
+        self.check_required(&slots)?;
+        Ok(slots)
     }
 
-    /// Runs the nodes of `g` over `values` (its inputs), resolving names first
-    /// locally, then in `g`'s initializers, then through `outer`.
+    /// Fails naming the first input a caller must feed that has no value.
+    fn check_required(&self, slots: &[Option<Tensor>]) -> Result<()> {
+        let p = &self.plan_steps;
+        match p.required.iter().find(|&&k| slots[p.inputs[k]].is_none()) {
+            Some(&k) => Err(RuntimeError::Input {
+                name: self.planned_graph().inputs[k].name.clone(),
+                msg: "required input was not given".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn run_slots(
+        &self,
+        slots: Vec<Option<Tensor>>,
+        timing: Option<&mut Vec<NodeTiming>>,
+    ) -> Result<Vec<Tensor>> {
+        self.buffers.next_run();
+        self.pool.install(|| self.execute_plan(slots, timing))
+    }
+
+    /// The run loop of the top-level graph over its [`Plan`]: no name is
+    /// hashed, nothing is allocated but the ops' outputs (and their argument
+    /// list when a node has more than [`INLINE_ARGS`] inputs), and the clock
+    /// is read only when profiling.
+    fn execute_plan(
+        &self,
+        mut slots: Vec<Option<Tensor>>,
+        mut timing: Option<&mut Vec<NodeTiming>>,
+    ) -> Result<Vec<Tensor>> {
+        let g = self.planned_graph();
+        let p = &self.plan_steps;
+        let constant = |c: usize| -> Result<&Tensor> {
+            g.initializers
+                .get_index(c)
+                .map(|(_, t)| t)
+                .ok_or_else(|| RuntimeError::Input {
+                    name: format!("(initializer #{c})"),
+                    msg: "planned initializer is missing".into(),
+                })
+        };
+        let is_const = |name: &str| g.initializers.contains_key(name);
+        for (i, (step, node)) in p.steps.iter().zip(&g.nodes).enumerate() {
+            let start = timing.as_ref().map(|_| Instant::now());
+            let kernel = OnceLock::new();
+            let mut donated: Option<Tensor> = match (step.inplace, step.args.first()) {
+                (Some(_), Some(&Src::Slot(s))) => slots[s].take(),
+                _ => None,
+            };
+            let outputs = {
+                let values = &slots;
+                let mut inline: [Option<&Tensor>; INLINE_ARGS] = [None; INLINE_ARGS];
+                let mut spilled: Vec<Option<&Tensor>>;
+                let n = step.args.len();
+                let args: &mut [Option<&Tensor>] = if n <= INLINE_ARGS {
+                    &mut inline[..n]
+                } else {
+                    spilled = vec![None; n];
+                    &mut spilled
+                };
+                for (j, (&src, a)) in step.args.iter().zip(args.iter_mut()).enumerate() {
+                    *a = match src {
+                        Src::Absent => None,
+                        Src::Slot(_) if j == 0 && donated.is_some() => None,
+                        Src::Slot(s) => Some(values[s].as_ref().ok_or_else(|| {
+                            RuntimeError::Node {
+                                node: node.name.clone(),
+                                op: node.op_type.clone(),
+                                msg: format!(
+                                    "input '{}' has no value (not produced, fed, or an initializer)",
+                                    p.names[s]
+                                ),
+                            }
+                        })?),
+                        Src::Const(c) => Some(constant(c)?),
+                        Src::SlotOr(s, c) => match values[s].as_ref() {
+                            Some(t) => Some(t),
+                            None => Some(constant(c)?),
+                        },
+                    };
+                }
+                // Names a subgraph reads from this scope.
+                let outer = |name: &str| -> Option<&Tensor> {
+                    p.slot_of
+                        .get(name)
+                        .and_then(|&s| values[s].as_ref())
+                        .or_else(|| g.initializers.get(name))
+                };
+                let sub = |sg: &Graph, inputs: &[Tensor]| -> Result<Vec<Tensor>> {
+                    let mut sv = HashMap::new();
+                    for (info, t) in sg.inputs.iter().zip(inputs) {
+                        sv.insert(info.name.clone(), t.clone());
+                    }
+                    let sl = Liveness::of(sg);
+                    self.execute(sg, &sl, sv, &outer)
+                };
+                let ctx = OpContext {
+                    node,
+                    opset: step.opset,
+                    threads: self.threads,
+                    subgraph: &sub,
+                    prepared: self.prepared.get(i),
+                    constants: &is_const,
+                    kernel: &kernel,
+                    buffers: Some(&self.buffers),
+                };
+                let mut done = false;
+                if let (Some(f), Some(t)) = (step.inplace, donated.as_mut()) {
+                    done = f(&ctx, t, args)?;
+                }
+                match donated.take() {
+                    Some(t) if done => vec![t],
+                    Some(t) => {
+                        args[0] = Some(&t);
+                        let out = (step.op)(&ctx, args);
+                        // The donated value is dead either way.
+                        self.buffers.recycle(t);
+                        out?
+                    }
+                    None => (step.op)(&ctx, args)?,
+                }
+            };
+            if let (Some(t), Some(s)) = (timing.as_deref_mut(), start) {
+                t.push(NodeTiming {
+                    node: node.name.clone(),
+                    op: node.op_type.clone(),
+                    time: s.elapsed(),
+                    kernel: match kernel.into_inner() {
+                        Some(k) => k.into_owned(),
+                        None => step.label.to_string(),
+                    },
+                });
+            }
+            if outputs.len() < step.outs.iter().filter(|o| o.is_some()).count() {
+                return Err(RuntimeError::Node {
+                    node: node.name.clone(),
+                    op: node.op_type.clone(),
+                    msg: format!(
+                        "produced {} outputs, the node names {}",
+                        outputs.len(),
+                        node.outputs.len()
+                    ),
+                });
+            }
+            for (o, t) in step.outs.iter().zip(outputs) {
+                if let Some(s) = *o {
+                    slots[s] = Some(t);
+                }
+            }
+            for &s in &step.free {
+                if let Some(t) = slots[s].take() {
+                    self.buffers.recycle(t);
+                }
+            }
+        }
+        p.outputs
+            .iter()
+            .zip(&g.outputs)
+            .map(|(&(src, last), o)| {
+                let v = match src {
+                    Src::Slot(s) if last => slots[s].take(),
+                    Src::Slot(s) => slots[s].clone(),
+                    Src::Const(c) => Some(constant(c)?.clone()),
+                    Src::SlotOr(s, c) => match slots[s].as_ref() {
+                        Some(t) => Some(t.clone()),
+                        None => Some(constant(c)?.clone()),
+                    },
+                    Src::Absent => None,
+                };
+                v.ok_or_else(|| RuntimeError::Input {
+                    name: o.name.clone(),
+                    msg: "graph output was never produced".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs the nodes of a subgraph `g` over `values` (its inputs),
+    /// resolving names first locally, then in `g`'s initializers, then
+    /// through `outer`. Subgraphs run by name: nothing is prepared, pooled
+    /// or done in place.
     fn execute<'o>(
         &self,
         g: &Graph,
         live: &Liveness,
         mut values: HashMap<String, Tensor>,
         outer: &'o dyn Fn(&str) -> Option<&'o Tensor>,
-        mut timing: Option<&mut Vec<NodeTiming>>,
-        prepared: Option<&[Prepared]>,
     ) -> Result<Vec<Tensor>> {
         for (i, node) in g.nodes.iter().enumerate() {
             let op = self
                 .registry
                 .get(&node.domain, &node.op_type)
                 .ok_or_else(|| unsupported(g, node))?;
-            let start = timing.as_ref().map(|_| Instant::now());
-            let kernel = std::sync::OnceLock::new();
-            // A single-output op with an in-place form may overwrite its first
-            // input when that value dies here (not a graph output, not used
-            // again, not read twice by this node). Only in the planned graph.
-            let inplace = prepared.and(self.registry.get_inplace(&node.domain, &node.op_type));
-            let mut donated: Option<Tensor> = None;
-            if let (Some(_), Some(first)) = (inplace, node.inputs.first()) {
-                let dies = live.free_after[i].iter().any(|f| f == first);
-                let once = node.inputs.iter().filter(|n| *n == first).count() == 1;
-                if !first.is_empty() && dies && once && node.outputs.len() == 1 {
-                    donated = values.remove(first);
-                }
-            }
+            let kernel = OnceLock::new();
             let outputs = {
                 let lookup = |name: &str| -> Option<&Tensor> {
                     values
@@ -278,8 +453,8 @@ impl Session {
                         .or_else(|| outer(name))
                 };
                 let mut args: Vec<Option<&Tensor>> = Vec::with_capacity(node.inputs.len());
-                for (j, name) in node.inputs.iter().enumerate() {
-                    if name.is_empty() || (j == 0 && donated.is_some()) {
+                for name in &node.inputs {
+                    if name.is_empty() {
                         args.push(None);
                     } else {
                         args.push(Some(lookup(name).ok_or_else(|| RuntimeError::Node {
@@ -295,7 +470,7 @@ impl Session {
                         sv.insert(info.name.clone(), t.clone());
                     }
                     let sl = Liveness::of(sg);
-                    self.execute(sg, &sl, sv, &lookup, None, None)
+                    self.execute(sg, &sl, sv, &lookup)
                 };
                 let is_const = |name: &str| g.initializers.contains_key(name);
                 let ctx = OpContext {
@@ -303,41 +478,13 @@ impl Session {
                     opset: domain_opset(g, &node.domain),
                     threads: self.threads,
                     subgraph: &sub,
-                    prepared: prepared.and_then(|p| p.get(i)),
+                    prepared: None,
                     constants: &is_const,
                     kernel: &kernel,
-                    buffers: prepared.and(Some(&self.buffers)),
+                    buffers: None,
                 };
-                let mut done = false;
-                if let (Some(f), Some(t)) = (inplace, donated.as_mut()) {
-                    done = f(&ctx, t, &args)?;
-                }
-                match donated.take() {
-                    Some(t) if done => vec![t],
-                    Some(t) => {
-                        args[0] = Some(&t);
-                        op(&ctx, &args)?
-                    }
-                    None => op(&ctx, &args)?,
-                }
+                op(&ctx, &args)?
             };
-            if let (Some(t), Some(s)) = (timing.as_deref_mut(), start) {
-                t.push(NodeTiming {
-                    node: node.name.clone(),
-                    op: node.op_type.clone(),
-                    time: s.elapsed(),
-                    kernel: match kernel.into_inner() {
-                        Some(k) => k.into_owned(),
-                        None if prepared.is_some() => self
-                            .labels
-                            .get(&node.name)
-                            .copied()
-                            .unwrap_or("")
-                            .to_string(),
-                        None => String::new(),
-                    },
-                });
-            }
             if outputs.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
                 return Err(RuntimeError::Node {
                     node: node.name.clone(),
@@ -355,10 +502,7 @@ impl Session {
                 }
             }
             for dead in &live.free_after[i] {
-                match values.remove(dead) {
-                    Some(t) if prepared.is_some() => self.buffers.recycle(t),
-                    _ => {}
-                }
+                values.remove(dead);
             }
         }
         g.outputs
@@ -377,19 +521,8 @@ impl Session {
     }
 }
 
-fn domain_opset(g: &Graph, domain: &str) -> i64 {
-    let d = if domain == "ai.onnx" { "" } else { domain };
-    g.opsets.get(d).copied().unwrap_or_else(|| g.opset())
-}
-
-fn unsupported(g: &Graph, node: &shrink_graph::Node) -> RuntimeError {
-    RuntimeError::Unsupported {
-        node: node.name.clone(),
-        op: node.op_type.clone(),
-        domain: node.domain.clone(),
-        opset: domain_opset(g, &node.domain),
-    }
-}
+/// Node inputs passed on the stack; nodes with more spill to a `Vec`.
+const INLINE_ARGS: usize = 8;
 
 fn check_supported(g: &Graph, registry: &Registry) -> Result<()> {
     for node in &g.nodes {

@@ -16,6 +16,23 @@ use shrink_tensor::{map_data, strides_of, DType, Tensor, TensorData};
 pub(super) fn register(r: &mut Registry) {
     r.add("", "Reshape", reshape);
     r.add("", "Flatten", flatten);
+    // Views: when the input dies here its storage becomes the output as is.
+    r.add_inplace("", "Reshape", |c, x, i| {
+        let s = reshape_dims(c, x.shape(), i)?;
+        view_inplace(c, x, s)
+    });
+    r.add_inplace("", "Flatten", |c, x, _| {
+        let s = flatten_dims(c, x.shape())?;
+        view_inplace(c, x, s)
+    });
+    r.add_inplace("", "Squeeze", |c, x, i| {
+        let s = squeeze_dims(c, x.shape(), i)?;
+        view_inplace(c, x, s)
+    });
+    r.add_inplace("", "Unsqueeze", |c, x, i| {
+        let s = unsqueeze_dims(c, x.shape(), i)?;
+        view_inplace(c, x, s)
+    });
     r.add("", "Transpose", transpose);
     r.add("", "Concat", concat);
     r.add("", "Split", split);
@@ -41,10 +58,25 @@ fn with_shape(ctx: &OpContext, x: &Tensor, shape: Vec<usize>) -> Result<Tensor> 
         .map_err(|e| ctx.error(e.to_string()))
 }
 
+/// In-place form of a view op: `x` (dead after this node) takes `shape`
+/// without a copy of its data.
+fn view_inplace(ctx: &OpContext, x: &mut Tensor, shape: Vec<usize>) -> Result<bool> {
+    let t = std::mem::replace(x, Tensor::zeros(x.dtype(), vec![0]));
+    *x = t.reshape(shape).map_err(|e| ctx.error(e.to_string()))?;
+    Ok(true)
+}
+
 /// Reshape: `0` copies the input's dimension (unless `allowzero`), one `-1`
 /// takes what is left.
 fn reshape(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
+    let out = reshape_dims(ctx, x.shape(), inputs)?;
+    Ok(vec![with_shape(ctx, x, out)?])
+}
+
+/// Output shape of Reshape for an input of shape `xs`.
+fn reshape_dims(ctx: &OpContext, xs: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<usize>> {
+    let xlen: usize = xs.iter().product();
     let spec = if ctx.opset < 5 {
         attr_ints(ctx, "shape")?.ok_or_else(|| ctx.error("missing 'shape' attribute"))?
     } else {
@@ -62,11 +94,10 @@ fn reshape(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*x.shape().get(i).ok_or_else(|| {
+            0 if !allowzero => out.push(*xs.get(i).ok_or_else(|| {
                 ctx.error(format!(
-                    "shape {spec:?} copies dimension {i} (0) but the input {:?} has rank {}",
-                    x.shape(),
-                    x.rank()
+                    "shape {spec:?} copies dimension {i} (0) but the input {xs:?} has rank {}",
+                    xs.len()
                 ))
             })?),
             s => out.push(dim(ctx, s, "shape")?),
@@ -74,28 +105,33 @@ fn reshape(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     }
     if let Some(i) = infer {
         let known = numel(ctx, &out, "shape")?;
-        if known == 0 || x.len() % known != 0 {
+        if known == 0 || !xlen.is_multiple_of(known) {
             return Err(ctx.error(format!(
-                "cannot infer the -1 in {spec:?} for an input of shape {:?}",
-                x.shape()
+                "cannot infer the -1 in {spec:?} for an input of shape {xs:?}"
             )));
         }
-        out[i] = x.len() / known;
+        out[i] = xlen / known;
     }
-    Ok(vec![with_shape(ctx, x, out)?])
+    Ok(out)
 }
 
 fn flatten(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
+    let out = flatten_dims(ctx, x.shape())?;
+    Ok(vec![with_shape(ctx, x, out)?])
+}
+
+/// Output shape of Flatten for an input of shape `xs`.
+fn flatten_dims(ctx: &OpContext, xs: &[usize]) -> Result<Vec<usize>> {
     let a = attr_int(ctx, "axis", 1)?;
-    let r = x.rank() as i64;
+    let r = xs.len() as i64;
     if a < -r || a > r {
         return Err(ctx.error(format!("axis {a} out of range for rank {r}")));
     }
     let a = if a < 0 { a + r } else { a } as usize;
-    let outer: usize = x.shape()[..a].iter().product();
-    let inner: usize = x.shape()[a..].iter().product();
-    Ok(vec![with_shape(ctx, x, vec![outer, inner])?])
+    let outer: usize = xs[..a].iter().product();
+    let inner: usize = xs[a..].iter().product();
+    Ok(vec![outer, inner])
 }
 
 fn transpose(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -302,34 +338,44 @@ fn axes_arg(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Option<Vec<i6
 
 fn squeeze(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
+    let shape = squeeze_dims(ctx, x.shape(), inputs)?;
+    Ok(vec![with_shape(ctx, x, shape)?])
+}
+
+/// Output shape of Squeeze for an input of shape `xs`.
+fn squeeze_dims(ctx: &OpContext, xs: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<usize>> {
     let drop = match axes_arg(ctx, inputs)? {
         Some(a) => {
-            let a = norm_axes(ctx, &a, x.rank())?;
-            if let Some(&bad) = a.iter().find(|&&i| x.shape()[i] != 1) {
+            let a = norm_axes(ctx, &a, xs.len())?;
+            if let Some(&bad) = a.iter().find(|&&i| xs[i] != 1) {
                 return Err(ctx.error(format!(
-                    "cannot squeeze axis {bad} of size {} (shape {:?})",
-                    x.shape()[bad],
-                    x.shape()
+                    "cannot squeeze axis {bad} of size {} (shape {xs:?})",
+                    xs[bad]
                 )));
             }
             a
         }
-        None => (0..x.rank()).filter(|&i| x.shape()[i] == 1).collect(),
+        None => (0..xs.len()).filter(|&i| xs[i] == 1).collect(),
     };
-    let shape = (0..x.rank())
+    Ok((0..xs.len())
         .filter(|i| !drop.contains(i))
-        .map(|i| x.shape()[i])
-        .collect();
-    Ok(vec![with_shape(ctx, x, shape)?])
+        .map(|i| xs[i])
+        .collect())
 }
 
 fn unsqueeze(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let x = ctx.required(inputs, 0)?;
+    let shape = unsqueeze_dims(ctx, x.shape(), inputs)?;
+    Ok(vec![with_shape(ctx, x, shape)?])
+}
+
+/// Output shape of Unsqueeze for an input of shape `xs`.
+fn unsqueeze_dims(ctx: &OpContext, xs: &[usize], inputs: &[Option<&Tensor>]) -> Result<Vec<usize>> {
     let a = axes_arg(ctx, inputs)?.ok_or_else(|| ctx.error("axes are required"))?;
-    let rank = x.rank() + a.len();
+    let rank = xs.len() + a.len();
     let a = norm_axes(ctx, &a, rank)?;
-    let mut rest = x.shape().iter();
-    let shape = (0..rank)
+    let mut rest = xs.iter();
+    Ok((0..rank)
         .map(|i| {
             if a.contains(&i) {
                 1
@@ -337,8 +383,7 @@ fn unsqueeze(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
                 *rest.next().unwrap_or(&1)
             }
         })
-        .collect();
-    Ok(vec![with_shape(ctx, x, shape)?])
+        .collect())
 }
 
 /// Index values checked against `n` (negative ones count from the end).
