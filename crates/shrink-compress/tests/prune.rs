@@ -417,7 +417,7 @@ fn aligned_keep_rounds_to_nearest_multiple() {
                     assert_eq!(k, keep);
                 } else {
                     assert!(
-                        k % align == 0 || k == channels,
+                        k.is_multiple_of(align) || k == channels,
                         "{channels} {keep} {align}: {k}"
                     );
                     assert!((align..=channels).contains(&k));
@@ -456,7 +456,7 @@ fn structured_aligned_mobilenetv2_tiny() {
         let after = pg.initializers[&n.inputs[1]].shape()[0];
         if after < before {
             pruned += 1;
-            assert_eq!(after % 8, 0, "{}: {before} → {after}", n.name);
+            assert!(after.is_multiple_of(8), "{}: {before} → {after}", n.name);
         }
     }
     assert!(pruned >= 10, "{pruned} convs pruned");
