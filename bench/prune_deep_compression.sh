@@ -18,6 +18,6 @@ echo "== LeNet-300-100"
 echo "== LeNet-5 (recipes/deep-compression-lenet5.toml, the same settings)"
 "$SHRINK" prune "$DATA/lenet5.onnx" --deep-compression fashion-mnist \
   --sparsity 0.94 --scope global --target conv1.weight=0.4 --prune-steps 4 \
-  --epochs 2 --final-epochs 4 --lr 1e-3 --bits 4 --conv-bits 5 --bias-bits 5 \
-  --centroid-epochs 2 --distill 4 --distill-alpha 0.7 --threads "${THREADS:-2}" \
+  --epochs 3 --final-epochs 6 --lr 1e-3 --bits 4 --conv-bits 5 --bias-bits 5 \
+  --centroid-epochs 2 --threads "${THREADS:-2}" \
   -o "$OUT/lenet5.shrink"
