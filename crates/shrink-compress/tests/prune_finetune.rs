@@ -263,3 +263,71 @@ fn deep_compression_short_run() {
     // The report's file also carries the pass records as provenance.
     assert!(rep.file_bytes >= bytes.len());
 }
+
+/// The LeNet-5 recipe's knobs, short: a per-layer target holds exactly
+/// (conv1 keeps 60% of its 150 weights), per-layer bits cap the distinct
+/// values, the final fine-tune runs, and the report's file size is the
+/// length of the bytes the container writes for the returned graph.
+#[test]
+fn deep_compression_lenet5_targets_and_bits() {
+    let g = model("lenet5.onnx");
+    let train = split(Split::Train, 2000);
+    let test = split(Split::Test, 1000);
+    let quick = FinetuneOptions {
+        epochs: 1,
+        batch: 100,
+        ..Default::default()
+    };
+    let opts = DeepCompressionOptions {
+        prune: PruneOptions {
+            sparsity: 0.94,
+            scope: Scope::Global,
+            targets: [("conv1.weight".to_string(), 0.4)].into(),
+            ..Default::default()
+        },
+        prune_steps: 2,
+        finetune: Some(quick.clone()),
+        final_finetune: Some(quick.clone()),
+        share: ShareOptions {
+            bits: 4,
+            conv_bits: Some(5),
+            bits_per_layer: [("fc3.weight".to_string(), 3)].into(),
+            ..Default::default()
+        },
+        centroid_finetune: Some(FinetuneOptions { lr: 1e-4, ..quick }),
+        bias_bits: Some(5),
+        ..Default::default()
+    };
+    let (out, rep) = deep_compression(&g, &train, &test, &opts).unwrap();
+    let row = |t: &str| rep.rows.iter().find(|r| r.tensor == t).unwrap();
+    assert_eq!(row("conv1.weight").kept, 0.6);
+    assert_eq!(row("fc3.weight").weight_bits, 3);
+    let distinct = |t: &str| {
+        let mut v: Vec<u32> = out.initializers[t]
+            .to_f32_vec()
+            .iter()
+            .filter(|x| **x != 0.0)
+            .map(|x| x.to_bits())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    };
+    assert!(distinct("fc3.weight") <= 7, "3 bits: zero + 7 centroids");
+    assert!(distinct("fc1.weight") <= 15);
+    assert!(distinct("fc1.bias") <= 32);
+    let overall: usize = rep
+        .rows
+        .iter()
+        .map(|r| (r.kept * r.params as f64).round() as usize)
+        .sum();
+    assert!(
+        (overall as f64 / 61470.0 - 0.06).abs() < 0.005,
+        "{overall} kept"
+    );
+    let prov = Provenance::new().note("pipeline", "deep-compression");
+    let (bytes, file) = to_shrink_bytes(&out, &prov).unwrap();
+    assert_eq!(bytes.len(), rep.file_bytes);
+    assert!(file.check_sizes());
+    assert!(rep.compression() > 35.0, "{}", rep.table());
+}
