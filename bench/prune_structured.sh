@@ -21,16 +21,19 @@ for m in lenet5_bn mobilenetv2_tiny; do
   for batch in 1 256; do
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
     for r in $(seq "$ROUNDS"); do
-      "$SHRINK" bench "$DATA/$m.onnx" --batch $batch --threads "$THREADS" --min-time 1 --json | python3 -c 'import json,sys;print("A",json.load(sys.stdin)["median_s"])'
-      "$SHRINK" bench "$OUT/$m.pruned.onnx" --batch $batch --threads "$THREADS" --min-time 1 --json | python3 -c 'import json,sys;print("B",json.load(sys.stdin)["median_s"])'
+      "$SHRINK" bench "$DATA/$m.onnx" --batch $batch --threads "$THREADS" --min-time 1 --json | python3 -c 'import json,sys;d=json.load(sys.stdin);print("A",d["median_s"],d["p10_s"])'
+      "$SHRINK" bench "$OUT/$m.pruned.onnx" --batch $batch --threads "$THREADS" --min-time 1 --json | python3 -c 'import json,sys;d=json.load(sys.stdin);print("B",d["median_s"],d["p10_s"])'
     done > "$OUT/times"
     python3 - "$OUT/times" "$m" "$batch" <<'PY'
 import sys, statistics
-a, b = [], []
+a, b, pa, pb = [], [], [], []
 for line in open(sys.argv[1]):
-    k, v = line.split(); (a if k == "A" else b).append(float(v))
+    k, v, p = line.split()
+    (a if k == "A" else b).append(float(v)); (pa if k == "A" else pb).append(float(p))
 ma, mb = statistics.median(a), statistics.median(b)
-print(f"{sys.argv[2]} batch {sys.argv[3]}: original {ma*1e3:.3f} ms, pruned {mb*1e3:.3f} ms, speed-up {ma/mb:.2f}x")
+qa, qb = statistics.median(pa), statistics.median(pb)
+print(f"{sys.argv[2]} batch {sys.argv[3]}: original {ma*1e3:.3f} ms, pruned {mb*1e3:.3f} ms, speed-up {ma/mb:.2f}x"
+      f" (p10: {qa*1e3:.3f} / {qb*1e3:.3f} ms, {qa/qb:.2f}x)")
 PY
   done
 done
