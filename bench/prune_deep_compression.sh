@@ -15,7 +15,9 @@ echo "== LeNet-300-100"
 "$SHRINK" prune "$DATA/lenet300100.onnx" --deep-compression fashion-mnist \
   --sparsity 0.93 --scope global --prune-steps 4 --epochs 3 --lr 1e-3 \
   --bits 5 --centroid-epochs 1 -o "$OUT/lenet300100.shrink"
-echo "== LeNet-5"
+echo "== LeNet-5 (recipes/deep-compression-lenet5.toml, the same settings)"
 "$SHRINK" prune "$DATA/lenet5.onnx" --deep-compression fashion-mnist \
-  --sparsity 0.92 --scope global --prune-steps 4 --epochs 3 --lr 1e-3 \
-  --bits 5 --conv-bits 6 --centroid-epochs 1 -o "$OUT/lenet5.shrink"
+  --sparsity 0.94 --scope global --target conv1.weight=0.4 --prune-steps 4 \
+  --epochs 3 --final-epochs 6 --lr 1e-3 --bits 4 --conv-bits 5 --bias-bits 5 \
+  --centroid-epochs 2 --threads "${THREADS:-2}" \
+  -o "$OUT/lenet5.shrink"

@@ -9,8 +9,8 @@
 //! is the byte length of the whole `.shrink` file (header, graph, provenance,
 //! tables, biases — every stored byte).
 
-use crate::kmeans::{share_tensor, weight_share, Init, ShareOptions};
-use crate::prune::finetune::{finetune, Constraint, FinetuneOptions};
+use crate::kmeans::{share_tensor, weight_share, Codebook, Init, ShareOptions};
+use crate::prune::finetune::{finetune, Constraint, Distill, FinetuneOptions};
 use crate::prune::magnitude::{magnitude_prune, PruneOptions};
 use crate::prune::mask::masks_of;
 use crate::prune::schedule::Agp;
@@ -27,15 +27,30 @@ use shrink_tensor::Tensor;
 pub struct DeepCompressionOptions {
     pub prune: PruneOptions,
     /// Pruning steps: 1 prunes at once; n > 1 follows the AGP schedule
-    /// (Zhu & Gupta) to `prune.sparsity` in n steps, fine-tuning after each.
+    /// (Zhu & Gupta) to `prune.sparsity` (and each per-layer target) in n
+    /// steps, fine-tuning after each.
     pub prune_steps: usize,
     /// Masked fine-tuning after (each) pruning step (None: skip).
     pub finetune: Option<FinetuneOptions>,
+    /// Extra masked fine-tuning at the final sparsity, after the last step
+    /// (None: skip). The highest sparsity is where accuracy is lost, so it
+    /// gets the longest recovery.
+    pub final_finetune: Option<FinetuneOptions>,
     pub share: ShareOptions,
     /// Centroid fine-tuning after sharing (None: skip).
     pub centroid_finetune: Option<FinetuneOptions>,
     /// Biases shared into a codebook of this many bits (None: stored as f32).
+    /// They join the weights' codebooks before centroid fine-tuning, so the
+    /// fine-tune adapts their centroids too; each bias is stored coded only
+    /// when that is smaller than plain f32.
     pub bias_bits: Option<u32>,
+    /// Round every codebook (weights and biases) to fp16 after centroid
+    /// fine-tuning and store the centroids at 16 bits: half the table bytes,
+    /// a relative change of at most 2⁻¹¹ per weight.
+    pub fp16_centroids: bool,
+    /// Distil from the unpruned input model in every fine-tuning stage:
+    /// `(temperature, alpha)`, see [`Distill`].
+    pub distill: Option<(f32, f32)>,
     pub eval_batch: usize,
     pub threads: usize,
 }
@@ -49,6 +64,7 @@ impl Default for DeepCompressionOptions {
             },
             prune_steps: 1,
             finetune: Some(FinetuneOptions::default()),
+            final_finetune: None,
             share: ShareOptions::default(),
             centroid_finetune: Some(FinetuneOptions {
                 epochs: 1,
@@ -56,6 +72,8 @@ impl Default for DeepCompressionOptions {
                 ..Default::default()
             }),
             bias_bits: Some(6),
+            fp16_centroids: true,
+            distill: None,
             eval_batch: 500,
             threads: 0,
         }
@@ -78,7 +96,8 @@ pub struct LayerRow {
     pub p_bytes: usize,
     /// After pruning + quantisation (CSR, codebook indices + codebook).
     pub pq_bytes: usize,
-    /// After pruning + quantisation + Huffman.
+    /// After pruning + quantisation + Huffman (where Huffman is smaller:
+    /// a tiny layer's code tables can outweigh their gain) — as stored.
     pub pqh_bytes: usize,
 }
 
@@ -200,6 +219,17 @@ pub fn deep_compression(
     };
     let mut records = Vec::new();
     let fp32_accuracy = acc(g)?;
+    // Every fine-tuning stage distils from the unpruned model when asked.
+    let with_teacher = |ft: &FinetuneOptions| -> FinetuneOptions {
+        FinetuneOptions {
+            distill: opts.distill.map(|(temperature, alpha)| Distill {
+                teacher: g.clone(),
+                temperature,
+                alpha,
+            }),
+            ..ft.clone()
+        }
+    };
 
     // Accuracy of one-shot pruning to the final target, without retraining.
     let pruned_accuracy = acc(&magnitude_prune(g, &opts.prune)?.0)?;
@@ -208,55 +238,71 @@ pub fn deep_compression(
     let mut cur = g.clone();
     let mut finetuned_accuracy = None;
     for step in 1..=steps {
+        // AGP from 0 is linear in the final target, so scaling each
+        // per-layer target by the same factor gives each layer its own AGP.
+        let s = agp.sparsity_at(step);
+        let f = if opts.prune.sparsity > 0.0 {
+            s / opts.prune.sparsity
+        } else {
+            1.0
+        };
         let po = PruneOptions {
-            sparsity: agp.sparsity_at(step),
+            sparsity: s,
+            targets: opts
+                .prune
+                .targets
+                .iter()
+                .map(|(k, v)| (k.clone(), v * f))
+                .collect(),
             ..opts.prune.clone()
         };
         let (p, rec) = magnitude_prune(&cur, &po)?;
         records.push(rec);
         cur = p;
-        let masks = masks_of(&cur);
-        if let Some(ft) = &opts.finetune {
+        let last = step == steps;
+        let stages = [
+            opts.finetune.clone(),
+            if last {
+                opts.final_finetune.clone()
+            } else {
+                None
+            },
+        ];
+        for (k, ft) in stages.iter().enumerate() {
+            let Some(ft) = ft else { continue };
+            let masks = masks_of(&cur);
             let ft = FinetuneOptions {
-                seed: ft.seed + step as u64,
-                ..ft.clone()
+                seed: ft.seed + (2 * step + k) as u64,
+                ..with_teacher(ft)
             };
             let r = finetune(&mut cur, train, &ft, Constraint::Masks(&masks))?;
             let mut rec = PassRecord::new("finetune-masked")
                 .option("epochs", ft.epochs)
                 .option("lr", ft.lr)
-                .option("sparsity", po.sparsity);
+                .option("sparsity", po.sparsity)
+                .option("distill", ft.distill.is_some());
             rec.metric("steps", r.steps as f64);
             rec.metric("last_loss", r.last_loss);
             records.push(rec);
         }
     }
-    if opts.finetune.is_some() {
+    if opts.finetune.is_some() || opts.final_finetune.is_some() {
         finetuned_accuracy = Some(acc(&cur)?);
     }
 
     let (shared, rec, mut books) = weight_share(&cur, &opts.share)?;
     records.push(rec);
     cur = shared;
-    let shared_accuracy = acc(&cur)?;
-
-    if let Some(ft) = &opts.centroid_finetune {
-        let r = finetune(&mut cur, train, ft, Constraint::Codebooks(&mut books))?;
-        let mut rec = PassRecord::new("finetune-centroids")
-            .option("epochs", ft.epochs)
-            .option("lr", ft.lr);
-        rec.metric("steps", r.steps as f64);
-        rec.metric("last_loss", r.last_loss);
-        records.push(rec);
-    }
-
-    // Biases: a small codebook each (they train freely until here).
     let weights: Vec<String> = prunable_weights(&cur)
         .into_iter()
         .map(|w| w.tensor)
         .collect();
+
+    // Biases: a small codebook each, fine-tuned with the weights' centroids;
+    // tiny tensors (a 6-channel conv bias) stay f32 when that is smaller.
+    let mut biases = Vec::new();
     if let Some(bits) = opts.bias_bits {
-        let biases: Vec<String> = cur
+        let names: Vec<String> = cur
             .nodes
             .iter()
             .filter(|n| matches!(n.op_type.as_str(), "Conv" | "Gemm"))
@@ -267,24 +313,53 @@ pub fn deep_compression(
                     .is_some_and(|t| t.as_slice::<f32>().is_ok())
             })
             .collect();
-        for b in biases {
-            // Tiny tensors (a 6-channel conv bias) are cheaper as plain f32
-            // than as indices plus a table: share and code only when smaller.
+        for b in names {
+            if biases.contains(&b) || books.contains_key(&b) {
+                continue;
+            }
             let t = &cur.initializers[&b];
-            let (v, _) = share_tensor(&t.to_f32_vec(), bits, Init::Linear, 0, 100);
-            let shared = Tensor::from_vec(t.shape().to_vec(), v)?;
-            let coded = Encoding::Huffman {
-                inner: Box::new(Encoding::Codebook {
-                    bits: bits as u8,
-                    fp16: false,
-                }),
+            let shape = t.shape().to_vec();
+            let (v, book) = share_tensor(&t.to_f32_vec(), bits, Init::Linear, 0, 100);
+            let trial: Vec<f32> = if opts.fp16_centroids {
+                v.iter().map(|x| f16_round(*x)).collect()
+            } else {
+                v.clone()
             };
-            let coded_len = encode_tensor(&shared, &coded)?.payload.len();
+            let trial = Tensor::from_vec(shape.clone(), trial)?;
+            let (_, coded_len) = smallest_bias_encoding(&trial, opts.fp16_centroids)?;
             let dense_len = encode_tensor(t, &Encoding::Dense)?.payload.len();
             if coded_len < dense_len {
-                cur.initializers.insert(b.clone(), shared);
-                cur.encodings.insert(b, coded);
+                cur.initializers
+                    .insert(b.clone(), Tensor::from_vec(shape, v)?);
+                books.insert(b.clone(), book);
+                biases.push(b);
             }
+        }
+    }
+    let shared_accuracy = acc(&cur)?;
+
+    if let Some(ft) = &opts.centroid_finetune {
+        let ft = with_teacher(ft);
+        let r = finetune(&mut cur, train, &ft, Constraint::Codebooks(&mut books))?;
+        let mut rec = PassRecord::new("finetune-centroids")
+            .option("epochs", ft.epochs)
+            .option("lr", ft.lr)
+            .option("distill", ft.distill.is_some());
+        rec.metric("steps", r.steps as f64);
+        rec.metric("last_loss", r.last_loss);
+        records.push(rec);
+    }
+    if opts.fp16_centroids {
+        for (name, book) in books.iter_mut() {
+            round_book_to_f16(&mut cur, name, book)?;
+        }
+    }
+    for b in &biases {
+        let t = &cur.initializers[b];
+        let (enc, coded_len) = smallest_bias_encoding(t, opts.fp16_centroids)?;
+        let dense_len = encode_tensor(t, &Encoding::Dense)?.payload.len();
+        if coded_len < dense_len {
+            cur.encodings.insert(b.clone(), enc);
         }
     }
     let final_accuracy = acc(&cur)?;
@@ -300,15 +375,18 @@ pub fn deep_compression(
             values: Box::new(Encoding::Dense),
             column_major: false,
         };
+        let book = Encoding::Codebook {
+            bits: bits as u8,
+            fp16: opts.fp16_centroids,
+        };
         let enc_pq = Encoding::Csr {
             index_bits: 0,
-            values: Box::new(Encoding::Codebook {
-                bits: bits as u8,
-                fp16: false,
-            }),
+            values: Box::new(book.clone()),
             column_major: false,
         };
-        let enc_pqh = Encoding::deep_compression(bits as u8);
+        let enc_pqh = Encoding::Huffman {
+            inner: Box::new(enc_pq.clone()),
+        };
         let p = encode_tensor(&t, &enc_p)?;
         let pq = encode_tensor(&t, &enc_pq)?;
         let pqh = encode_tensor(&t, &enc_pqh)?;
@@ -322,9 +400,16 @@ pub fn deep_compression(
             dense_bytes: t.nbytes(),
             p_bytes: p.payload.len(),
             pq_bytes: pq.payload.len(),
-            pqh_bytes: pqh.payload.len(),
+            pqh_bytes: pqh.payload.len().min(pq.payload.len()),
         });
-        cur.encodings.insert(name.clone(), enc_pqh);
+        // A tiny layer's Huffman code tables can outweigh what they save:
+        // store whichever is smaller.
+        let stored = if pqh.payload.len() <= pq.payload.len() {
+            enc_pqh
+        } else {
+            enc_pq
+        };
+        cur.encodings.insert(name.clone(), stored);
     }
     // The pass records stay in the report, not the file: a kilobyte of JSON
     // would be a sixth of a 40×-compressed LeNet-5.
@@ -370,6 +455,63 @@ pub fn deep_compression(
     ))
 }
 
+/// `x` rounded to the nearest fp16 value (ties to even), back in f32.
+fn f16_round(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// Moves a codebook's centroids to fp16 values and rewrites the tensor's
+/// nonzero weights from its labels, so the container can store 16-bit
+/// centroids exactly. A centroid that would round to zero keeps the
+/// smallest fp16 of its sign (zero means "pruned" to the sparse storage).
+fn round_book_to_f16(g: &mut Graph, name: &str, book: &mut Codebook) -> Result<()> {
+    for c in book.centroids.iter_mut() {
+        let r = f16_round(*c);
+        *c = if r == 0.0 && *c != 0.0 {
+            half::f16::from_bits(1).to_f32().copysign(*c)
+        } else {
+            r
+        };
+    }
+    let t = &g.initializers[name];
+    let mut v = t.to_f32_vec();
+    let mut j = 0;
+    for x in v.iter_mut() {
+        if *x != 0.0 {
+            let l = *book.labels.get(j).ok_or_else(|| {
+                pass_error(
+                    "deep-compression",
+                    format!("{name}: codebook labels out of step"),
+                )
+            })?;
+            *x = book.centroids[l as usize];
+            j += 1;
+        }
+    }
+    let shape = t.shape().to_vec();
+    g.initializers
+        .insert(name.to_string(), Tensor::from_vec(shape, v)?);
+    Ok(())
+}
+
+/// The cheapest exact codebook storage of a shared bias: the fewest index
+/// bits that hold its distinct values, plain or Huffman-coded. Returns the
+/// encoding and its payload length.
+fn smallest_bias_encoding(t: &Tensor, fp16: bool) -> Result<(Encoding, usize)> {
+    let v = t.to_f32_vec();
+    let mut distinct: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let bits = (usize::BITS - (distinct.len().max(2) - 1).leading_zeros()) as u8;
+    let plain = Encoding::Codebook { bits, fp16 };
+    let huff = Encoding::Huffman {
+        inner: Box::new(plain.clone()),
+    };
+    let a = encode_tensor(t, &plain)?.payload.len();
+    let b = encode_tensor(t, &huff)?.payload.len();
+    Ok(if b < a { (huff, b) } else { (plain, a) })
+}
+
 /// Options the recipe pass `deep-compression` accepts.
 pub const RECIPE_OPTIONS: &[&str] = &[
     "dataset",
@@ -384,7 +526,36 @@ pub const RECIPE_OPTIONS: &[&str] = &[
     "bias_bits",
     "train_limit",
     "test_limit",
+    "targets",
+    "layer_bits",
+    "final_epochs",
+    "centroid_lr",
+    "fp16_centroids",
+    "distill_temperature",
+    "distill_alpha",
 ];
+
+/// A recipe sub-table `key = { "tensor" = number, … }` as a map.
+fn number_table(
+    o: &crate::recipe::Options,
+    key: &str,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let Some(v) = o.table.get(key) else {
+        return Ok(Default::default());
+    };
+    let t = v
+        .as_table()
+        .ok_or_else(|| o.err(key, "expected a table of tensor = number"))?;
+    t.iter()
+        .map(|(k, v)| {
+            let x = v
+                .as_float()
+                .or_else(|| v.as_integer().map(|i| i as f64))
+                .ok_or_else(|| o.err(key, format!("{k}: expected a number, got {v}")))?;
+            Ok((k.clone(), x))
+        })
+        .collect()
+}
 
 /// The recipe pass: runs [`deep_compression`] on the dataset the recipe
 /// names (train split to fine-tune, test split to score) and returns the
@@ -432,6 +603,20 @@ pub fn recipe_pass(
             ..Default::default()
         })
     };
+    let mut bits_per_layer = std::collections::BTreeMap::new();
+    for (k, b) in number_table(o, "layer_bits")? {
+        if b.fract() != 0.0 || !(1.0..=16.0).contains(&b) {
+            return Err(o.err("layer_bits", format!("{k}: bits must be 1..=16, got {b}")));
+        }
+        bits_per_layer.insert(k, b as u32);
+    }
+    let distill = match o.float_opt("distill_temperature")? {
+        Some(t) => Some((
+            t as f32,
+            o.float_opt("distill_alpha")?.unwrap_or(0.5) as f32,
+        )),
+        None => None,
+    };
     let opts = DeepCompressionOptions {
         prune: PruneOptions {
             sparsity: o.float_opt("sparsity")?.unwrap_or(0.92),
@@ -439,17 +624,25 @@ pub fn recipe_pass(
                 .str("scope", "global")?
                 .parse()
                 .map_err(|e: String| o.err("scope", e))?,
+            targets: number_table(o, "targets")?,
             ..Default::default()
         },
         prune_steps: count("prune_steps", 4)?.max(1),
         finetune: ft(count("epochs", 3)?, lr),
+        final_finetune: ft(count("final_epochs", 0)?, lr),
         share: ShareOptions {
             bits: bits("bits", 5)?,
             conv_bits: Some(bits("conv_bits", 6)?),
+            bits_per_layer,
             ..Default::default()
         },
-        centroid_finetune: ft(count("centroid_epochs", 1)?, lr * 0.1),
+        centroid_finetune: ft(
+            count("centroid_epochs", 1)?,
+            o.float_opt("centroid_lr")?.unwrap_or(lr * 0.1),
+        ),
         bias_bits: Some(bits("bias_bits", 6)?),
+        fp16_centroids: o.bool("fp16_centroids", true)?,
+        distill,
         threads: ctx.threads,
         ..Default::default()
     };

@@ -9,8 +9,9 @@ use shrink_compress::prune::nm::nm_prune;
 use shrink_compress::prune::schedule::Agp;
 use shrink_compress::prune::sensitivity::{evaluate, sensitivity_scan, targets_from_scan};
 use shrink_compress::prune::structured::{
-    channel_groups, prune_channels, prune_kernels, remove_channels, remove_residual_branches,
-    residual_branches, uniform_plan, zero_channels, ChannelOptions, Criterion,
+    aligned_keep, channel_groups, prune_channels, prune_kernels, remove_channels,
+    remove_residual_branches, residual_branches, uniform_plan, zero_channels, ChannelOptions,
+    Criterion,
 };
 use shrink_compress::prune::{prunable_weights, sparsity};
 use shrink_data::{Dataset, Split};
@@ -399,6 +400,67 @@ fn structured_mobilenetv2_tiny() {
         .max()
         .unwrap();
     assert!(tied >= 2, "an Add ties the channels of two producers");
+}
+
+/// Rounding kept widths to a SIMD multiple: exhaustively over small
+/// groups, a multiple of `align` within [align, channels], nearest to the
+/// unrounded count, and never wider when fewer channels are asked for
+/// (what keeps the MACs bisection valid).
+#[test]
+fn aligned_keep_rounds_to_nearest_multiple() {
+    for align in [4usize, 8, 16] {
+        for channels in 1..=72usize {
+            let mut prev = 0;
+            for keep in 1..=channels {
+                let k = aligned_keep(channels, keep, align);
+                if channels <= align {
+                    assert_eq!(k, keep);
+                } else {
+                    assert!(
+                        k.is_multiple_of(align) || k == channels,
+                        "{channels} {keep} {align}: {k}"
+                    );
+                    assert!((align..=channels).contains(&k));
+                    let nearest = (align..=channels)
+                        .step_by(align)
+                        .min_by_key(|m| (m.abs_diff(keep), usize::MAX - m))
+                        .unwrap();
+                    if keep <= channels / align * align {
+                        assert_eq!(k, nearest, "{channels} {keep} {align}");
+                    }
+                }
+                assert!(k >= prev, "monotone in keep");
+                prev = k;
+            }
+        }
+    }
+}
+
+/// MobileNetV2-tiny at 50% of the MACs with widths aligned to 8: every
+/// pruned Conv keeps a multiple of 8 filters, the budget holds, and the
+/// pruned graph equals the zeroed one (physical removal is exact).
+#[test]
+fn structured_aligned_mobilenetv2_tiny() {
+    let g = model("mobilenetv2_tiny.onnx");
+    let opts = ChannelOptions {
+        macs_fraction: 0.5,
+        align: 8,
+        ..Default::default()
+    };
+    let (pg, _) = prune_channels(&g, &opts).unwrap();
+    let m = macs(&pg) as f64 / macs(&g) as f64;
+    assert!(m <= 0.5 && m > 0.3, "{m} of the MACs left");
+    let mut pruned = 0;
+    for n in pg.nodes.iter().filter(|n| n.op_type == "Conv") {
+        let before = g.initializers[&n.inputs[1]].shape()[0];
+        let after = pg.initializers[&n.inputs[1]].shape()[0];
+        if after < before {
+            pruned += 1;
+            assert!(after.is_multiple_of(8), "{}: {before} → {after}", n.name);
+        }
+    }
+    assert!(pruned >= 10, "{pruned} convs pruned");
+    assert_eq!(run(&pg, &sample_inputs()).len(), 256 * 10);
 }
 
 /// Neurons of an MLP: rows of one Gemm and columns of the next.

@@ -21,8 +21,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use shrink_data::Dataset;
 use shrink_graph::Graph;
+use shrink_runtime::{Session, SessionOptions};
 use shrink_tensor::Tensor;
-use shrink_train::loss::cross_entropy;
+use shrink_train::loss::{cross_entropy, kl_distillation};
 use shrink_train::optim::{Algorithm, Optimizer};
 use shrink_train::{Executor, Mode, ParamFilter, ParamStore};
 use std::collections::BTreeMap;
@@ -49,6 +50,23 @@ pub struct FinetuneOptions {
     /// Stop after this many optimiser steps (None: all epochs).
     pub max_steps: Option<usize>,
     pub threads: usize,
+    /// Knowledge distillation from a teacher (Hinton et al. 2015): the loss
+    /// becomes `(1 − α)·CE + α·T²·KL(teacher ‖ student)`. The unpruned fp32
+    /// model knows the "dark knowledge" of which wrong classes are close;
+    /// matching it recovers the last fraction of a point a sparse student
+    /// loses on hard labels alone.
+    pub distill: Option<Distill>,
+}
+
+/// The teacher and the weighting of [`FinetuneOptions::distill`].
+#[derive(Debug, Clone)]
+pub struct Distill {
+    /// The teacher model (same input and number of classes as the student).
+    pub teacher: Graph,
+    /// Softmax temperature T (> 0).
+    pub temperature: f32,
+    /// Weight α of the distillation term in [0, 1].
+    pub alpha: f32,
 }
 
 impl Default for FinetuneOptions {
@@ -60,6 +78,7 @@ impl Default for FinetuneOptions {
             seed: 0,
             max_steps: None,
             threads: 0,
+            distill: None,
         }
     }
 }
@@ -120,6 +139,27 @@ fn run(
         .into_iter()
         .map(String::from)
         .collect();
+    let teacher = match &opts.distill {
+        Some(d) => {
+            if !(0.0..=1.0).contains(&d.alpha) {
+                return Err(err(format!(
+                    "distillation weight alpha must lie in [0, 1], got {}",
+                    d.alpha
+                )));
+            }
+            Some((
+                Session::new(
+                    d.teacher.clone(),
+                    SessionOptions {
+                        threads: opts.threads,
+                        ..Default::default()
+                    },
+                )?,
+                d,
+            ))
+        }
+        None => None,
+    };
     let mut step = 0usize;
     let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
     'outer: for epoch in 0..opts.epochs {
@@ -134,7 +174,24 @@ fn run(
             let out = exec
                 .forward(&mut params, &[(input.as_str(), &x)], Mode::Train)
                 .map_err(err)?;
-            let loss = cross_entropy(&out[0], &y, 0.0).map_err(err)?;
+            let mut loss = cross_entropy(&out[0], &y, 0.0).map_err(err)?;
+            if let Some((session, d)) = &teacher {
+                let t_out = session.run(vec![x.clone()])?;
+                let t_logits = t_out
+                    .first()
+                    .ok_or_else(|| err("the teacher has no output"))?;
+                let kd = kl_distillation(&out[0], t_logits, d.temperature).map_err(err)?;
+                // kd.grad is the gradient of the T²-scaled loss,
+                // T/B·(p_s − p_t): the T² keeps its size comparable with the
+                // cross-entropy's across temperatures (Hinton et al.).
+                let (a, ce_w) = (d.alpha, 1.0 - d.alpha);
+                let mut gv = loss.grad.to_f32_vec();
+                for (gc, gk) in gv.iter_mut().zip(kd.grad.to_f32_vec()) {
+                    *gc = ce_w * *gc + a * gk;
+                }
+                loss.loss = ce_w * loss.loss + a * kd.loss;
+                loss.grad = Tensor::from_vec(loss.grad.shape().to_vec(), gv)?;
+            }
             sum += loss.loss as f64;
             n += 1;
             let grads = exec.backward(&params, &[loss.grad]).map_err(err)?;

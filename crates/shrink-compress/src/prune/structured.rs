@@ -714,6 +714,13 @@ pub struct ChannelOptions {
     pub min_channels: usize,
     /// Source node names whose groups stay whole.
     pub exclude: Vec<String>,
+    /// Kept channel counts are rounded to the nearest multiple of this (0 or
+    /// 1: no rounding) in every group wider than it. GEMM and conv kernels
+    /// work in SIMD-width tiles of output channels (8 f32 lanes on AVX2):
+    /// 45 channels cost as much as 48 and leave a scalar tail, so NNCF and
+    /// AIMET round pruned widths the same way. The MACs budget still holds:
+    /// the search sees the rounded counts.
+    pub align: usize,
 }
 
 impl Default for ChannelOptions {
@@ -726,6 +733,7 @@ impl Default for ChannelOptions {
             residual: true,
             min_channels: 1,
             exclude: Vec::new(),
+            align: 0,
         }
     }
 }
@@ -745,13 +753,24 @@ pub fn uniform_plan(
         }
         let drop = ((ratio * grp.channels as f64).floor() as usize)
             .min(grp.channels.saturating_sub(opts.min_channels.max(1)));
-        if drop == 0 {
+        let keep = aligned_keep(grp.channels, grp.channels - drop, opts.align);
+        if keep >= grp.channels {
             continue;
         }
         let score = channel_importance(g, grp, opts.criterion)?;
-        plan.insert(gi, top_channels(&score, grp.channels - drop));
+        plan.insert(gi, top_channels(&score, keep));
     }
     Ok(plan)
+}
+
+/// `keep` rounded to the nearest multiple of `align` (at least `align`, at
+/// most `channels`) when the group is wider than `align`; else `keep`.
+/// Non-increasing in the ratio removed, so the MACs bisection stays valid.
+pub fn aligned_keep(channels: usize, keep: usize, align: usize) -> usize {
+    if align <= 1 || channels <= align {
+        return keep;
+    }
+    ((keep + align / 2) / align * align).clamp(align, channels)
 }
 
 fn eligible(grp: &ChannelGroup, opts: &ChannelOptions) -> bool {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args as ClapArgs;
 use shrink_compress::deep_compression::{deep_compression, DeepCompressionOptions};
 use shrink_compress::kmeans::ShareOptions;
-use shrink_compress::prune::finetune::{finetune, Constraint, FinetuneOptions};
+use shrink_compress::prune::finetune::{finetune, Constraint, Distill, FinetuneOptions};
 use shrink_compress::prune::magnitude::{magnitude_prune, PruneOptions, Scope};
 use shrink_compress::prune::mask::masks_of;
 use shrink_compress::prune::nm::nm_prune;
@@ -76,6 +76,65 @@ pub struct Args {
     /// Fine-tuning: at most this many training images.
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// With --macs: round kept channel counts to multiples of this (SIMD
+    /// width, e.g. 8) in groups wider than it.
+    #[arg(long, default_value_t = 0)]
+    pub align: usize,
+    /// Distil from the unpruned model while fine-tuning, at this temperature.
+    #[arg(long)]
+    pub distill: Option<f32>,
+    /// Weight of the distillation loss (with --distill).
+    #[arg(long, default_value_t = 0.5)]
+    pub distill_alpha: f32,
+    /// Deep Compression: per-tensor sparsity target, NAME=FRACTION (repeatable);
+    /// listed tensors leave the global pool.
+    #[arg(long = "target", value_name = "NAME=FRACTION")]
+    pub targets: Vec<String>,
+    /// Deep Compression: per-tensor codebook bits, NAME=BITS (repeatable).
+    #[arg(long = "layer-bits", value_name = "NAME=BITS")]
+    pub layer_bits: Vec<String>,
+    /// Deep Compression: extra masked fine-tuning epochs at the final sparsity.
+    #[arg(long, default_value_t = 0)]
+    pub final_epochs: usize,
+    /// Deep Compression: centroid fine-tuning learning rate (default: --lr / 10).
+    #[arg(long)]
+    pub centroid_lr: Option<f64>,
+    /// Deep Compression: codebook bits of biases.
+    #[arg(long, default_value_t = 6)]
+    pub bias_bits: u32,
+    /// Deep Compression: keep f32 centroids (default: rounded to fp16, stored at 16 bits).
+    #[arg(long)]
+    pub f32_centroids: bool,
+    /// Threads for fine-tuning and evaluation (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `NAME=VALUE` pairs of a repeatable flag.
+fn pairs<T: std::str::FromStr>(
+    flag: &str,
+    items: &[String],
+) -> Result<std::collections::BTreeMap<String, T>> {
+    items
+        .iter()
+        .map(|it| {
+            let (k, v) = it
+                .rsplit_once('=')
+                .with_context(|| format!("{flag} '{it}': expected NAME=VALUE"))?;
+            let v = v
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{flag} '{it}': '{v}' is not a valid value"))?;
+            Ok((k.to_string(), v))
+        })
+        .collect()
+}
+
+fn distill_of(g: &shrink_graph::Graph, args: &Args) -> Option<Distill> {
+    args.distill.map(|temperature| Distill {
+        teacher: g.clone(),
+        temperature,
+        alpha: args.distill_alpha,
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -111,6 +170,7 @@ pub fn run(args: Args) -> Result<()> {
             macs_fraction: f,
             criterion,
             neurons: args.neurons,
+            align: args.align,
             ..Default::default()
         };
         let (p, r) = prune_channels(&cur, &opts)?;
@@ -125,6 +185,8 @@ pub fn run(args: Args) -> Result<()> {
         let opts = FinetuneOptions {
             epochs: args.epochs,
             lr: args.lr,
+            threads: args.threads,
+            distill: distill_of(&g, &args),
             ..Default::default()
         };
         let masks = masks_of(&cur);
@@ -153,8 +215,8 @@ pub fn run(args: Args) -> Result<()> {
     );
     if let Some(spec) = &args.eval {
         let data = Dataset::open(spec, Split::Test)?;
-        let before = evaluate(&g, &data, 256, 0)?;
-        let after = evaluate(&cur, &data, 256, 0)?;
+        let before = evaluate(&g, &data, 256, args.threads)?;
+        let after = evaluate(&cur, &data, 256, args.threads)?;
         println!(
             "top-1 on {} test images: {:.2}% → {:.2}%",
             data.len(),
@@ -178,6 +240,7 @@ fn run_deep_compression(g: &shrink_graph::Graph, spec: &str, args: &Args) -> Res
         (epochs > 0).then(|| FinetuneOptions {
             epochs,
             lr,
+            threads: args.threads,
             ..Default::default()
         })
     };
@@ -185,16 +248,26 @@ fn run_deep_compression(g: &shrink_graph::Graph, spec: &str, args: &Args) -> Res
         prune: PruneOptions {
             sparsity: args.sparsity.unwrap_or(0.92),
             scope,
+            targets: pairs("--target", &args.targets)?,
             ..Default::default()
         },
         prune_steps: args.prune_steps,
         finetune: ft(args.epochs, args.lr),
+        final_finetune: ft(args.final_epochs, args.lr),
         share: ShareOptions {
             bits: args.bits,
             conv_bits: Some(args.conv_bits),
+            bits_per_layer: pairs("--layer-bits", &args.layer_bits)?,
             ..Default::default()
         },
-        centroid_finetune: ft(args.centroid_epochs, args.lr * 0.1),
+        centroid_finetune: ft(
+            args.centroid_epochs,
+            args.centroid_lr.unwrap_or(args.lr * 0.1),
+        ),
+        bias_bits: Some(args.bias_bits),
+        fp16_centroids: !args.f32_centroids,
+        distill: args.distill.map(|t| (t, args.distill_alpha)),
+        threads: args.threads,
         ..Default::default()
     };
     let (out, report) = deep_compression(g, &train, &test, &opts)?;
