@@ -438,7 +438,7 @@ fn quantize_weight(
         for (i, &v) in values.iter().enumerate() {
             slots[slot_of(i)].push(v);
         }
-        let (lo, hi) = weight_code_range(bits)?;
+        let (lo, hi) = code_range(bits, scheme).map_err(|e| tensor_err(w_name, e.to_string()))?;
         for (c, vals) in slots.iter().enumerate() {
             params.scale[c] = mse_scale(vals, params.scale[c], lo, hi);
         }

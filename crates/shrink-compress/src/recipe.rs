@@ -850,6 +850,26 @@ fn pass_mixed_widths(
         (_, Some(b)) => b,
         _ => unreachable!("budget_option checked one budget"),
     };
+    // Unreachable budgets fail before minutes of sensitivity runs.
+    let mut lowest = plan.clone();
+    if let Some(w) = lows.iter().min_by_key(|w| w.bits()) {
+        for (l, _) in crate::quantize::weighted_layers(g) {
+            if !plan.skip.contains(&l) {
+                lowest.layers.insert(l, *w);
+            }
+        }
+    }
+    let floor = plan_bytes(g, &lowest, &ranges, model)?;
+    if floor > budget {
+        return Err(o.err(
+            "",
+            format!(
+                "budget {budget:.0} B is unreachable: with every layer at {} bits the model still takes {floor:.0} B ({:.1}% of the {high_bytes:.0} B of the high-width model)",
+                lows.iter().map(|w| w.bits()).min().unwrap_or(8),
+                100.0 * floor / high_bytes
+            ),
+        ));
+    }
     let layers = crate::quantize::weighted_layers(g).len();
     let pb = ctx.bar(layers as u64, "layer sensitivity");
     let costs = width_costs(

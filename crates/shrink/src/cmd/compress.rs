@@ -368,6 +368,13 @@ mod tests {
         run(args(&good, &out)).unwrap();
         let q = shrink_graph::onnx::load(&out).unwrap();
         assert!(q.nodes.iter().any(|n| n.op_type == "QuantizeLinear"));
+        // --qoperator writes the QOperator form of the same model.
+        let mut a = args(&good, &out);
+        a.qoperator = true;
+        run(a).unwrap();
+        let q = shrink_graph::onnx::load(&out).unwrap();
+        assert!(q.nodes.iter().any(|n| n.op_type == "QLinearConv"));
+        assert!(!q.nodes.iter().any(|n| n.op_type == "Conv" || n.op_type == "Gemm"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
