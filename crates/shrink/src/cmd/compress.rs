@@ -374,7 +374,10 @@ mod tests {
         run(a).unwrap();
         let q = shrink_graph::onnx::load(&out).unwrap();
         assert!(q.nodes.iter().any(|n| n.op_type == "QLinearConv"));
-        assert!(!q.nodes.iter().any(|n| n.op_type == "Conv" || n.op_type == "Gemm"));
+        assert!(!q
+            .nodes
+            .iter()
+            .any(|n| n.op_type == "Conv" || n.op_type == "Gemm"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
