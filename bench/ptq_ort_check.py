@@ -7,6 +7,11 @@ the Fashion-MNIST test images, and compares ORT's top-1 with shrink's own
 accuracy for the same file (read from the JSON report `shrink compress --json`
 wrote next to it). Passes when |ORT - shrink| <= 0.05 pt for every model.
 
+QOperator exports (JSON "format": "qoperator", from `shrink compress
+--qoperator`, bench/ptq_qoperator.sh) are compared with shrink's accuracy on
+the QDQ model of the same run ("compressed"); shrink's own accuracy on the
+QOperator graph ("qoperator") is printed beside it.
+
 usage: bench/ptq_ort_check.py RESULTS_DIR [--limit N]
   RESULTS_DIR holds NAME.onnx + NAME.json pairs from bench/ptq_run.sh.
 """
@@ -63,10 +68,12 @@ def main():
         d = o - acc["compressed"]
         good = abs(d) <= a.tolerance + 1e-9
         ok &= good
-        rows.append((js.stem, acc["fp32"], acc["compressed"], o, d, good))
-    print(f"{'model':<36}{'fp32':>8}{'shrink':>8}{'ORT':>8}{'diff':>8}")
+        qop = acc.get("qoperator")
+        rows.append((js.stem, acc["fp32"], acc["compressed"], o, d, good, rep.get("format", "qdq"), qop))
+    print(f"{'model':<36}{'format':>10}{'fp32':>8}{'shrink':>8}{'shrinkQOp':>10}{'ORT':>8}{'diff':>8}")
     for r in rows:
-        print(f"{r[0]:<36}{r[1]:>8.2f}{r[2]:>8.2f}{r[3]:>8.2f}{r[4]:>+8.2f}  {'ok' if r[5] else 'FAIL'}")
+        q = f"{r[7]:>10.2f}" if r[7] is not None else f"{'':>10}"
+        print(f"{r[0]:<36}{r[6]:>10}{r[1]:>8.2f}{r[2]:>8.2f}{q}{r[3]:>8.2f}{r[4]:>+8.2f}  {'ok' if r[5] else 'FAIL'}")
     sys.exit(0 if ok and rows else 1)
 
 

@@ -191,6 +191,10 @@ pub struct QuantPlan {
     /// Activation tensors left in float (e.g. ranges known only as loose bounds).
     #[serde(default)]
     pub float_tensors: BTreeSet<String>,
+    /// Integer weights of at most this many bits get MSE-optimal clipping per
+    /// scale slot (0: never; scales from the max |w|, ORT's choice).
+    #[serde(default)]
+    pub mse_clip_bits: u32,
 }
 
 impl QuantPlan {
@@ -202,6 +206,7 @@ impl QuantPlan {
             layers: BTreeMap::new(),
             skip: BTreeSet::new(),
             float_tensors: BTreeSet::new(),
+            mse_clip_bits: 0,
         }
     }
 
@@ -377,6 +382,7 @@ fn quantize_weight(
     bits: u32,
     gran: WeightGranularity,
     scheme: Scheme,
+    mse_clip: bool,
 ) -> Result<WeightQ> {
     if !(2..=8).contains(&bits) {
         return Err(CompressError::Node {
@@ -417,9 +423,26 @@ fn quantize_weight(
         rounding: Rounding::NearestEven,
         source: shrink_formats::intq::ScaleSource::Data,
     };
-    let params = cfg
+    let mut params = cfg
         .params_for(&values, &shape)
         .map_err(|e| tensor_err(w_name, e.to_string()))?;
+    if mse_clip && !matches!(granularity, Granularity::PerGroup { .. }) {
+        let slot_of = |i: usize| match granularity {
+            Granularity::PerChannel { axis } => {
+                let inner: usize = shape[axis + 1..].iter().product();
+                (i / inner) % shape[axis]
+            }
+            _ => 0,
+        };
+        let mut slots: Vec<Vec<f32>> = vec![Vec::new(); params.scale.len()];
+        for (i, &v) in values.iter().enumerate() {
+            slots[slot_of(i)].push(v);
+        }
+        let (lo, hi) = code_range(bits, scheme).map_err(|e| tensor_err(w_name, e.to_string()))?;
+        for (c, vals) in slots.iter().enumerate() {
+            params.scale[c] = mse_scale(vals, params.scale[c], lo, hi);
+        }
+    }
     let codes = params
         .quantize(&values, &shape, Rounding::NearestEven)
         .map_err(|e| tensor_err(w_name, e.to_string()))?;
@@ -445,6 +468,34 @@ fn quantize_weight(
         attrs,
         channel_scale,
     })
+}
+
+/// The scale in `[0.3, 1]·s_max` (steps of 0.01) minimising the squared
+/// error of round-to-nearest codes clamped to `[lo, hi]`: clipping the few
+/// largest weights buys a finer step for the many small ones, which at 2–4
+/// bits is worth more than the outliers' accuracy. Ties keep the larger scale.
+fn mse_scale(vals: &[f32], s_max: f32, lo: i32, hi: i32) -> f32 {
+    let err = |s: f32| -> f64 {
+        vals.iter()
+            .map(|&v| {
+                let q = (v / s).round_ties_even().clamp(lo as f32, hi as f32);
+                let d = (v - q * s) as f64;
+                d * d
+            })
+            .sum()
+    };
+    let mut best = (err(s_max), s_max);
+    for k in (30..100).rev() {
+        let s = s_max * k as f32 / 100.0;
+        if s <= 0.0 || !s.is_finite() {
+            continue;
+        }
+        let e = err(s);
+        if e < best.0 {
+            best = (e, s);
+        }
+    }
+    best.1
 }
 
 /// Inserts QDQ (or simulated-format) nodes for `plan`. Integer activation
@@ -769,7 +820,15 @@ pub fn insert_qdq(
                 granularity,
                 scheme,
             } => {
-                let wq = quantize_weight(&node, &w_name, &w, bits, granularity, scheme)?;
+                let wq = quantize_weight(
+                    &node,
+                    &w_name,
+                    &w,
+                    bits,
+                    granularity,
+                    scheme,
+                    bits <= plan.mse_clip_bits,
+                )?;
                 if matches!(granularity, WeightGranularity::Group(_)) {
                     opset_needed = opset_needed.max(21);
                 }

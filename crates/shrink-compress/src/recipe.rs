@@ -19,7 +19,10 @@
 //! error names the recipe file and the field (`pass[1].weights`).
 
 use crate::calib::{calibrate, CalibConfig, ObserverConfig, ObserverKind};
-use crate::mixed::{search, sensitivities, Budget, Metric, SensitivityData};
+use crate::mixed::{
+    choose_encodings, plan_bytes, search, search_widths, sensitivities, width_costs, Budget,
+    Metric, SensitivityData, SizeModel,
+};
 use crate::quantize::{
     activation_tensors, insert_qdq, stored_bytes, ActFormat, QuantPlan, WeightFormat,
     WeightGranularity,
@@ -277,6 +280,7 @@ pub const PASSES: &[PassEntry] = &[
             "activations",
             "skip",
             "layers",
+            "mse_clip_bits",
         ],
         gives_ranges: false,
         run: pass_quantize,
@@ -302,9 +306,21 @@ pub const PASSES: &[PassEntry] = &[
             "bytes",
             "energy_budget",
             "skip",
+            "widths",
+            "size_model",
+            "mse_clip_bits",
+            "bias_correction",
+            "low_scheme",
         ],
         gives_ranges: false,
         run: pass_mixed,
+    },
+    PassEntry {
+        name: "entropy-code",
+        needs: Needs::Nothing,
+        options: &[],
+        gives_ranges: false,
+        run: pass_entropy_code,
     },
     // Data-free quantisation (Nagel et al. 2019), passes of crate::dfq's pipeline.
     PassEntry {
@@ -461,6 +477,8 @@ impl Recipe {
                 "mixed-precision" => {
                     plan_from(&o, "high")?;
                     weight_format(&o, "low", "int4")?;
+                    low_widths(&o)?;
+                    size_model(&o)?;
                     if !have_ranges {
                         return Err(o.err(
                             "",
@@ -662,12 +680,20 @@ fn plan_from(o: &Options, weights_key: &str) -> Result<QuantPlan> {
             layers.insert(node.clone(), f);
         }
     }
+    let mse_clip_bits = o.int("mse_clip_bits", 0)?;
+    if !(0..=8).contains(&mse_clip_bits) {
+        return Err(o.err(
+            "mse_clip_bits",
+            format!("must be 0 (off) to 8, got {mse_clip_bits}"),
+        ));
+    }
     Ok(QuantPlan {
         weights,
         activations,
         layers,
         skip: o.strings("skip")?.into_iter().collect::<BTreeSet<_>>(),
         float_tensors: BTreeSet::new(),
+        mse_clip_bits: mse_clip_bits as u32,
     })
 }
 
@@ -738,7 +764,176 @@ fn pass_quantize(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, Pa
     insert_qdq(g, &plan, ranges)
 }
 
+/// `widths = ["int4", "int3", "int2"]`: the lower widths a multi-width
+/// search may give a layer (empty: the single `low` width).
+fn low_widths(o: &Options) -> Result<Vec<WeightFormat>> {
+    let scheme = match o.str("low_scheme", "symmetric")? {
+        "symmetric" => Scheme::SymmetricNarrow,
+        "symmetric-full" => Scheme::SymmetricFull,
+        other => {
+            return Err(o.err(
+                "low_scheme",
+                format!("'{other}' is not a weight scheme (symmetric, symmetric-full)"),
+            ))
+        }
+    };
+    let mut v = Vec::new();
+    for s in o.strings("widths")? {
+        match WeightFormat::parse(&s, granularity(o)?, scheme) {
+            Some(f @ WeightFormat::Int { bits, .. }) if (2..8).contains(&bits) => v.push(f),
+            _ => {
+                return Err(o.err(
+                    "widths",
+                    format!("'{s}' is not an integer width below 8 (int2..int7)"),
+                ))
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn size_model(o: &Options) -> Result<SizeModel> {
+    match o.str("size_model", "nominal")? {
+        "nominal" => Ok(SizeModel::Nominal),
+        "encoded" => Ok(SizeModel::Encoded),
+        m => Err(o.err(
+            "size_model",
+            format!(
+                "'{m}' is not nominal or encoded (the container's bytes, Huffman where smaller)"
+            ),
+        )),
+    }
+}
+
+/// Stores every tensor in the smaller of its plain and Huffman-coded form.
+fn pass_entropy_code(g: &Graph, _o: &Options, _ctx: &mut Context) -> Result<(Graph, PassRecord)> {
+    let mut q = g.clone();
+    let (saved, huff) = choose_encodings(&mut q);
+    let mut rec = PassRecord::new("entropy-code");
+    rec.metric("bytes_saved", saved);
+    rec.metric("huffman_tensors", huff as f64);
+    rec.metric("encoded_bytes", crate::mixed::encoded_bytes(&q));
+    Ok((q, rec))
+}
+
+/// Multi-width mixed precision (`widths`), sized by `size_model`.
+fn pass_mixed_widths(
+    g: &Graph,
+    o: &Options,
+    ctx: &mut Context,
+    lows: Vec<WeightFormat>,
+) -> Result<(Graph, PassRecord)> {
+    let plan = plan_from(o, "high")?;
+    let model = size_model(o)?;
+    let metric = match o.str("metric", "kl")? {
+        "kl" => Metric::Kl,
+        "accuracy" => Metric::Accuracy,
+        m => return Err(o.err("metric", format!("'{m}' is not kl or accuracy"))),
+    };
+    let ranges = ctx.ranges.clone().expect("checked by Recipe::check");
+    let data = ctx.calib.as_ref().expect("checked by Recipe::check");
+    let samples = o.int("samples", data.len() as i64)?;
+    if samples <= 0 {
+        return Err(o.err("samples", format!("must be positive, got {samples}")));
+    }
+    let data = data.take(samples as usize);
+    let (size, bytes, energy) = budget_option(o)?;
+    if energy.is_some() {
+        return Err(o.err(
+            "energy_budget",
+            "a multi-width search ('widths') takes a size budget",
+        ));
+    }
+    let high_bytes = plan_bytes(g, &plan, &ranges, model)?;
+    let budget = match (size, bytes) {
+        (Some(f), _) => f * high_bytes,
+        (_, Some(b)) => b,
+        _ => unreachable!("budget_option checked one budget"),
+    };
+    // Unreachable budgets fail before minutes of sensitivity runs.
+    let mut lowest = plan.clone();
+    if let Some(w) = lows.iter().min_by_key(|w| w.bits()) {
+        for (l, _) in crate::quantize::weighted_layers(g) {
+            if !plan.skip.contains(&l) {
+                lowest.layers.insert(l, *w);
+            }
+        }
+    }
+    let floor = plan_bytes(g, &lowest, &ranges, model)?;
+    if floor > budget {
+        return Err(o.err(
+            "",
+            format!(
+                "budget {budget:.0} B is unreachable: with every layer at {} bits the model still takes {floor:.0} B ({:.1}% of the {high_bytes:.0} B of the high-width model)",
+                lows.iter().map(|w| w.bits()).min().unwrap_or(8),
+                100.0 * floor / high_bytes
+            ),
+        ));
+    }
+    let layers = crate::quantize::weighted_layers(g).len();
+    let pb = ctx.bar(layers as u64, "layer sensitivity");
+    let costs = width_costs(
+        g,
+        &plan,
+        &ranges,
+        &lows,
+        metric,
+        model,
+        &SensitivityData {
+            batches: &data.batches,
+            labels: Some(&data.labels),
+            threads: ctx.threads,
+        },
+        |_| pb.inc(1),
+    )?;
+    pb.finish_and_clear();
+    let (chosen, mut rec) = search_widths(g, &plan, &ranges, &lows, &costs, model, budget)
+        .map_err(|e| o.err("", e.to_string()))?;
+    rec.metric("high_bytes", high_bytes);
+    rec.metric(
+        "high_nominal_bytes",
+        plan_bytes(g, &plan, &ranges, SizeModel::Nominal)?,
+    );
+    for c in &costs {
+        rec.metric(&format!("damage/{}/w{}", c.layer, c.bits), c.damage);
+        rec.metric(&format!("bytes/{}/w{}", c.layer, c.bits), c.bytes);
+    }
+    for (l, _) in crate::quantize::weighted_layers(g) {
+        rec.metric(&format!("bits/{l}"), chosen.weight_format(&l).bits() as f64);
+    }
+    let corrected = if o.bool("bias_correction", false)? {
+        let (gc, done) =
+            crate::mixed::correct_low_bit_biases(g, &chosen, &ranges, &data.batches, ctx.threads)?;
+        for l in &done {
+            rec.change(format!("'{l}': empirical bias correction (W_q − W)·E[x]"));
+        }
+        rec.metric("bias_corrected", done.len() as f64);
+        gc
+    } else {
+        g.clone()
+    };
+    let (mut q, qrec) = insert_qdq(&corrected, &chosen, &ranges)?;
+    for c in qrec.changes {
+        rec.change(c);
+    }
+    if model == SizeModel::Encoded {
+        let (_, huff) = choose_encodings(&mut q);
+        rec.metric("huffman_tensors", huff as f64);
+    }
+    rec.metric("encoded_bytes", crate::mixed::encoded_bytes(&q));
+    Ok((q, rec))
+}
+
 fn pass_mixed(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRecord)> {
+    let lows = low_widths(o)?;
+    if !lows.is_empty() || size_model(o)? == SizeModel::Encoded {
+        let lows = if lows.is_empty() {
+            vec![weight_format(o, "low", "int4")?]
+        } else {
+            lows
+        };
+        return pass_mixed_widths(g, o, ctx, lows);
+    }
     let plan = plan_from(o, "high")?;
     let low = weight_format(o, "low", "int4")?;
     let metric = match o.str("metric", "kl")? {

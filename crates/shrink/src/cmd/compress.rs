@@ -45,7 +45,10 @@ pub struct Args {
     /// Seed of the calibration sample permutation.
     #[arg(long, default_value_t = 1234)]
     pub calib_seed: u32,
-    /// Write the QOperator form (QLinearConv/QLinearMatMul) instead of QDQ.
+    /// Write the QOperator form (QuantizeLinear at the input, QLinearConv,
+    /// com.microsoft QGemm/QLinearAdd/QLinearGlobalAveragePool, pooling and
+    /// reshapes on the u8 codes, DequantizeLinear at the output) instead of
+    /// QDQ; fails if a weighted layer has no QOperator form.
     #[arg(long)]
     pub qoperator: bool,
     #[arg(long, default_value_t = 128)]
@@ -167,9 +170,6 @@ pub fn run(args: Args) -> Result<()> {
             args.output.display()
         );
     }
-    if args.qoperator {
-        bail!("--qoperator: the QOperator export is not implemented yet; the QDQ form (default) runs in ONNX Runtime with the same integer kernels");
-    }
     let g = model::load(&args.model)?;
     let recipe = Recipe::load(&args.recipe)?;
     let calib = args
@@ -183,7 +183,17 @@ pub fn run(args: Args) -> Result<()> {
     ctx.progress = std::io::stderr().is_terminal() && !args.json;
     // Everything a recipe can get wrong is checked before any work.
     recipe.check(&g, &ctx)?;
-    let (q, records) = recipe.run(&g, &mut ctx)?;
+    let (q, mut records) = recipe.run(&g, &mut ctx)?;
+    // The QOperator form is a rewrite of the finished QDQ graph; accuracy is
+    // reported for both (they run the same integer arithmetic).
+    let qop = if args.qoperator {
+        let (qo, rec) = shrink_compress::qoperator::to_qoperator_complete(&q)
+            .with_context(|| format!("{}: QOperator form", args.model.display()))?;
+        records.push(rec);
+        Some(qo)
+    } else {
+        None
+    };
     for r in &records {
         if r.pass == "deep-compression" && !args.json {
             r.changes.iter().for_each(|l| println!("{l}"));
@@ -213,9 +223,14 @@ pub fn run(args: Args) -> Result<()> {
             let (xs, labels) = batches_of(&ds, 256)?;
             let fp = accuracy(&outputs(&g, &xs, args.threads)?, &labels)?;
             let qa = accuracy(&outputs(&q, &xs, args.threads)?, &labels)?;
-            Some((fp, qa, labels.len()))
+            let qo = qop
+                .as_ref()
+                .map(|qo| accuracy(&outputs(qo, &xs, args.threads)?, &labels))
+                .transpose()?;
+            Some((fp, qa, labels.len(), qo))
         }
     };
+    let written = qop.as_ref().unwrap_or(&q);
     if ext == "shrink" {
         let text = std::fs::read_to_string(&args.recipe).unwrap_or_default();
         let mut prov = Provenance::new()
@@ -224,16 +239,16 @@ pub fn run(args: Args) -> Result<()> {
         for r in &records {
             prov = prov.with_pass(r)?;
         }
-        if let Some((f, qa, n)) = eval {
+        if let Some((f, qa, n, _)) = eval {
             prov = prov.note(
                 "accuracy",
                 format!("fp32 {f:.2}% → {qa:.2}% on {n} test images"),
             );
         }
-        save_shrink(&q, &prov, &args.output)
+        save_shrink(written, &prov, &args.output)
             .with_context(|| format!("writing {}", args.output.display()))?;
     } else {
-        shrink_graph::onnx::save(&q, &args.output)
+        shrink_graph::onnx::save(written, &args.output)
             .with_context(|| format!("writing {}", args.output.display()))?;
     }
     let (fs, qs) = (stored_bytes(&g), stored_bytes(&q));
@@ -243,7 +258,8 @@ pub fn run(args: Args) -> Result<()> {
             "model": args.model.display().to_string(),
             "recipe": args.recipe.display().to_string(),
             "output": args.output.display().to_string(),
-            "accuracy": eval.map(|(f, q, n)| serde_json::json!({"fp32": f, "compressed": q, "samples": n})),
+            "accuracy": eval.map(|(f, q, n, qo)| serde_json::json!({"fp32": f, "compressed": q, "samples": n, "qoperator": qo})),
+            "format": if qop.is_some() { "qoperator" } else { "qdq" },
             "bytes": {"fp32": fs, "compressed": qs},
             "energy_nj": {"fp32": fe, "compressed": qe},
             "passes": records,
@@ -261,7 +277,16 @@ pub fn run(args: Args) -> Result<()> {
         "{:<22}{:>14}{:>14}{:>14}",
         "", "fp32", "compressed", "change"
     );
-    if let Some((f, qa, n)) = eval {
+    if let Some((f, qa, n, qo)) = eval {
+        if let Some(qo) = qo {
+            println!(
+                "{:<22}{:>14.2}{:>14.2}{:>+14.2}",
+                "accuracy % QOperator",
+                f,
+                qo,
+                qo - f
+            );
+        }
         println!(
             "{:<22}{:>14.2}{:>14.2}{:>+14.2}",
             format!("accuracy % ({n})"),
@@ -343,6 +368,16 @@ mod tests {
         run(args(&good, &out)).unwrap();
         let q = shrink_graph::onnx::load(&out).unwrap();
         assert!(q.nodes.iter().any(|n| n.op_type == "QuantizeLinear"));
+        // --qoperator writes the QOperator form of the same model.
+        let mut a = args(&good, &out);
+        a.qoperator = true;
+        run(a).unwrap();
+        let q = shrink_graph::onnx::load(&out).unwrap();
+        assert!(q.nodes.iter().any(|n| n.op_type == "QLinearConv"));
+        assert!(!q
+            .nodes
+            .iter()
+            .any(|n| n.op_type == "Conv" || n.op_type == "Gemm"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
