@@ -47,9 +47,28 @@ pub struct Recipe {
     pub description: String,
     #[serde(rename = "pass", default)]
     pub passes: Vec<toml::Table>,
+    /// What the written `.shrink` file records about how it was made.
+    #[serde(default)]
+    pub provenance: ProvenanceLevel,
     /// The file it came from (for error messages); not a TOML field.
     #[serde(skip)]
     pub file: String,
+}
+
+/// How much provenance `shrink compress` stores in a `.shrink` file.
+///
+/// `full` (the default) keeps the recipe text and every pass record, so a file
+/// explains itself. For models of a few kilobytes that record can be a quarter
+/// of the file (Deep Compression's per-layer records on LeNet-5: ~1.5 KB of a
+/// 5.8 KB file), so size-critical recipes ask for `minimal`: tool version,
+/// source model hash, recipe name and the accuracy line — the pass records are
+/// still printed and written to `--json`, just not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvenanceLevel {
+    #[default]
+    Full,
+    Minimal,
 }
 
 /// Calibration images (model inputs, batched) and their labels.

@@ -15,7 +15,7 @@ use clap::Args as ClapArgs;
 use shrink_compress::calib::sample::numpy_permutation;
 use shrink_compress::mixed::{accuracy, outputs};
 use shrink_compress::quantize::{stored_bytes, weight_bits};
-use shrink_compress::recipe::{CalibData, Context, Recipe};
+use shrink_compress::recipe::{CalibData, Context, ProvenanceLevel, Recipe};
 use shrink_data::{Dataset, Split};
 use shrink_energy::{estimate, layer_work, Assignment, MemoryConfig, Precision};
 use shrink_graph::container::{save_shrink, Provenance};
@@ -232,12 +232,16 @@ pub fn run(args: Args) -> Result<()> {
     };
     let written = qop.as_ref().unwrap_or(&q);
     if ext == "shrink" {
-        let text = std::fs::read_to_string(&args.recipe).unwrap_or_default();
-        let mut prov = Provenance::new()
-            .with_source(&args.model)?
-            .with_recipe(text);
-        for r in &records {
-            prov = prov.with_pass(r)?;
+        let mut prov = Provenance::new().with_source(&args.model)?;
+        match recipe.provenance {
+            ProvenanceLevel::Full => {
+                let text = std::fs::read_to_string(&args.recipe).unwrap_or_default();
+                prov = prov.with_recipe(text);
+                for r in &records {
+                    prov = prov.with_pass(r)?;
+                }
+            }
+            ProvenanceLevel::Minimal => prov = prov.note("recipe", recipe.name.clone()),
         }
         if let Some((f, qa, n, _)) = eval {
             prov = prov.note(
@@ -378,6 +382,40 @@ mod tests {
             .nodes
             .iter()
             .any(|n| n.op_type == "Conv" || n.op_type == "Gemm"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn minimal_provenance_stores_less_and_the_same_tensors() {
+        let dir = std::env::temp_dir().join(format!("shrink-prov-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shipped = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../recipes/int8-calibrated.toml"),
+        )
+        .unwrap();
+        let (full, minimal) = (dir.join("full.toml"), dir.join("minimal.toml"));
+        std::fs::write(&full, &shipped).unwrap();
+        std::fs::write(&minimal, format!("provenance = \"minimal\"\n{shipped}")).unwrap();
+        let (fo, mo) = (dir.join("full.shrink"), dir.join("minimal.shrink"));
+        run(args(&full, &fo)).unwrap();
+        run(args(&minimal, &mo)).unwrap();
+        let (f, m) = (
+            shrink_graph::container::read_shrink(&fo).unwrap(),
+            shrink_graph::container::read_shrink(&mo).unwrap(),
+        );
+        assert!(f.provenance.recipe.is_some() && !f.provenance.passes.is_empty());
+        assert!(m.provenance.recipe.is_none() && m.provenance.passes.is_empty());
+        assert!(m.provenance.source_sha256.is_some());
+        assert!(m.provenance_bytes < f.provenance_bytes);
+        assert_eq!(
+            std::fs::metadata(&fo).unwrap().len() - f.provenance_bytes as u64,
+            std::fs::metadata(&mo).unwrap().len() - m.provenance_bytes as u64,
+            "only the provenance section may differ"
+        );
+        // An unknown level is refused up front, naming the field.
+        std::fs::write(&minimal, format!("provenance = \"none\"\n{shipped}")).unwrap();
+        let e = format!("{:#}", run(args(&minimal, &mo)).unwrap_err());
+        assert!(e.contains("provenance") && e.contains("minimal.toml"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
