@@ -53,7 +53,41 @@ pub struct Recipe {
     /// The file it came from (for error messages); not a TOML field.
     #[serde(skip)]
     pub file: String,
+    /// The recipe's own text, for provenance; not a TOML field.
+    #[serde(skip)]
+    pub text: String,
 }
+
+/// The recipes shipped in `recipes/`, built into the binary so that
+/// `--recipe int8-calibrated` works wherever `shrink` is installed, not only
+/// in a checkout.
+pub const SHIPPED: &[(&str, &str)] = &[
+    (
+        "int8-calibrated",
+        include_str!("../../../recipes/int8-calibrated.toml"),
+    ),
+    (
+        "int8-calibrated-huffman",
+        include_str!("../../../recipes/int8-calibrated-huffman.toml"),
+    ),
+    ("int8-dfq", include_str!("../../../recipes/int8-dfq.toml")),
+    (
+        "w4a8-mixed",
+        include_str!("../../../recipes/w4a8-mixed.toml"),
+    ),
+    (
+        "mixed-30pct",
+        include_str!("../../../recipes/mixed-30pct.toml"),
+    ),
+    (
+        "deep-compression",
+        include_str!("../../../recipes/deep-compression.toml"),
+    ),
+    (
+        "deep-compression-lenet5",
+        include_str!("../../../recipes/deep-compression-lenet5.toml"),
+    ),
+];
 
 /// How much provenance `shrink compress` stores in a `.shrink` file.
 ///
@@ -400,6 +434,34 @@ pub fn pass_names() -> Vec<&'static str> {
 
 impl Recipe {
     /// Reads and parses a recipe file; errors name the file.
+    /// A recipe file, or — when no such file exists and `spec` is a bare
+    /// name like `int8-dfq` (optionally with `.toml`) — the shipped recipe of
+    /// that name. An unknown name lists the shipped ones.
+    pub fn resolve(spec: impl AsRef<Path>) -> Result<Recipe> {
+        let path = spec.as_ref();
+        let bare = path.components().count() == 1;
+        if path.exists() || !bare {
+            return Recipe::load(path);
+        }
+        let name = path.to_string_lossy();
+        let name = name.strip_suffix(".toml").unwrap_or(&name);
+        match SHIPPED.iter().find(|(n, _)| *n == name) {
+            Some((n, text)) => Recipe::parse(text, &format!("recipes/{n}.toml (built in)")),
+            None => Err(CompressError::Recipe {
+                file: path.display().to_string(),
+                field: String::new(),
+                msg: format!(
+                    "no such file, and not a shipped recipe; shipped: {}",
+                    SHIPPED
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+    }
+
     pub fn load(path: impl AsRef<Path>) -> Result<Recipe> {
         let path = path.as_ref();
         let file = path.display().to_string();
@@ -419,6 +481,7 @@ impl Recipe {
             msg: e.to_string().trim().to_string(),
         })?;
         r.file = file.to_string();
+        r.text = text.to_string();
         if r.passes.is_empty() {
             return Err(CompressError::Recipe {
                 file: file.to_string(),

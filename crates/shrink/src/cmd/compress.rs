@@ -29,7 +29,9 @@ use std::path::PathBuf;
 pub struct Args {
     /// Model file (.onnx).
     pub model: PathBuf,
-    /// Recipe file (TOML), e.g. recipes/int8-calibrated.toml.
+    /// Recipe file (TOML), e.g. recipes/int8-calibrated.toml, or the name of
+    /// a shipped recipe (int8-calibrated, int8-calibrated-huffman, int8-dfq,
+    /// w4a8-mixed, mixed-30pct, deep-compression, deep-compression-lenet5).
     #[arg(long)]
     pub recipe: PathBuf,
     /// Calibration data: dataset spec with an optional sample count, e.g.
@@ -37,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     pub calib: Option<String>,
     /// Evaluation data (test split), e.g. fashion-mnist or fashion-mnist:1000.
-    #[arg(long)]
+    #[arg(long, visible_alias = "dataset")]
     pub eval: Option<String>,
     /// Output model: .onnx (the QDQ graph) or .shrink (container, sub-8-bit codes packed).
     #[arg(short, long)]
@@ -171,7 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let g = model::load(&args.model)?;
-    let recipe = Recipe::load(&args.recipe)?;
+    let recipe = Recipe::resolve(&args.recipe)?;
     let calib = args
         .calib
         .as_deref()
@@ -235,8 +237,7 @@ pub fn run(args: Args) -> Result<()> {
         let mut prov = Provenance::new().with_source(&args.model)?;
         match recipe.provenance {
             ProvenanceLevel::Full => {
-                let text = std::fs::read_to_string(&args.recipe).unwrap_or_default();
-                prov = prov.with_recipe(text);
+                prov = prov.with_recipe(recipe.text.clone());
                 for r in &records {
                     prov = prov.with_pass(r)?;
                 }
@@ -412,10 +413,27 @@ mod tests {
             std::fs::metadata(&mo).unwrap().len() - m.provenance_bytes as u64,
             "only the provenance section may differ"
         );
+        // A shipped recipe by name stores the same tensors as its file.
+        let named = dir.join("named.shrink");
+        run(args(std::path::Path::new("int8-calibrated"), &named)).unwrap();
+        let n = shrink_graph::container::read_shrink(&named).unwrap();
+        assert_eq!(n.provenance.recipe.as_deref(), Some(shipped.as_str()));
+        assert_eq!(
+            std::fs::metadata(&named).unwrap().len() - n.provenance_bytes as u64,
+            std::fs::metadata(&fo).unwrap().len() - f.provenance_bytes as u64,
+        );
+        let e = format!(
+            "{:#}",
+            run(args(std::path::Path::new("int9"), &named)).unwrap_err()
+        );
+        assert!(e.contains("shipped") && e.contains("int8-dfq"), "{e}");
         // An unknown level is refused up front, naming the field.
         std::fs::write(&minimal, format!("provenance = \"none\"\n{shipped}")).unwrap();
         let e = format!("{:#}", run(args(&minimal, &mo)).unwrap_err());
-        assert!(e.contains("provenance") && e.contains("minimal.toml"), "{e}");
+        assert!(
+            e.contains("provenance") && e.contains("minimal.toml"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
