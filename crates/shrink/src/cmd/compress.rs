@@ -233,6 +233,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let written = qop.as_ref().unwrap_or(&q);
+    // A .shrink file's size is what it really takes on disk (codebooks,
+    // sparse indices and Huffman coding included), not a bits-per-weight estimate.
+    let mut file_bytes = None;
     if ext == "shrink" {
         let mut prov = Provenance::new().with_source(&args.model)?;
         match recipe.provenance {
@@ -250,13 +253,19 @@ pub fn run(args: Args) -> Result<()> {
                 format!("fp32 {f:.2}% → {qa:.2}% on {n} test images"),
             );
         }
-        save_shrink(written, &prov, &args.output)
-            .with_context(|| format!("writing {}", args.output.display()))?;
+        file_bytes = Some(
+            save_shrink(written, &prov, &args.output)
+                .with_context(|| format!("writing {}", args.output.display()))?
+                .file_bytes as f64,
+        );
     } else {
         shrink_graph::onnx::save(written, &args.output)
             .with_context(|| format!("writing {}", args.output.display()))?;
     }
-    let (fs, qs) = (stored_bytes(&g), stored_bytes(&q));
+    let (fs, qs) = (
+        stored_bytes(&g),
+        file_bytes.unwrap_or_else(|| stored_bytes(&q)),
+    );
     let (fe, qe) = (energy_nj(&g)?, energy_nj(&q)?);
     if args.json {
         let v = serde_json::json!({
