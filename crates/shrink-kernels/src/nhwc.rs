@@ -24,10 +24,23 @@ const LANES: usize = 16;
 /// Widest channel block of the 1×1 kernel (4 registers per row).
 const MAX_BLOCK: usize = 64;
 
-/// `x[c][p]` (one NCHW image, `hw` positions per channel) → `out[p][c]`.
+/// `x[c][p]` (one NCHW image, `hw` positions per channel) → `out[p][c]`
+/// on the best path (AVX-512: one 16-lane gather per output vector).
 pub fn nchw_to_nhwc(c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<()> {
+    nchw_to_nhwc_with(cpu::best(), c, hw, x, out)
+}
+
+/// [`nchw_to_nhwc`] on a chosen path.
+pub fn nchw_to_nhwc_with(isa: Isa, c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<()> {
     check_len("NCHW image", c * hw, x.len())?;
     check_len("NHWC image", c * hw, out.len())?;
+    #[cfg(target_arch = "x86_64")]
+    if cpu::clamp(isa) >= Isa::Avx512 && c * hw < i32::MAX as usize {
+        // SAFETY: AVX-512F present; lengths checked; offsets fit in i32.
+        unsafe { avx512::gather_transpose(c, hw, x, out) };
+        return Ok(());
+    }
+    let _ = isa;
     // Tiles of 16 channels × 16 positions keep both sides' lines in L1.
     for c0 in (0..c).step_by(LANES) {
         let c1 = (c0 + LANES).min(c);
@@ -46,8 +59,20 @@ pub fn nchw_to_nhwc(c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<(
 
 /// `x[p][c]` (one NHWC image) → `out[c][p]`, the inverse of [`nchw_to_nhwc`].
 pub fn nhwc_to_nchw(c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<()> {
+    nhwc_to_nchw_with(cpu::best(), c, hw, x, out)
+}
+
+/// [`nhwc_to_nchw`] on a chosen path.
+pub fn nhwc_to_nchw_with(isa: Isa, c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<()> {
     check_len("NHWC image", c * hw, x.len())?;
     check_len("NCHW image", c * hw, out.len())?;
+    #[cfg(target_arch = "x86_64")]
+    if cpu::clamp(isa) >= Isa::Avx512 && c * hw < i32::MAX as usize {
+        // SAFETY: as in `nchw_to_nhwc_with`.
+        unsafe { avx512::gather_transpose(hw, c, x, out) };
+        return Ok(());
+    }
+    let _ = isa;
     for p0 in (0..hw).step_by(LANES) {
         let p1 = (p0 + LANES).min(hw);
         for c0 in (0..c).step_by(LANES) {
@@ -433,6 +458,40 @@ mod avx512 {
     use crate::dwconv::{avx512_lanes as lanes, Dw3x3};
     use std::arch::x86_64::*;
 
+    /// `out[i][j] = x[j][i]` for an `rows × cols` matrix `x` (out is
+    /// `cols × rows`): each output row of `rows` values, 16 at a time, is
+    /// one masked gather down a column of `x`.
+    ///
+    /// # Safety
+    /// AVX-512F; `x` and `out` hold `rows·cols` values, which fit in i32.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_transpose(rows: usize, cols: usize, x: &[f32], out: &mut [f32]) {
+        let step = _mm512_set1_epi32((LANES * cols) as i32);
+        let base = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32(cols as i32),
+        );
+        let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+        for j in 0..cols {
+            let mut idx = base;
+            let mut i0 = 0;
+            while i0 < rows {
+                let mask = lanes(0, (rows - i0) as isize);
+                // SAFETY: lane l reads x[(i0 + l)·cols + j], inside x for
+                // every unmasked lane (i0 + l < rows).
+                let v = _mm512_mask_i32gather_ps::<4>(
+                    _mm512_setzero_ps(),
+                    mask,
+                    idx,
+                    xp.add(j),
+                );
+                _mm512_mask_storeu_ps(op.add(j * rows + i0), mask, v);
+                idx = _mm512_add_epi32(idx, step);
+                i0 += LANES;
+            }
+        }
+    }
+
     /// One NHWC image.
     ///
     /// # Safety
@@ -674,16 +733,18 @@ mod tests {
     fn layout_round_trip_is_exact() {
         for (c, hw) in [(1, 1), (3, 5), (16, 49), (17, 16), (96, 196), (40, 33)] {
             let x = data(c * hw, (c * hw) as u32);
-            let mut t = vec![f32::NAN; c * hw];
-            nchw_to_nhwc(c, hw, &x, &mut t).unwrap();
-            for ch in 0..c {
-                for p in 0..hw {
-                    assert_eq!(t[p * c + ch], x[ch * hw + p]);
+            for isa in cpu::available() {
+                let mut t = vec![f32::NAN; c * hw];
+                nchw_to_nhwc_with(isa, c, hw, &x, &mut t).unwrap();
+                for ch in 0..c {
+                    for p in 0..hw {
+                        assert_eq!(t[p * c + ch], x[ch * hw + p], "{isa:?}");
+                    }
                 }
+                let mut back = vec![f32::NAN; c * hw];
+                nhwc_to_nchw_with(isa, c, hw, &t, &mut back).unwrap();
+                assert_eq!(back, x, "{isa:?}");
             }
-            let mut back = vec![f32::NAN; c * hw];
-            nhwc_to_nchw(c, hw, &t, &mut back).unwrap();
-            assert_eq!(back, x);
         }
         assert!(nchw_to_nhwc(2, 3, &[0.0; 5], &mut [0.0; 6]).is_err());
     }
