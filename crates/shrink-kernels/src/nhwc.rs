@@ -492,7 +492,10 @@ mod avx512 {
         }
     }
 
-    /// One NHWC image.
+    /// One NHWC image, row by row; within a row, position groups outer and
+    /// channel blocks inner, so the input is read in address order (each
+    /// position's channels together) and an image streamed from memory is
+    /// read once. The taps' weights are reloaded from L1 per block.
     ///
     /// # Safety
     /// AVX-512F must be available; `x` holds `h·w·c` and `out` `oh·ow·c`
@@ -508,6 +511,7 @@ mod avx512 {
     ) {
         let (oh, ow) = s.out_hw();
         let c = wts.c;
+        let cp = wts.c_pad;
         let st = s.stride;
         let (h, w) = (s.h as isize, s.w as isize);
         let (pt, pl) = (s.pad.0 as isize, s.pad.1 as isize);
@@ -522,22 +526,20 @@ mod avx512 {
         let xp = x.as_ptr();
         let op = out.as_mut_ptr();
         let tp = wts.taps.as_ptr();
-        let mut c0 = 0;
-        while c0 < c {
-            let mask = lanes(0, (c - c0) as isize);
-            // SAFETY: taps and bias are padded to c_pad ≥ c0 + 16 per tap.
-            let k: [__m512; 9] =
-                std::array::from_fn(|t| _mm512_loadu_ps(tp.add(t * wts.c_pad + c0)));
-            let bias = _mm512_loadu_ps(wts.bias.as_ptr().add(c0));
-            for oy in 0..oh {
-                let iy0 = (oy * st) as isize - pt;
-                let ky_lo = (-iy0).clamp(0, 3) as usize;
-                let ky_hi = (h - iy0).clamp(0, 3) as usize;
-                let orow = op.add(oy * ow * c + c0);
-                // Position `ox` with every column checked (borders).
-                let edge = |ox: usize| {
-                    let ix0 = (ox * st) as isize - pl;
-                    let mut acc = bias;
+        let bp = wts.bias.as_ptr();
+        for oy in 0..oh {
+            let iy0 = (oy * st) as isize - pt;
+            let ky_lo = (-iy0).clamp(0, 3) as usize;
+            let ky_hi = (h - iy0).clamp(0, 3) as usize;
+            let orow = op.add(oy * ow * c);
+            // Position `ox` with every column checked (borders).
+            let edge = |ox: usize| {
+                let ix0 = (ox * st) as isize - pl;
+                let mut c0 = 0;
+                while c0 < c {
+                    let mask = lanes(0, (c - c0) as isize);
+                    // SAFETY: taps and bias are padded to c_pad ≥ c0 + 16.
+                    let mut acc = _mm512_loadu_ps(bp.add(c0));
                     for ky in ky_lo..ky_hi {
                         let row = (iy0 + ky as isize) * w;
                         for kx in 0..3 {
@@ -547,31 +549,36 @@ mod avx512 {
                             }
                             // SAFETY: (iy, ix) is inside the image; masked
                             // lanes beyond channel c are not read.
-                            let v = _mm512_maskz_loadu_ps(
-                                mask,
-                                xp.add(((row + ix) as usize) * c + c0),
-                            );
-                            acc = _mm512_fmadd_ps(k[ky * 3 + kx], v, acc);
+                            let v =
+                                _mm512_maskz_loadu_ps(mask, xp.add(((row + ix) as usize) * c + c0));
+                            let k = _mm512_loadu_ps(tp.add((ky * 3 + kx) * cp + c0));
+                            acc = _mm512_fmadd_ps(k, v, acc);
                         }
                     }
                     let y = _mm512_min_ps(_mm512_max_ps(acc, vlo), vhi);
                     // SAFETY: position ox of row oy, lanes < c - c0.
-                    _mm512_mask_storeu_ps(orow.add(ox * c), mask, y);
-                };
-                for ox in 0..col_lo {
-                    edge(ox);
+                    _mm512_mask_storeu_ps(orow.add(ox * c + c0), mask, y);
+                    c0 += LANES;
                 }
-                // Interior: four positions at a time (four FMA chains).
-                let mut ox = col_lo;
-                while ox + 4 <= col_hi {
-                    let mut acc = [bias; 4];
+            };
+            for ox in 0..col_lo {
+                edge(ox);
+            }
+            // Interior: four positions at a time (four FMA chains).
+            let mut ox = col_lo;
+            while ox + 4 <= col_hi {
+                let mut c0 = 0;
+                while c0 < c {
+                    let mask = lanes(0, (c - c0) as isize);
+                    let b = _mm512_loadu_ps(bp.add(c0));
+                    let mut acc = [b; 4];
                     for ky in ky_lo..ky_hi {
                         let row = (iy0 + ky as isize) * w;
                         // SAFETY: interior columns: ox·st − pl ≥ 0 and the
                         // last tap column < w for all four positions.
                         let base = xp.add(((row + (ox * st) as isize - pl) as usize) * c + c0);
                         for kx in 0..3 {
-                            let kv = k[ky * 3 + kx];
+                            let kv = _mm512_loadu_ps(tp.add((ky * 3 + kx) * cp + c0));
                             for (q, a) in acc.iter_mut().enumerate() {
                                 let v = _mm512_maskz_loadu_ps(mask, base.add((q * st + kx) * c));
                                 *a = _mm512_fmadd_ps(kv, v, *a);
@@ -580,15 +587,15 @@ mod avx512 {
                     }
                     for (q, a) in acc.iter().enumerate() {
                         let y = _mm512_min_ps(_mm512_max_ps(*a, vlo), vhi);
-                        _mm512_mask_storeu_ps(orow.add((ox + q) * c), mask, y);
+                        _mm512_mask_storeu_ps(orow.add((ox + q) * c + c0), mask, y);
                     }
-                    ox += 4;
+                    c0 += LANES;
                 }
-                for ox in ox..ow {
-                    edge(ox);
-                }
+                ox += 4;
             }
-            c0 += LANES;
+            for ox in ox..ow {
+                edge(ox);
+            }
         }
     }
 

@@ -559,20 +559,21 @@ fn fuse_residual_adds(
             continue;
         }
         for (a, z) in [(0, 1), (1, 0)] {
+            // Z may come from outside the region (it is converted then).
             let (av, zv) = (&add.inputs[a], &add.inputs[z]);
-            if !nhwc.contains(zv) {
+            if !nhwc.contains(av) {
                 continue;
             }
             let Some(i) = sole_reader_producer(g, av, &count, &outputs) else {
                 continue;
             };
             let conv = &g.nodes[i];
-            // Z must exist when the conv runs.
+            // Z must exist when the conv runs (a graph input always does).
             let z_before = g
                 .nodes
                 .iter()
                 .position(|n| n.outputs.iter().any(|o| o == zv))
-                .is_some_and(|p| p < i);
+                .is_none_or(|p| p < i);
             let plain = !conv.attrs.contains_key("activation") && z_before;
             let pointwise = region.contains(&i) && nhwc_conv_kind(g, conv) == Some(false);
             if plain
@@ -642,7 +643,9 @@ mod tests {
     }
 
     /// x → Conv(3×3, pad 1) → BN → Clip(0, 6) → depthwise Conv → Relu →
-    /// (Conv 1×1 + residual Add) → Conv 1×1 → [out]; Flatten → Gemm → Relu →
+    /// (Conv 1×1 + residual Add of the depthwise input, from outside the
+    /// region) → (Conv 1×1 + residual Add, the conv output second) → Conv
+    /// 1×1 → [out]; Flatten → Gemm → Relu →
     /// [logits]; plus a Conv whose output is also a graph output (must not
     /// fuse). The depthwise conv and the 1×1 convs form a channels-last
     /// region.
@@ -676,6 +679,7 @@ mod tests {
         init(&mut g, "wp", t(&[4, 8, 1, 1], 9));
         init(&mut g, "wr", t(&[8, 8, 1, 1], 12));
         init(&mut g, "br", t(&[8], 13));
+        init(&mut g, "wr2", t(&[8, 8, 1, 1], 14));
         init(&mut g, "wg", t(&[5, 4 * 81], 10));
         init(&mut g, "bg", t(&[5], 11));
         let pads = Attr::Ints(vec![1, 1, 1, 1]);
@@ -694,8 +698,10 @@ mod tests {
                 .with("group", Attr::Int(8)),
             Node::new("relu", "Relu", &["d"], &["a1"]),
             Node::new("pr", "Conv", &["a1", "wr", "br"], &["q"]),
-            Node::new("res", "Add", &["q", "a1"], &["r"]),
-            Node::new("pw", "Conv", &["r", "wp"], &["p"]),
+            Node::new("res", "Add", &["q", "a0"], &["r"]),
+            Node::new("pr2", "Conv", &["r", "wr2"], &["q2"]),
+            Node::new("res2", "Add", &["r", "q2"], &["r2"]),
+            Node::new("pw", "Conv", &["r2", "wp"], &["p"]),
             Node::new("relu_out", "Relu", &["p"], &["out2"]),
             Node::new("flat", "Flatten", &["p"], &["f"]),
             Node::new("fc", "Gemm", &["f", "wg", "bg"], &["g"]).with("transB", Attr::Int(1)),
@@ -715,15 +721,16 @@ mod tests {
         let mut fused = g.clone();
         let removed = fuse(&mut fused, &Registry::standard());
         // BN, Clip, Relu after dw, Relu after Gemm (not the Relu reading the
-        // graph output `p`), the residual Add, and the region's four nodes
-        // (three convs and that Relu, which runs in NHWC too).
-        assert_eq!(removed, 9, "{:#?}", fused.nodes);
+        // graph output `p`), the residual Adds, and the region's five nodes
+        // (four convs and that Relu, which runs in NHWC too).
+        assert_eq!(removed, 11, "{:#?}", fused.nodes);
         let ops: Vec<&str> = fused.nodes.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(
             ops,
             [
                 "FusedConv",
                 "NchwToNhwc",
+                "NhwcConv",
                 "NhwcConv",
                 "NhwcConv",
                 "NhwcConv",
@@ -734,10 +741,13 @@ mod tests {
                 "FusedGemm"
             ]
         );
-        // The residual Add became the first 1×1 conv's Z, read in NHWC.
+        // The residual Adds became the 1×1 convs' Z, read in NHWC.
         let pr = &fused.nodes[3];
-        assert_eq!(pr.inputs[3], "a1__nhwc");
+        assert_eq!(pr.inputs[3], "a0__nhwc");
         assert_eq!(pr.outputs, ["r__nhwc"]);
+        let pr2 = &fused.nodes[4];
+        assert_eq!(pr2.inputs[3], "r__nhwc");
+        assert_eq!(pr2.outputs, ["r2__nhwc"]);
         assert!(fused.nodes[2].attrs.contains_key("activation"));
         // Reference: the unfused graph, op by op (no session rewrites).
         let reference = Session::with_registry(
@@ -764,7 +774,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(session.planned_graph().nodes.len(), 10);
+        assert_eq!(session.planned_graph().nodes.len(), 11);
         // The session still shows the graph as given.
         assert_eq!(session.graph(), &g);
         // The BN-folded conv's old weights and the BN parameters are gone.
