@@ -14,10 +14,22 @@ fn rnd(r: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
 }
 
 /// Depthwise 3×3 layers: (channels, plane, stride).
-const DW: [(usize, usize, usize); 5] = [(16, 28, 1), (64, 28, 2), (96, 14, 1), (128, 7, 1), (256, 4, 1)];
+const DW: [(usize, usize, usize); 5] = [
+    (16, 28, 1),
+    (64, 28, 2),
+    (96, 14, 1),
+    (128, 7, 1),
+    (256, 4, 1),
+];
 
 /// 1×1 layers: (out channels, in channels, plane).
-const PW: [(usize, usize, usize); 5] = [(64, 16, 28), (24, 64, 14), (96, 24, 14), (128, 32, 7), (64, 256, 4)];
+const PW: [(usize, usize, usize); 5] = [
+    (64, 16, 28),
+    (24, 64, 14),
+    (96, 24, 14),
+    (128, 32, 7),
+    (64, 256, 4),
+];
 
 fn depthwise(c: &mut Criterion) {
     let mut r = ChaCha8Rng::seed_from_u64(1);

@@ -479,12 +479,7 @@ mod avx512 {
                 let mask = lanes(0, (rows - i0) as isize);
                 // SAFETY: lane l reads x[(i0 + l)·cols + j], inside x for
                 // every unmasked lane (i0 + l < rows).
-                let v = _mm512_mask_i32gather_ps::<4>(
-                    _mm512_setzero_ps(),
-                    mask,
-                    idx,
-                    xp.add(j),
-                );
+                let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, xp.add(j));
                 _mm512_mask_storeu_ps(op.add(j * rows + i0), mask, v);
                 idx = _mm512_add_epi32(idx, step);
                 i0 += LANES;
@@ -539,8 +534,10 @@ mod avx512 {
                 while c0 < c {
                     let mask = lanes(0, (c - c0) as isize);
                     // SAFETY: taps and bias are padded to c_pad ≥ c0 + 16.
-                    let mut acc = _mm512_loadu_ps(bp.add(c0));
-                    for ky in ky_lo..ky_hi {
+                    // One accumulator per kernel row: three short FMA chains
+                    // (small planes are mostly border positions).
+                    let mut rows = [_mm512_setzero_ps(); 3];
+                    for (ky, acc) in rows.iter_mut().enumerate().take(ky_hi).skip(ky_lo) {
                         let row = (iy0 + ky as isize) * w;
                         for kx in 0..3 {
                             let ix = ix0 + kx as isize;
@@ -552,9 +549,13 @@ mod avx512 {
                             let v =
                                 _mm512_maskz_loadu_ps(mask, xp.add(((row + ix) as usize) * c + c0));
                             let k = _mm512_loadu_ps(tp.add((ky * 3 + kx) * cp + c0));
-                            acc = _mm512_fmadd_ps(k, v, acc);
+                            *acc = _mm512_fmadd_ps(k, v, *acc);
                         }
                     }
+                    let acc = _mm512_add_ps(
+                        _mm512_add_ps(_mm512_loadu_ps(bp.add(c0)), rows[0]),
+                        _mm512_add_ps(rows[1], rows[2]),
+                    );
                     let y = _mm512_min_ps(_mm512_max_ps(acc, vlo), vhi);
                     // SAFETY: position ox of row oy, lanes < c - c0.
                     _mm512_mask_storeu_ps(orow.add(ox * c + c0), mask, y);
@@ -625,7 +626,8 @@ mod avx512 {
         // Rows past n repeat the last row (computed, never stored).
         let rows: [*const f32; MR] = std::array::from_fn(|r| a.add(r.min(n - 1) * k));
         for kk in 0..k {
-            let wv: [__m512; NV] = std::array::from_fn(|j| _mm512_loadu_ps(w.add(kk * NV * 16 + j * 16)));
+            let wv: [__m512; NV] =
+                std::array::from_fn(|j| _mm512_loadu_ps(w.add(kk * NV * 16 + j * 16)));
             for r in 0..MR {
                 let av = _mm512_set1_ps(*rows[r].add(kk));
                 for j in 0..NV {
@@ -852,7 +854,12 @@ mod tests {
                     let mut got = vec![f32::NAN; rows * m];
                     pointwise_with(isa, &p, rows, &x, res, lo, hi, &mut got).unwrap();
                     // K terms of |x·w| ≤ 1: a few ε·K.
-                    close(&got, &want, 1e-6 * k as f32 + 1e-6, &format!("{isa:?} {m}x{k}x{rows}"));
+                    close(
+                        &got,
+                        &want,
+                        1e-6 * k as f32 + 1e-6,
+                        &format!("{isa:?} {m}x{k}x{rows}"),
+                    );
                 }
             }
         }

@@ -576,11 +576,7 @@ fn fuse_residual_adds(
                 .is_none_or(|p| p < i);
             let plain = !conv.attrs.contains_key("activation") && z_before;
             let pointwise = region.contains(&i) && nhwc_conv_kind(g, conv) == Some(false);
-            if plain
-                && pointwise
-                && !used.contains(&i)
-                && same_shape(shape(av), shape(zv))
-            {
+            if plain && pointwise && !used.contains(&i) && same_shape(shape(av), shape(zv)) {
                 used.insert(i);
                 fused.push((i, j, zv.clone()));
                 break;

@@ -284,7 +284,9 @@ mod tests {
             let x = t(&[n, c, h, w], i as u32);
             let wt = t(&[m, c / group, k, k], 10 + i as u32);
             let b = t(&[m], 20 + i as u32);
-            let want = conv(&cc, &[Some(&x), Some(&wt), Some(&b)]).unwrap().remove(0);
+            let want = conv(&cc, &[Some(&x), Some(&wt), Some(&b)])
+                .unwrap()
+                .remove(0);
             let z = t(want.shape(), 30 + i as u32);
             let want_z = conv(&cc, &[Some(&x), Some(&wt), Some(&b), Some(&z)])
                 .unwrap()
@@ -299,9 +301,16 @@ mod tests {
                         .remove(0);
                     let got = permute(&ch, nhwc_to_nchw, &got);
                     assert_eq!(got.shape(), want.shape(), "case {i}");
-                    let (g, e) = (got.as_slice::<f32>().unwrap(), want.as_slice::<f32>().unwrap());
+                    let (g, e) = (
+                        got.as_slice::<f32>().unwrap(),
+                        want.as_slice::<f32>().unwrap(),
+                    );
                     for (q, (a, b)) in g.iter().zip(e).enumerate() {
-                        assert!((a - b).abs() <= 1e-4, "case {i} z {} at {q}: {a} vs {b}", zin.is_some());
+                        assert!(
+                            (a - b).abs() <= 1e-4,
+                            "case {i} z {} at {q}: {a} vs {b}",
+                            zin.is_some()
+                        );
                     }
                 }
             }
