@@ -458,6 +458,27 @@ mod avx512 {
     use crate::dwconv::{avx512_lanes as lanes, Dw3x3};
     use std::arch::x86_64::*;
 
+    /// A masked store, plain when every lane is kept (masked stores are
+    /// much slower on some cores, e.g. Zen 4).
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, mask: u16, v: __m512) {
+        if mask == u16::MAX {
+            _mm512_storeu_ps(p, v)
+        } else {
+            _mm512_mask_storeu_ps(p, mask, v)
+        }
+    }
+
+    /// A zero-filling masked load, plain when every lane is read.
+    #[inline(always)]
+    unsafe fn load(p: *const f32, mask: u16) -> __m512 {
+        if mask == u16::MAX {
+            _mm512_loadu_ps(p)
+        } else {
+            _mm512_maskz_loadu_ps(mask, p)
+        }
+    }
+
     /// `out[i][j] = x[j][i]` for an `rows × cols` matrix `x` (out is
     /// `cols × rows`): each output row of `rows` values, 16 at a time, is
     /// one masked gather down a column of `x`.
@@ -546,8 +567,7 @@ mod avx512 {
                             }
                             // SAFETY: (iy, ix) is inside the image; masked
                             // lanes beyond channel c are not read.
-                            let v =
-                                _mm512_maskz_loadu_ps(mask, xp.add(((row + ix) as usize) * c + c0));
+                            let v = load(xp.add(((row + ix) as usize) * c + c0), mask);
                             let k = _mm512_loadu_ps(tp.add((ky * 3 + kx) * cp + c0));
                             *acc = _mm512_fmadd_ps(k, v, *acc);
                         }
@@ -558,42 +578,50 @@ mod avx512 {
                     );
                     let y = _mm512_min_ps(_mm512_max_ps(acc, vlo), vhi);
                     // SAFETY: position ox of row oy, lanes < c - c0.
-                    _mm512_mask_storeu_ps(orow.add(ox * c + c0), mask, y);
+                    store(orow.add(ox * c + c0), mask, y);
                     c0 += LANES;
                 }
             };
             for ox in 0..col_lo {
                 edge(ox);
             }
-            // Interior: four positions at a time (four FMA chains).
+            // Interior: eight, then four positions at a time (independent
+            // FMA chains; no column checks).
             let mut ox = col_lo;
-            while ox + 4 <= col_hi {
-                let mut c0 = 0;
-                while c0 < c {
-                    let mask = lanes(0, (c - c0) as isize);
-                    let b = _mm512_loadu_ps(bp.add(c0));
-                    let mut acc = [b; 4];
-                    for ky in ky_lo..ky_hi {
-                        let row = (iy0 + ky as isize) * w;
-                        // SAFETY: interior columns: ox·st − pl ≥ 0 and the
-                        // last tap column < w for all four positions.
-                        let base = xp.add(((row + (ox * st) as isize - pl) as usize) * c + c0);
-                        for kx in 0..3 {
-                            let kv = _mm512_loadu_ps(tp.add((ky * 3 + kx) * cp + c0));
-                            for (q, a) in acc.iter_mut().enumerate() {
-                                let v = _mm512_maskz_loadu_ps(mask, base.add((q * st + kx) * c));
-                                *a = _mm512_fmadd_ps(kv, v, *a);
+            macro_rules! group {
+                ($g:literal) => {
+                    while ox + $g <= col_hi {
+                        let mut c0 = 0;
+                        while c0 < c {
+                            let mask = lanes(0, (c - c0) as isize);
+                            let b = _mm512_loadu_ps(bp.add(c0));
+                            let mut acc = [b; $g];
+                            for ky in ky_lo..ky_hi {
+                                let row = (iy0 + ky as isize) * w;
+                                // SAFETY: interior columns: ox·st − pl ≥ 0 and
+                                // the last tap column < w for every position.
+                                let base =
+                                    xp.add(((row + (ox * st) as isize - pl) as usize) * c + c0);
+                                for kx in 0..3 {
+                                    let kv = _mm512_loadu_ps(tp.add((ky * 3 + kx) * cp + c0));
+                                    for (q, a) in acc.iter_mut().enumerate() {
+                                        let v = load(base.add((q * st + kx) * c), mask);
+                                        *a = _mm512_fmadd_ps(kv, v, *a);
+                                    }
+                                }
                             }
+                            for (q, a) in acc.iter().enumerate() {
+                                let y = _mm512_min_ps(_mm512_max_ps(*a, vlo), vhi);
+                                store(orow.add((ox + q) * c + c0), mask, y);
+                            }
+                            c0 += LANES;
                         }
+                        ox += $g;
                     }
-                    for (q, a) in acc.iter().enumerate() {
-                        let y = _mm512_min_ps(_mm512_max_ps(*a, vlo), vhi);
-                        _mm512_mask_storeu_ps(orow.add((ox + q) * c + c0), mask, y);
-                    }
-                    c0 += LANES;
-                }
-                ox += 4;
+                };
             }
+            group!(8);
+            group!(4);
             for ox in ox..ow {
                 edge(ox);
             }
@@ -640,10 +668,10 @@ mod avx512 {
             for j in 0..NV {
                 let mut v = _mm512_add_ps(accr[j], b[j]);
                 if let Some(z) = res {
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(masks[j], z.add(r * m + j * 16)));
+                    v = _mm512_add_ps(v, load(z.add(r * m + j * 16), masks[j]));
                 }
                 let y = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-                _mm512_mask_storeu_ps(out.add(r * m + j * 16), masks[j], y);
+                store(out.add(r * m + j * 16), masks[j], y);
             }
         }
     }
