@@ -554,11 +554,14 @@ mod avx512 {
                 let mut c0 = 0;
                 while c0 < c {
                     let mask = lanes(0, (c - c0) as isize);
-                    // SAFETY: taps and bias are padded to c_pad ≥ c0 + 16.
-                    // One accumulator per kernel row: three short FMA chains
-                    // (small planes are mostly border positions).
-                    let mut rows = [_mm512_setzero_ps(); 3];
-                    for (ky, acc) in rows.iter_mut().enumerate().take(ky_hi).skip(ky_lo) {
+                    // One short FMA chain per kernel row, each a value (not
+                    // an array slot, which would keep them in memory);
+                    // small planes are mostly border positions.
+                    let row_sum = |ky: usize| {
+                        let mut acc = _mm512_setzero_ps();
+                        if ky < ky_lo || ky >= ky_hi {
+                            return acc;
+                        }
                         let row = (iy0 + ky as isize) * w;
                         for kx in 0..3 {
                             let ix = ix0 + kx as isize;
@@ -566,15 +569,18 @@ mod avx512 {
                                 continue;
                             }
                             // SAFETY: (iy, ix) is inside the image; masked
-                            // lanes beyond channel c are not read.
+                            // lanes beyond channel c are not read; taps are
+                            // padded to c_pad ≥ c0 + 16.
                             let v = load(xp.add(((row + ix) as usize) * c + c0), mask);
                             let k = _mm512_loadu_ps(tp.add((ky * 3 + kx) * cp + c0));
-                            *acc = _mm512_fmadd_ps(k, v, *acc);
+                            acc = _mm512_fmadd_ps(k, v, acc);
                         }
-                    }
+                        acc
+                    };
+                    let (r0, r1, r2) = (row_sum(0), row_sum(1), row_sum(2));
                     let acc = _mm512_add_ps(
-                        _mm512_add_ps(_mm512_loadu_ps(bp.add(c0)), rows[0]),
-                        _mm512_add_ps(rows[1], rows[2]),
+                        _mm512_add_ps(_mm512_loadu_ps(bp.add(c0)), r0),
+                        _mm512_add_ps(r1, r2),
                     );
                     let y = _mm512_min_ps(_mm512_max_ps(acc, vlo), vhi);
                     // SAFETY: position ox of row oy, lanes < c - c0.
