@@ -7,7 +7,7 @@ and thread count, interleaving the two so machine noise hits both alike.
 Reports medians and the ratio shrink/ORT throughput (> 1 means shrink is faster).
 
   python3 bench/fp32_vs_ort.py [--threads 1] [--reps 5] [--out bench/results/fp32.md]
-                               [--baseline OTHER_SHRINK_BIN]
+                               [--baseline OTHER_SHRINK_BIN] [--models lenet5,mobilenetv2_tiny,minilm]
 
 --baseline times a second shrink build (e.g. the previous commit) in the same
 interleaving and adds its ratio to ORT, for a before/after under equal load.
@@ -56,21 +56,24 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=None)
     ap.add_argument("--baseline", default=None, help="another shrink binary to time alongside")
+    ap.add_argument("--models", default="lenet5,mobilenetv2_tiny,minilm",
+                    help="comma-separated: Fashion-MNIST model names and/or minilm")
     args = ap.parse_args()
-
-    tmp = tempfile.mkdtemp()
-    minilm_onnx = os.path.join(tmp, "minilm.onnx")
-    subprocess.run([SHRINK, "export", os.path.join(CACHE, "minilm"), "-o", minilm_onnx], check=True)
-    ids = np.load(os.path.join(SHARED, "minilm", "public_input_ids.npy"))
-    mask = np.load(os.path.join(SHARED, "minilm", "public_attention_mask.npy"))
+    models = args.models.split(",")
 
     cases = []
-    for m in ["lenet5", "mobilenetv2_tiny"]:
+    for m in [m for m in models if m != "minilm"]:
         p = os.path.join(SHARED, "fashion", m + ".onnx")
         for b in [1, 256]:
             x = np.random.RandomState(0).rand(b, 1, 28, 28).astype(np.float32)
             cases.append((m, p, b, {"input": x}, []))
-    for b in [1, 32]:
+    if "minilm" in models:
+        tmp = tempfile.mkdtemp()
+        minilm_onnx = os.path.join(tmp, "minilm.onnx")
+        subprocess.run([SHRINK, "export", os.path.join(CACHE, "minilm"), "-o", minilm_onnx], check=True)
+        ids = np.load(os.path.join(SHARED, "minilm", "public_input_ids.npy"))
+        mask = np.load(os.path.join(SHARED, "minilm", "public_attention_mask.npy"))
+    for b in ([1, 32] if "minilm" in models else []):
         rows = slice(0, b)
         L = int(mask[rows].sum(1).max())
         feeds = {"input_ids": ids[rows, :L].astype(np.int64), "attention_mask": mask[rows, :L].astype(np.int64)}

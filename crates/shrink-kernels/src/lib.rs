@@ -19,7 +19,8 @@
 //! - [`int4`]: int4 weights × u8 activations, per-channel or per-group scales.
 //! - [`activation`]: vectorised exp / erf (GELU, Softmax).
 //! - [`directconv`]: direct f32 conv for few output channels (LeNet).
-//! - [`dwconv`]: depthwise 3×3 f32 planes with fused bias and clamp.
+//! - [`dwconv`]: depthwise 3×3 f32 planes with fused bias and clamp;
+//!   [`nhwc`]: channels-last depthwise 3×3 and 1×1 convs (MobileNet blocks).
 //! - [`conv`]: Conv2d (im2col over the GEMMs, 1×1 fast path, depthwise
 //!   f32 and int8); [`pool`] and [`eltwise`]: what the runtime needs around it.
 //! - [`quantize`]: f32 → int8 per output channel; [`bitplanes`]: byte codes
@@ -46,6 +47,7 @@ pub mod int4;
 pub mod int8;
 pub mod memory;
 pub mod movement;
+pub mod nhwc;
 pub mod peak;
 pub mod pool;
 pub mod quantize;

@@ -10,18 +10,30 @@
 //!   `activation_params` as ONNX Runtime names them), saving a full pass
 //!   over the activation.
 //!
+//! - **Channels-last regions**: connected chains of 1×1 and depthwise 3×3
+//!   convs (with the Add / Relu / Clip nodes between them) that contain a
+//!   depthwise conv and at least two convs run in NHWC as
+//!   `ai.shrink::NhwcConv` nodes, with `NchwToNhwc` / `NhwcToNchw` at the
+//!   region's borders. In NHWC the depthwise conv fills all 16 lanes on any
+//!   plane size and the 1×1 convs are one GEMM over the batch's positions
+//!   (see `shrink_kernels::nhwc`). Inside a region, an Add of a plain 1×1
+//!   conv's output and a same-shaped value becomes the conv's `Z` input
+//!   (the residual add is done in the conv's store).
+//!
 //! A pair is only rewritten when the intermediate value has exactly one
 //! reader and is not a graph output, so nothing else can observe it. The
 //! results equal the unfused graph up to float rounding (BN folding changes
 //! the order of operations; the clamp is exact).
 
 use crate::ops::Registry;
-use shrink_graph::{node_uses, Attr, Graph, Node};
+use shrink_graph::{infer_shapes, node_uses, Attr, Dim, Graph, Node};
 use shrink_tensor::{DType, Tensor};
 use std::collections::{HashMap, HashSet};
 
 /// Domain of the fused ops (ONNX Runtime's contrib domain, same semantics).
 pub(crate) const FUSED_DOMAIN: &str = "com.microsoft";
+/// Domain of shrink's channels-last conv and layout conversions.
+pub(crate) const LAYOUT_DOMAIN: &str = "ai.shrink";
 
 /// The rewritten graph, or `None` when no rewrite applies (the session
 /// then runs `g` itself; a graph without Conv or Gemm is not even copied).
@@ -70,6 +82,15 @@ pub(crate) fn fuse(g: &mut Graph, registry: &Registry) -> usize {
     fuse_activations(g, "Conv", "FusedConv");
     if registry.get(FUSED_DOMAIN, "FusedGemm").is_some() {
         fuse_activations(g, "Gemm", "FusedGemm");
+    }
+    let layout_ops = ["NhwcConv", "NchwToNhwc", "NhwcToNchw"];
+    if layout_ops
+        .iter()
+        .all(|op| registry.get(LAYOUT_DOMAIN, op).is_some())
+    {
+        // Rewrites, not a node count: conversions are added.
+        let removed = before.saturating_sub(g.nodes.len());
+        return removed + channels_last(g);
     }
     before - g.nodes.len()
 }
@@ -287,6 +308,313 @@ fn fuse_activations(g: &mut Graph, op: &str, fused: &str) {
     }
 }
 
+/// Whether conv node `n` runs well in NHWC: a 2-D 1×1 stride-1 unpadded
+/// ungrouped conv, or a depthwise 3×3 (stride 1 or 2, explicit padding),
+/// with constant f32 weights and no `Z` yet. Returns `Some(is_depthwise)`.
+fn nhwc_conv_kind(g: &Graph, n: &Node) -> Option<bool> {
+    let conv = is_onnx(n, "Conv") || (n.domain == FUSED_DOMAIN && n.op_type == "FusedConv");
+    if !conv || n.inputs.len() > 3 || n.outputs.len() != 1 || n.input(0).is_none() {
+        return None;
+    }
+    let w = g.initializers.get(n.input(1)?)?;
+    if w.dtype() != DType::F32 || w.rank() != 4 {
+        return None;
+    }
+    if let Some(b) = n.input(2) {
+        f32_constant(g, Some(b))?;
+    }
+    let ints = |k: &str| n.attr_ints(k).ok().map(|v| v.map(|v| v.to_vec()));
+    let auto_pad = n.attr_str("auto_pad", "NOTSET").ok()?;
+    if !(auto_pad == "NOTSET" || auto_pad.is_empty()) {
+        return None;
+    }
+    let dil = ints("dilations")?.unwrap_or(vec![1, 1]);
+    let strides = ints("strides")?.unwrap_or(vec![1, 1]);
+    let pads = ints("pads")?.unwrap_or(vec![0; 4]);
+    let group = n.attr_int("group", 1).ok()?;
+    if dil != [1, 1] || pads.len() != 4 || pads.iter().any(|&p| p < 0) {
+        return None;
+    }
+    let ws = w.shape();
+    if ws[2..] == [1, 1] && group == 1 && strides == [1, 1] && pads == [0; 4] {
+        return Some(false);
+    }
+    let depthwise = ws[1] == 1 && ws[2..] == [3, 3] && group == ws[0] as i64;
+    (depthwise && (strides == [1, 1] || strides == [2, 2])).then_some(true)
+}
+
+/// The inferred shape of every value. `FusedConv` has no inference rule,
+/// so a copy with the fused convs as plain Conv is typed (same shapes).
+fn value_shapes(g: &Graph) -> HashMap<String, Vec<Dim>> {
+    let mut typed = g.clone();
+    for n in &mut typed.nodes {
+        if n.domain == FUSED_DOMAIN && n.op_type == "FusedConv" {
+            n.domain.clear();
+            n.op_type = "Conv".into();
+        }
+    }
+    if infer_shapes(&mut typed).is_err() {
+        return HashMap::new();
+    }
+    typed
+        .inputs
+        .iter()
+        .chain(typed.value_info.values())
+        .chain(typed.outputs.iter())
+        .filter_map(|vi| Some((vi.name.clone(), vi.shape.clone()?)))
+        .collect()
+}
+
+/// Known equal shapes (a symbolic batch counts when both name it alike).
+fn same_shape(a: Option<&Vec<Dim>>, b: Option<&Vec<Dim>>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else {
+        return false;
+    };
+    let known = |d: &Dim| match d {
+        Dim::Known(_) => true,
+        Dim::Symbol(s) => s != shrink_graph::onnx::UNKNOWN_DIM && !s.is_empty(),
+    };
+    a.len() == b.len() && a.iter().all(known) && a == b
+}
+
+/// Rewrites the channels-last regions (see the module doc); returns how many
+/// nodes were rewritten (convs and Adds turned NHWC or fused).
+fn channels_last(g: &mut Graph) -> usize {
+    if !g.nodes.iter().any(|n| nhwc_conv_kind(g, n) == Some(true)) {
+        return 0;
+    }
+    let shapes = value_shapes(g);
+    let shape = |v: &str| shapes.get(v);
+    // Region membership: eligible convs, then Relu/Clip on region values and
+    // Adds of a region value and a same-shaped value.
+    let mut kind: HashMap<usize, Option<bool>> = HashMap::new();
+    let mut producer: HashMap<String, usize> = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let data_inputs: Vec<&str> = if let Some(dw) = nhwc_conv_kind(g, n) {
+            kind.insert(i, Some(dw));
+            for o in &n.outputs {
+                producer.insert(o.clone(), i);
+            }
+            continue;
+        } else if is_onnx(n, "Add") && n.inputs.len() == 2 && n.outputs.len() == 1 {
+            n.inputs.iter().map(String::as_str).collect()
+        } else if (is_onnx(n, "Relu") || clamp_of(g, n).is_some()) && n.outputs.len() == 1 {
+            n.input(0).into_iter().collect()
+        } else {
+            continue;
+        };
+        let joins = match data_inputs[..] {
+            [v] => producer.contains_key(v),
+            [a, b] => {
+                (producer.contains_key(a) || producer.contains_key(b))
+                    && same_shape(shape(a), shape(b))
+            }
+            _ => false,
+        };
+        if joins {
+            kind.insert(i, None);
+            producer.insert(n.outputs[0].clone(), i);
+        }
+    }
+    // Components joined by region values; keep those worth converting.
+    let mut parent: HashMap<usize, usize> = kind.keys().map(|&i| (i, i)).collect();
+    fn root(p: &mut HashMap<usize, usize>, mut i: usize) -> usize {
+        while p[&i] != i {
+            let up = p[&p[&i]];
+            p.insert(i, up);
+            i = up;
+        }
+        i
+    }
+    for &i in kind.keys() {
+        for v in &g.nodes[i].inputs {
+            if let Some(&j) = producer.get(v) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent.insert(a, b);
+            }
+        }
+    }
+    let mut stats: HashMap<usize, (usize, bool)> = HashMap::new();
+    let members: Vec<usize> = kind.keys().copied().collect();
+    for &i in &members {
+        let r = root(&mut parent, i);
+        let e = stats.entry(r).or_default();
+        if let Some(dw) = kind[&i] {
+            e.0 += 1;
+            e.1 |= dw;
+        }
+    }
+    let region: HashSet<usize> = members
+        .into_iter()
+        .filter(|&i| {
+            let (convs, dw) = stats[&root(&mut parent, i)];
+            convs >= 2 && dw
+        })
+        .collect();
+    if region.is_empty() {
+        return 0;
+    }
+    let nhwc_values: HashSet<String> = region
+        .iter()
+        .flat_map(|&i| g.nodes[i].outputs.iter().cloned())
+        .collect();
+    let removed = fuse_residual_adds(g, &region, &nhwc_values, &shapes);
+    // Removal shifted indices: find the region again by output names.
+    let region: HashSet<usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.outputs.iter().any(|o| nhwc_values.contains(o)))
+        .map(|(i, _)| i)
+        .collect();
+    let inner = |v: &str| format!("{v}__nhwc");
+    let (_, outputs) = readers(g);
+    // Readers outside the region (or graph outputs) need an NCHW copy.
+    let mut outside: HashSet<String> = outputs
+        .iter()
+        .filter(|o| nhwc_values.contains(*o))
+        .cloned()
+        .collect();
+    for (i, n) in g.nodes.iter().enumerate() {
+        if !region.contains(&i) {
+            outside.extend(node_uses(n).into_iter().filter(|u| nhwc_values.contains(u)));
+        }
+    }
+    let old = std::mem::take(&mut g.nodes);
+    let mut nodes = Vec::with_capacity(old.len() + 8);
+    let mut converted: HashSet<String> = HashSet::new();
+    for (i, mut n) in old.into_iter().enumerate() {
+        if region.contains(&i) {
+            let conv = n.op_type.ends_with("Conv");
+            let data: Vec<usize> = if conv {
+                vec![0, 3]
+            } else if n.op_type == "Add" {
+                vec![0, 1]
+            } else {
+                vec![0]
+            };
+            for k in data {
+                let Some(v) = n.input(k).map(str::to_string) else {
+                    continue;
+                };
+                if !nhwc_values.contains(&v) && converted.insert(v.clone()) {
+                    nodes.push(layout_node(
+                        format!("{v}__to_nhwc"),
+                        "NchwToNhwc",
+                        &v,
+                        &inner(&v),
+                    ));
+                }
+                n.inputs[k] = inner(&v);
+            }
+            if conv {
+                n.op_type = "NhwcConv".into();
+                n.domain = LAYOUT_DOMAIN.into();
+            }
+            let outs = n.outputs.clone();
+            for o in &mut n.outputs {
+                *o = inner(o);
+            }
+            nodes.push(n);
+            for o in outs.iter().filter(|o| outside.contains(*o)) {
+                nodes.push(layout_node(
+                    format!("{o}__to_nchw"),
+                    "NhwcToNchw",
+                    &inner(o),
+                    o,
+                ));
+            }
+        } else {
+            nodes.push(n);
+        }
+    }
+    g.nodes = nodes;
+    removed + region.len()
+}
+
+/// A node of the layout domain with one input and one output.
+fn layout_node(name: String, op: &str, input: &str, output: &str) -> Node {
+    let mut n = Node::new(name, op, &[input], &[output]);
+    n.domain = LAYOUT_DOMAIN.into();
+    n
+}
+
+/// Inside a region, `Add(conv_out, z)` where the conv is a plain 1×1 conv
+/// (no activation: ONNX Runtime's `Z` is added before it) read only by the
+/// Add, and `z` has the conv output's shape: `z` becomes the conv's input 3
+/// and the conv takes over the Add's output. Returns the Adds removed.
+fn fuse_residual_adds(
+    g: &mut Graph,
+    region: &HashSet<usize>,
+    nhwc: &HashSet<String>,
+    shapes: &HashMap<String, Vec<Dim>>,
+) -> usize {
+    let shape = |v: &str| shapes.get(v);
+    let (count, outputs) = readers(g);
+    let mut fused: Vec<(usize, usize, String)> = Vec::new();
+    let mut used: HashSet<usize> = HashSet::new();
+    for &j in region {
+        let add = &g.nodes[j];
+        if !is_onnx(add, "Add") {
+            continue;
+        }
+        for (a, z) in [(0, 1), (1, 0)] {
+            // Z may come from outside the region (it is converted then).
+            let (av, zv) = (&add.inputs[a], &add.inputs[z]);
+            if !nhwc.contains(av) {
+                continue;
+            }
+            let Some(i) = sole_reader_producer(g, av, &count, &outputs) else {
+                continue;
+            };
+            let conv = &g.nodes[i];
+            // Z must exist when the conv runs (a graph input always does).
+            let z_before = g
+                .nodes
+                .iter()
+                .position(|n| n.outputs.iter().any(|o| o == zv))
+                .is_none_or(|p| p < i);
+            let plain = !conv.attrs.contains_key("activation") && z_before;
+            let pointwise = region.contains(&i) && nhwc_conv_kind(g, conv) == Some(false);
+            if plain && pointwise && !used.contains(&i) && same_shape(shape(av), shape(zv)) {
+                used.insert(i);
+                fused.push((i, j, zv.clone()));
+                break;
+            }
+        }
+    }
+    for (i, j, z) in &fused {
+        let y = g.nodes[*j].outputs[0].clone();
+        let conv = &mut g.nodes[*i];
+        conv.inputs.resize(3, String::new());
+        conv.inputs.push(z.clone());
+        conv.outputs[0] = y;
+    }
+    let drop: HashSet<usize> = fused.iter().map(|f| f.1).collect();
+    let mut k = 0;
+    g.nodes.retain(|_| {
+        k += 1;
+        !drop.contains(&(k - 1))
+    });
+    drop.len()
+}
+
+/// The node producing `value` when `value` has exactly one reader and is
+/// not a graph output.
+fn sole_reader_producer(
+    g: &Graph,
+    value: &str,
+    count: &HashMap<String, usize>,
+    outputs: &HashSet<String>,
+) -> Option<usize> {
+    if outputs.contains(value) || count.get(value) != Some(&1) {
+        return None;
+    }
+    g.nodes
+        .iter()
+        .position(|n| n.outputs.iter().any(|o| o == value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,8 +639,12 @@ mod tests {
     }
 
     /// x → Conv(3×3, pad 1) → BN → Clip(0, 6) → depthwise Conv → Relu →
-    /// Conv 1×1 → [out]; Flatten → Gemm → Relu → [logits]; plus a Conv whose
-    /// output is also a graph output (must not fuse).
+    /// (Conv 1×1 + residual Add of the depthwise input, from outside the
+    /// region) → (Conv 1×1 + residual Add, the conv output second) → Conv
+    /// 1×1 → [out]; Flatten → Gemm → Relu →
+    /// [logits]; plus a Conv whose output is also a graph output (must not
+    /// fuse). The depthwise conv and the 1×1 convs form a channels-last
+    /// region.
     fn model() -> Graph {
         let mut g = Graph::default();
         g.opsets.insert(String::new(), 17);
@@ -341,6 +673,9 @@ mod tests {
         init(&mut g, "wd", t(&[8, 1, 3, 3], 7));
         init(&mut g, "bd", t(&[8], 8));
         init(&mut g, "wp", t(&[4, 8, 1, 1], 9));
+        init(&mut g, "wr", t(&[8, 8, 1, 1], 12));
+        init(&mut g, "br", t(&[8], 13));
+        init(&mut g, "wr2", t(&[8, 8, 1, 1], 14));
         init(&mut g, "wg", t(&[5, 4 * 81], 10));
         init(&mut g, "bg", t(&[5], 11));
         let pads = Attr::Ints(vec![1, 1, 1, 1]);
@@ -358,7 +693,11 @@ mod tests {
                 .with("pads", pads)
                 .with("group", Attr::Int(8)),
             Node::new("relu", "Relu", &["d"], &["a1"]),
-            Node::new("pw", "Conv", &["a1", "wp"], &["p"]),
+            Node::new("pr", "Conv", &["a1", "wr", "br"], &["q"]),
+            Node::new("res", "Add", &["q", "a0"], &["r"]),
+            Node::new("pr2", "Conv", &["r", "wr2"], &["q2"]),
+            Node::new("res2", "Add", &["r", "q2"], &["r2"]),
+            Node::new("pw", "Conv", &["r2", "wp"], &["p"]),
             Node::new("relu_out", "Relu", &["p"], &["out2"]),
             Node::new("flat", "Flatten", &["p"], &["f"]),
             Node::new("fc", "Gemm", &["f", "wg", "bg"], &["g"]).with("transB", Attr::Int(1)),
@@ -377,21 +716,35 @@ mod tests {
         let g = model();
         let mut fused = g.clone();
         let removed = fuse(&mut fused, &Registry::standard());
-        // BN, Clip, Relu after dw, Relu after Gemm; not the Relu reading the
-        // graph output `p`.
-        assert_eq!(removed, 4, "{:#?}", fused.nodes);
+        // BN, Clip, Relu after dw, Relu after Gemm (not the Relu reading the
+        // graph output `p`), the residual Adds, and the region's five nodes
+        // (four convs and that Relu, which runs in NHWC too).
+        assert_eq!(removed, 11, "{:#?}", fused.nodes);
         let ops: Vec<&str> = fused.nodes.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(
             ops,
             [
                 "FusedConv",
-                "FusedConv",
-                "Conv",
+                "NchwToNhwc",
+                "NhwcConv",
+                "NhwcConv",
+                "NhwcConv",
+                "NhwcConv",
+                "NhwcToNchw",
                 "Relu",
+                "NhwcToNchw",
                 "Flatten",
                 "FusedGemm"
             ]
         );
+        // The residual Adds became the 1×1 convs' Z, read in NHWC.
+        let pr = &fused.nodes[3];
+        assert_eq!(pr.inputs[3], "a0__nhwc");
+        assert_eq!(pr.outputs, ["r__nhwc"]);
+        let pr2 = &fused.nodes[4];
+        assert_eq!(pr2.inputs[3], "r__nhwc");
+        assert_eq!(pr2.outputs, ["r2__nhwc"]);
+        assert!(fused.nodes[2].attrs.contains_key("activation"));
         // Reference: the unfused graph, op by op (no session rewrites).
         let reference = Session::with_registry(
             g.clone(),
@@ -417,17 +770,27 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(session.planned_graph().nodes.len(), 6);
+        assert_eq!(session.planned_graph().nodes.len(), 11);
         // The session still shows the graph as given.
         assert_eq!(session.graph(), &g);
         // The BN-folded conv's old weights and the BN parameters are gone.
         for k in ["w0", "b0", "gamma", "beta", "mean", "var", "lo", "hi"] {
+            // (the 1×1 convs' weights stay: NhwcConv packs them on first run)
             assert!(!session.planned_graph().initializers.contains_key(k), "{k}");
         }
-        for batch in [1, 3] {
+        // Two threads and a batch big enough to split the NHWC kernels.
+        let session2 = Session::new(
+            g.clone(),
+            SessionOptions {
+                threads: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for (batch, s) in [(1, &session), (3, &session), (64, &session2)] {
             let x = t(&[batch, 3, 9, 9], 20 + batch as u32);
             let want = reference.run(vec![x.clone()]).unwrap();
-            let got = session.run(vec![x]).unwrap();
+            let got = s.run(vec![x]).unwrap();
             for (w, o) in want.iter().zip(&got) {
                 assert_eq!(w.shape(), o.shape());
                 let (w, o) = (w.as_slice::<f32>().unwrap(), o.as_slice::<f32>().unwrap());

@@ -19,7 +19,10 @@ use shrink_kernels::f32gemm::{self, F32Epilogue, PackedF32};
 use shrink_kernels::movement::copy_short;
 use shrink_tensor::Tensor;
 
+mod nhwc;
+
 pub(super) fn register(r: &mut Registry) {
+    nhwc::register(r);
     r.add("", "Conv", conv);
     // Conv + Relu/Clip fused by the session (see `crate::fuse`).
     r.add("com.microsoft", "FusedConv", conv);
@@ -444,20 +447,35 @@ fn conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         None => None,
     };
     let len = d.batch * d.out_channels * d.win.output_size();
-    let y = conv_f32(
+    let act = fused_activation(ctx)?;
+    // FusedConv's optional Z (ONNX Runtime's sum input) is added before the
+    // activation: Y = act(conv + B + Z).
+    let z = inputs.get(3).copied().flatten();
+    let out_shape = output_shape(d.batch, d.out_channels, &d.win);
+    if let Some(z) = z {
+        if z.shape() != out_shape.as_slice() {
+            return Err(ctx.error(format!(
+                "Z {:?} must have the output's shape {out_shape:?}",
+                z.shape()
+            )));
+        }
+    }
+    let inner = if z.is_some() { Activation::NONE } else { act };
+    let mut y = conv_f32(
         &xv,
         &wv,
         bias.as_deref(),
         &d,
         ctx.threads,
-        fused_activation(ctx)?,
+        inner,
         ctx.output_f32(len),
     );
-    Ok(vec![float_tensor(
-        x.dtype(),
-        output_shape(d.batch, d.out_channels, &d.win),
-        y,
-    )?])
+    if let Some(z) = z {
+        let zv = floats(ctx, z, "Z")?;
+        y.iter_mut().zip(zv.iter()).for_each(|(v, z)| *v += z);
+        act.apply(&mut y);
+    }
+    Ok(vec![float_tensor(x.dtype(), out_shape, y)?])
 }
 
 /// Below this many multiply-adds a conv runs on one thread.
