@@ -136,7 +136,7 @@ pub(crate) fn concat(parts: Vec<Vec<Tensor>>) -> Result<Vec<Tensor>> {
             let mut n = 0;
             for p in &parts {
                 let t = &p[k];
-                if t.shape().first().is_none() || t.shape()[1..] != shape[1..] {
+                if t.shape().is_empty() || t.shape()[1..] != shape[1..] {
                     return Err(output_error(k, "changes shape between slices"));
                 }
                 n += t.shape()[0];
