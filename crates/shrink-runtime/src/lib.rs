@@ -14,6 +14,7 @@ pub mod fold;
 pub mod lower;
 
 mod fuse;
+mod microbatch;
 pub mod ops;
 mod plan;
 mod session;

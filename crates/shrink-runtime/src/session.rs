@@ -1,6 +1,7 @@
 use crate::lower::{self, QdqMode};
 
 use crate::buffers::BufferPool;
+use crate::microbatch;
 use crate::ops::{OpContext, Prepared, Registry};
 use crate::plan::{domain_opset, unsupported, Plan, Src};
 use crate::{Result, RuntimeError};
@@ -79,6 +80,10 @@ pub struct Session {
 
     /// Storage of dead f32 values, reused for later outputs (and runs).
     buffers: BufferPool,
+    /// Slots of the batched inputs when the planned graph is
+    /// batch-separable: large batches then run in slices (see
+    /// `crate::microbatch`).
+    micro: Option<Vec<usize>>,
 }
 
 impl Session {
@@ -130,6 +135,13 @@ impl Session {
         let label = |n: &Node| labels.get(&n.name).copied().unwrap_or("");
         let plan_steps = Plan::new(run, &registry, &label)?;
         let prepared = (0..run.nodes.len()).map(|_| Prepared::new()).collect();
+        let micro = microbatch::batched_inputs(run).map(|b| {
+            b.iter()
+                .enumerate()
+                .filter(|(_, &b)| b)
+                .map(|(k, _)| plan_steps.inputs[k])
+                .collect()
+        });
         Ok(Session {
             graph,
             plan,
@@ -139,6 +151,7 @@ impl Session {
             threads,
             prepared,
             buffers: BufferPool::default(),
+            micro,
         })
     }
 
@@ -268,8 +281,59 @@ impl Session {
         slots: Vec<Option<Tensor>>,
         timing: Option<&mut Vec<NodeTiming>>,
     ) -> Result<Vec<Tensor>> {
+        let chunk = microbatch::CHUNK_PER_THREAD * self.threads;
+        if let Some(batched) = &self.micro {
+            match microbatch::batch_of(&slots, batched) {
+                Some(n) if n > chunk => {
+                    return self
+                        .pool
+                        .install(|| self.run_sliced(slots, batched, n, chunk, timing))
+                }
+                _ => {}
+            }
+        }
         self.buffers.next_run();
         self.pool.install(|| self.execute_plan(slots, timing))
+    }
+
+    /// A batch of `n` images run `chunk` at a time, the outputs joined;
+    /// node timings are summed over the slices.
+    fn run_sliced(
+        &self,
+        slots: Vec<Option<Tensor>>,
+        batched: &[usize],
+        n: usize,
+        chunk: usize,
+        mut timing: Option<&mut Vec<NodeTiming>>,
+    ) -> Result<Vec<Tensor>> {
+        let mut parts = Vec::with_capacity(n.div_ceil(chunk));
+        let mut lo = 0;
+        while lo < n {
+            let hi = (lo + chunk).min(n);
+            let mut part = self.empty_slots();
+            for (s, (dst, src)) in part.iter_mut().zip(&slots).enumerate() {
+                if let Some(t) = src {
+                    *dst = Some(if batched.contains(&s) {
+                        microbatch::slice(t, lo, hi)?
+                    } else {
+                        t.clone()
+                    });
+                }
+            }
+            self.buffers.next_run();
+            match timing.as_deref_mut() {
+                Some(total) if lo > 0 => {
+                    let mut t = Vec::with_capacity(total.len());
+                    parts.push(self.execute_plan(part, Some(&mut t))?);
+                    for (a, b) in total.iter_mut().zip(t) {
+                        a.time += b.time;
+                    }
+                }
+                t => parts.push(self.execute_plan(part, t)?),
+            }
+            lo = hi;
+        }
+        microbatch::concat(parts)
     }
 
     /// The run loop of the top-level graph over its [`Plan`]: no name is
