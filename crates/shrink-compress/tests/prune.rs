@@ -413,7 +413,7 @@ fn aligned_keep_rounds_to_nearest_multiple() {
             let mut prev = 0;
             for keep in 1..=channels {
                 let k = aligned_keep(channels, keep, align);
-                if channels <= align {
+                if channels < align {
                     assert_eq!(k, keep);
                 } else {
                     assert!(
