@@ -34,26 +34,7 @@ pub fn nchw_to_nhwc(c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<(
 pub fn nchw_to_nhwc_with(isa: Isa, c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<()> {
     check_len("NCHW image", c * hw, x.len())?;
     check_len("NHWC image", c * hw, out.len())?;
-    #[cfg(target_arch = "x86_64")]
-    if cpu::clamp(isa) >= Isa::Avx512 && c * hw < i32::MAX as usize {
-        // SAFETY: AVX-512F present; lengths checked; offsets fit in i32.
-        unsafe { avx512::gather_transpose(c, hw, x, out) };
-        return Ok(());
-    }
-    let _ = isa;
-    // Tiles of 16 channels × 16 positions keep both sides' lines in L1.
-    for c0 in (0..c).step_by(LANES) {
-        let c1 = (c0 + LANES).min(c);
-        for p0 in (0..hw).step_by(LANES) {
-            let p1 = (p0 + LANES).min(hw);
-            for ch in c0..c1 {
-                let src = &x[ch * hw + p0..ch * hw + p1];
-                for (p, &v) in (p0..p1).zip(src) {
-                    out[p * c + ch] = v;
-                }
-            }
-        }
-    }
+    transpose(isa, c, hw, x, out);
     Ok(())
 }
 
@@ -66,26 +47,35 @@ pub fn nhwc_to_nchw(c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<(
 pub fn nhwc_to_nchw_with(isa: Isa, c: usize, hw: usize, x: &[f32], out: &mut [f32]) -> Result<()> {
     check_len("NHWC image", c * hw, x.len())?;
     check_len("NCHW image", c * hw, out.len())?;
+    transpose(isa, hw, c, x, out);
+    Ok(())
+}
+
+/// `x[r][k]` (`rows` × `cols`) → `out[k][r]`: both layout conversions are
+/// this one transpose with the dimensions swapped. Lengths checked by the
+/// callers.
+fn transpose(isa: Isa, rows: usize, cols: usize, x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if cpu::clamp(isa) >= Isa::Avx512 && c * hw < i32::MAX as usize {
-        // SAFETY: as in `nchw_to_nhwc_with`.
-        unsafe { avx512::gather_transpose(hw, c, x, out) };
-        return Ok(());
+    if cpu::clamp(isa) >= Isa::Avx512 && rows * cols < i32::MAX as usize {
+        // SAFETY: AVX-512F present; both callers checked x and out hold
+        // rows·cols values; offsets fit in i32.
+        unsafe { avx512::gather_transpose(rows, cols, x, out) };
+        return;
     }
     let _ = isa;
-    for p0 in (0..hw).step_by(LANES) {
-        let p1 = (p0 + LANES).min(hw);
-        for c0 in (0..c).step_by(LANES) {
-            let c1 = (c0 + LANES).min(c);
-            for p in p0..p1 {
-                let src = &x[p * c + c0..p * c + c1];
-                for (ch, &v) in (c0..c1).zip(src) {
-                    out[ch * hw + p] = v;
+    // Tiles of 16 × 16 keep both sides' lines in L1.
+    for r0 in (0..rows).step_by(LANES) {
+        let r1 = (r0 + LANES).min(rows);
+        for k0 in (0..cols).step_by(LANES) {
+            let k1 = (k0 + LANES).min(cols);
+            for r in r0..r1 {
+                let src = &x[r * cols + k0..r * cols + k1];
+                for (k, &v) in (k0..k1).zip(src) {
+                    out[k * rows + r] = v;
                 }
             }
         }
     }
-    Ok(())
 }
 
 /// Depthwise 3×3 weights repacked tap-major (`taps[t][c]`, channels padded
