@@ -42,28 +42,58 @@ pub(super) unsafe fn panel_rows(
     ep: &Epilogue,
     out: OutPtr,
 ) {
+    // A last panel of at most 16 real columns (N = 300 leaves 12, N = 100
+    // leaves 4) only needs its first register: the second half is zero
+    // padding, and skipping it halves that panel's `vpdpbusd`s.
+    if w.n - p * NR <= 16 {
+        // SAFETY: forwarded from the caller.
+        unsafe { rows_h::<1>(a, k, r0, r1, w, p, fix, ep, out) }
+    } else {
+        // SAFETY: forwarded from the caller.
+        unsafe { rows_h::<2>(a, k, r0, r1, w, p, fix, ep, out) }
+    }
+}
+
+/// [`panel_rows`] with `H` 16-column registers per row (1 or 2).
+///
+/// # Safety
+/// As [`panel_rows`]; with `H = 1` the panel has at most 16 columns.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn rows_h<const H: usize>(
+    a: &[u8],
+    k: usize,
+    r0: usize,
+    r1: usize,
+    w: &PackedI8,
+    p: usize,
+    fix: &ZeroFix,
+    ep: &Epilogue,
+    out: OutPtr,
+) {
     let b = w.panel(p).as_ptr();
     let mut i = r0;
     // SAFETY (all calls below): rows i..i+R are < r1 ≤ M, the panel holds
     // k4/4 quads of 128 bytes, and the caller's guarantees are forwarded.
     unsafe {
         if r1 - r0 == 1 {
-            return tile1(a.as_ptr().add(i * k), k, w, p, b, i, fix, ep, out);
+            return tile1::<H>(a.as_ptr().add(i * k), k, w, p, b, i, fix, ep, out);
         }
         while i + MR <= r1 {
-            tile::<MR>(a.as_ptr().add(i * k), k, w, p, b, i, fix, ep, out);
+            tile::<MR, H>(a.as_ptr().add(i * k), k, w, p, b, i, fix, ep, out);
             i += MR;
         }
         let base = a.as_ptr().add(i * k);
         match r1 - i {
             0 => {}
-            1 => tile::<1>(base, k, w, p, b, i, fix, ep, out),
-            2 => tile::<2>(base, k, w, p, b, i, fix, ep, out),
-            3 => tile::<3>(base, k, w, p, b, i, fix, ep, out),
-            4 => tile::<4>(base, k, w, p, b, i, fix, ep, out),
-            5 => tile::<5>(base, k, w, p, b, i, fix, ep, out),
-            6 => tile::<6>(base, k, w, p, b, i, fix, ep, out),
-            _ => tile::<7>(base, k, w, p, b, i, fix, ep, out),
+            1 => tile::<1, H>(base, k, w, p, b, i, fix, ep, out),
+            2 => tile::<2, H>(base, k, w, p, b, i, fix, ep, out),
+            3 => tile::<3, H>(base, k, w, p, b, i, fix, ep, out),
+            4 => tile::<4, H>(base, k, w, p, b, i, fix, ep, out),
+            5 => tile::<5, H>(base, k, w, p, b, i, fix, ep, out),
+            6 => tile::<6, H>(base, k, w, p, b, i, fix, ep, out),
+            _ => tile::<7, H>(base, k, w, p, b, i, fix, ep, out),
         }
     }
 }
@@ -71,8 +101,8 @@ pub(super) unsafe fn panel_rows(
 /// Zero-point fix and epilogue for one row of the tile (two 16-column halves).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn finish_row(
-    acc: [__m512i; 2],
+unsafe fn finish_row<const H: usize>(
+    acc: [__m512i; H],
     i: usize,
     w: &PackedI8,
     p: usize,
@@ -97,11 +127,11 @@ unsafe fn finish_row(
     }
 }
 
-/// An R×32 register tile over the full K.
+/// An R×16H register tile over the full K.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, const H: usize>(
     a: *const u8,
     k: usize,
     w: &PackedI8,
@@ -114,27 +144,33 @@ unsafe fn tile<const R: usize>(
 ) {
     let quads = w.k4 / 4;
     let full = k / 4;
-    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    let mut acc = [[_mm512_setzero_si512(); H]; R];
     // SAFETY: b holds `quads` blocks of 128 bytes; activation reads stay
     // inside rows of k bytes (the tail quad is assembled bytewise).
     unsafe {
         for q in 0..full {
-            let b0 = _mm512_loadu_si512(b.add(q * 128) as *const _);
-            let b1 = _mm512_loadu_si512(b.add(q * 128 + 64) as *const _);
+            let mut bv = [_mm512_setzero_si512(); H];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(b.add(q * 128 + 64 * h) as *const _);
+            }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_epi32((a.add(r * k + 4 * q) as *const i32).read_unaligned());
-                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
-                acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
+                for (acc_h, &b_h) in acc_r.iter_mut().zip(&bv) {
+                    *acc_h = _mm512_dpbusd_epi32(*acc_h, av, b_h);
+                }
             }
         }
         if full < quads {
             let q = full;
-            let b0 = _mm512_loadu_si512(b.add(q * 128) as *const _);
-            let b1 = _mm512_loadu_si512(b.add(q * 128 + 64) as *const _);
+            let mut bv = [_mm512_setzero_si512(); H];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(b.add(q * 128 + 64 * h) as *const _);
+            }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_epi32(quad(a.add(r * k), q, k));
-                acc_r[0] = _mm512_dpbusd_epi32(acc_r[0], av, b0);
-                acc_r[1] = _mm512_dpbusd_epi32(acc_r[1], av, b1);
+                for (acc_h, &b_h) in acc_r.iter_mut().zip(&bv) {
+                    *acc_h = _mm512_dpbusd_epi32(*acc_h, av, b_h);
+                }
             }
         }
         for (r, acc_r) in acc.iter().enumerate() {
@@ -148,7 +184,7 @@ unsafe fn tile<const R: usize>(
 #[inline]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile1(
+unsafe fn tile1<const H: usize>(
     a: *const u8,
     k: usize,
     w: &PackedI8,
@@ -172,27 +208,39 @@ unsafe fn tile1(
             let a4 = (a.add(4 * q) as *const [i32; 4]).read_unaligned();
             let av = _mm512_set1_epi32(a4[0]);
             x0 = _mm512_dpbusd_epi32(x0, av, _mm512_loadu_si512(bq as *const _));
-            x1 = _mm512_dpbusd_epi32(x1, av, _mm512_loadu_si512(bq.add(64) as *const _));
+            if H == 2 {
+                x1 = _mm512_dpbusd_epi32(x1, av, _mm512_loadu_si512(bq.add(64) as *const _));
+            }
             let av = _mm512_set1_epi32(a4[1]);
             y0 = _mm512_dpbusd_epi32(y0, av, _mm512_loadu_si512(bq.add(128) as *const _));
-            y1 = _mm512_dpbusd_epi32(y1, av, _mm512_loadu_si512(bq.add(192) as *const _));
+            if H == 2 {
+                y1 = _mm512_dpbusd_epi32(y1, av, _mm512_loadu_si512(bq.add(192) as *const _));
+            }
             let av = _mm512_set1_epi32(a4[2]);
             u0 = _mm512_dpbusd_epi32(u0, av, _mm512_loadu_si512(bq.add(256) as *const _));
-            u1 = _mm512_dpbusd_epi32(u1, av, _mm512_loadu_si512(bq.add(320) as *const _));
+            if H == 2 {
+                u1 = _mm512_dpbusd_epi32(u1, av, _mm512_loadu_si512(bq.add(320) as *const _));
+            }
             let av = _mm512_set1_epi32(a4[3]);
             v0 = _mm512_dpbusd_epi32(v0, av, _mm512_loadu_si512(bq.add(384) as *const _));
-            v1 = _mm512_dpbusd_epi32(v1, av, _mm512_loadu_si512(bq.add(448) as *const _));
+            if H == 2 {
+                v1 = _mm512_dpbusd_epi32(v1, av, _mm512_loadu_si512(bq.add(448) as *const _));
+            }
             q += 4;
         }
         while q < quads {
             let bq = b.add(q * 128);
             let av = _mm512_set1_epi32(quad(a, q, k));
             x0 = _mm512_dpbusd_epi32(x0, av, _mm512_loadu_si512(bq as *const _));
-            x1 = _mm512_dpbusd_epi32(x1, av, _mm512_loadu_si512(bq.add(64) as *const _));
+            if H == 2 {
+                x1 = _mm512_dpbusd_epi32(x1, av, _mm512_loadu_si512(bq.add(64) as *const _));
+            }
             q += 1;
         }
         let s0 = _mm512_add_epi32(_mm512_add_epi32(x0, y0), _mm512_add_epi32(u0, v0));
         let s1 = _mm512_add_epi32(_mm512_add_epi32(x1, y1), _mm512_add_epi32(u1, v1));
-        finish_row([s0, s1], i0, w, p, fix, ep, out);
+        let mut s = [s0; H];
+        s[H - 1] = if H == 2 { s1 } else { s0 };
+        finish_row::<H>(s, i0, w, p, fix, ep, out);
     }
 }

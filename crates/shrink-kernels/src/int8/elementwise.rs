@@ -169,10 +169,41 @@ pub fn quantize_with(
     Ok(())
 }
 
+/// Sixteen values per step with the same IEEE operations as
+/// [`quantize_one`]: an exact division, `vrndscaleps` to nearest-even, NaN
+/// lanes replaced by 0, clamps to `[lo − z, hi − z]`, an exact conversion,
+/// `+ z`, and `vpmovdb` keeping the low byte (what `as u8` keeps). The
+/// compiler left the scalar loop unvectorised (the saturating `as i32` and
+/// the NaN select), which made quantising a batch of inputs cost as much as
+/// the first layer's GEMM.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 unsafe fn quantize_avx512(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) {
-    quantize_body(x, scale, zero, lo, hi, out)
+    use std::arch::x86_64::*;
+    let n = x.len().min(out.len());
+    let s = _mm512_set1_ps(scale);
+    let lo_v = _mm512_set1_ps((lo - zero) as f32);
+    let hi_v = _mm512_set1_ps((hi - zero) as f32);
+    let z = _mm512_set1_epi32(zero);
+    let mut i = 0;
+    while i < n {
+        let m: __mmask16 = if n - i >= 16 {
+            0xFFFF
+        } else {
+            (1u16 << (n - i)) - 1
+        };
+        // SAFETY: loads and stores are masked to the `n − i` elements left,
+        // all inside `x` and `out`; the CPU supports AVX-512 F/BW.
+        unsafe {
+            let v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x.as_ptr().add(i)), s);
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r), r);
+            let r = _mm512_min_ps(_mm512_max_ps(r, lo_v), hi_v);
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(r), z);
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, m, q);
+        }
+        i += 16;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -67,6 +67,13 @@ fn edge_shapes_all_paths() {
         (17, 130, 100),
         (3, 257, 64),
         (1, 1000, 77),
+        // LeNet-300-100's layers: 16-column tail panels (300 = 9·32 + 12,
+        // 100 = 3·32 + 4, 10) take the one-register path.
+        (1, 784, 300),
+        (37, 300, 100),
+        (19, 100, 10),
+        (11, 6, 16),
+        (2, 8, 48),
     ] {
         let (a, w) = random(m, k, n, (m * 1000 + k * 10 + n) as u64);
         check_all(&a, m, k, 0, &w, n, 0, false);
