@@ -1,0 +1,62 @@
+//! The u8×s8 int8 GEMM at LeNet-300-100's layers (the int8 speed acceptance
+//! of issue #6), 1 thread, requantised u8 output as the runtime's QGemm
+//! writes it, plus the input QuantizeLinear that precedes the first layer:
+//! `cargo bench -p shrink-kernels --bench qgemm`.
+//! Throughput is in operations (2 per MAC; elements for quantize).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shrink_kernels::epilogue::{Epilogue, Output};
+use shrink_kernels::int8;
+
+/// `(M, K, N)`: the three layers 784→300→100→10 at batch 1 and 256.
+const SHAPES: [(usize, usize, usize); 6] = [
+    (1, 784, 300),
+    (1, 300, 100),
+    (1, 100, 10),
+    (256, 784, 300),
+    (256, 300, 100),
+    (256, 100, 10),
+];
+
+fn qgemm(c: &mut Criterion) {
+    let mut r = ChaCha8Rng::seed_from_u64(6);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("qgemm_t1");
+    for &(m, k, n) in &SHAPES {
+        let a: Vec<u8> = (0..m * k).map(|_| r.gen()).collect();
+        let w: Vec<i8> = (0..n * k).map(|_| r.gen()).collect();
+        let bias: Vec<i32> = (0..n).map(|_| r.gen_range(-5000..5000)).collect();
+        let scale: Vec<f32> = (0..n).map(|_| r.gen_range(1e-4f32..1e-3)).collect();
+        let p = int8::PackedI8::pack(&w, n, k, 0).unwrap();
+        let ep = Epilogue::scaled(&scale).relu().out_zero(0);
+        let mut y = vec![0u8; m * n];
+        g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        // Inside the pool: a one-thread GEMM then runs inline, as in a session.
+        pool.install(|| {
+            g.bench_function(BenchmarkId::new("u8", format!("{m}x{k}x{n}")), |b| {
+                b.iter(|| {
+                    int8::gemm_bias(&a, m, 3, &p, Some(&bias), &ep, Output::U8(&mut y)).unwrap()
+                })
+            });
+        });
+    }
+    let x: Vec<f32> = (0..256 * 784).map(|_| r.gen::<f32>()).collect();
+    let mut q = vec![0u8; x.len()];
+    g.throughput(Throughput::Elements(x.len() as u64));
+    g.bench_function("quantize_256x784", |b| {
+        b.iter(|| int8::elementwise::quantize(&x, 1.0 / 255.0, 0, 0, 255, &mut q).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(2));
+    targets = qgemm
+}
+criterion_main!(benches);
