@@ -115,9 +115,19 @@ pub struct PackedI8 {
     k: usize,
     k4: usize,
     w_zero: i32,
-    data: Vec<i8>,
+    /// Cache-line blocks, so every panel (a multiple of 128 bytes) starts
+    /// on a 64-byte boundary in every copy: a `Vec<i8>` from the allocator
+    /// is only 16-aligned, and then each 64-byte weight load of the kernels
+    /// straddles two lines (the weight-streaming M = 1 GEMV at 784×300 went
+    /// from 2.9 to 2.6 µs).
+    data: Vec<Line>,
     col_sums: Vec<i32>,
 }
+
+/// 64 bytes aligned to 64.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([i8; 64]);
 
 impl PackedI8 {
     /// Packs `w` (`N×K`, row `j` = output channel `j`) with weight zero point `w_zero`.
@@ -141,6 +151,10 @@ impl PackedI8 {
             }
             col_sums[j] = row.iter().fold(0i32, |s, &v| s.wrapping_add(v as i32));
         }
+        let data = data
+            .chunks_exact(64)
+            .map(|c| Line(c.try_into().expect("64-byte chunk")))
+            .collect();
         Ok(PackedI8 {
             n,
             k,
@@ -162,7 +176,11 @@ impl PackedI8 {
         self.n.div_ceil(NR)
     }
     fn panel(&self, p: usize) -> &[i8] {
-        &self.data[p * self.k4 * NR..(p + 1) * self.k4 * NR]
+        let lines = self.k4 * NR / 64;
+        let panel = &self.data[p * lines..(p + 1) * lines];
+        // SAFETY: `Line` is 64 plain bytes with no padding (repr C, size
+        // 64), so `lines` of them are `lines · 64` initialised i8s.
+        unsafe { std::slice::from_raw_parts(panel.as_ptr() as *const i8, lines * 64) }
     }
 }
 
