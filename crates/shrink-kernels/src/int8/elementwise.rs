@@ -275,6 +275,48 @@ mod tests {
                 assert_eq!(out, want, "{isa:?}");
             }
         }
+        // Near-ties at awkward scales: x = (k + ½ ± a few ulps)·s lands
+        // next to a half-integer after the division, where any shortcut
+        // (e.g. multiplying by 1/s) would round differently.
+        for t in 0..300 {
+            let s = rng.gen_range(1e-4f32..20.0) * if t % 7 == 0 { -1.0 } else { 1.0 };
+            let x: Vec<f32> = (0..n)
+                .map(|i| {
+                    let k = (i % 300) as f32 - 40.0;
+                    let base = (k + 0.5) * s;
+                    let ulps = rng.gen_range(-4i32..=4);
+                    match i % 5 {
+                        0 => rng.gen_range(-400.0f32..400.0) * s,
+                        1 => k * s,
+                        _ => f32::from_bits((base.to_bits() as i32 + ulps) as u32),
+                    }
+                })
+                .collect();
+            for &(z, lo, hi) in &[(0, 0, 255), (128, 0, 255), (-3, -128, 127), (0, 0, 40)] {
+                let want: Vec<u8> = x
+                    .iter()
+                    .map(|&v| quantize_one(v, s, z, lo, hi) as u8)
+                    .collect();
+                for isa in cpu::available() {
+                    let mut out = vec![0u8; n];
+                    quantize_with(isa, &x, s, z, lo, hi, &mut out).unwrap();
+                    assert_eq!(out, want, "{isa:?} s={s} z={z}");
+                }
+            }
+        }
+        // Subnormal and huge scales and an extreme zero point.
+        let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-1e3f32..1e3)).collect();
+        for &(s, z) in &[(1e-39f32, 0), (3e38, 0), (0.5, 100_000), (0.37, 0)] {
+            let want: Vec<u8> = x
+                .iter()
+                .map(|&v| quantize_one(v, s, z, 0, 255) as u8)
+                .collect();
+            for isa in cpu::available() {
+                let mut out = vec![0u8; n];
+                quantize_with(isa, &x, s, z, 0, 255, &mut out).unwrap();
+                assert_eq!(out, want, "{isa:?} s={s} z={z}");
+            }
+        }
         assert_eq!(quantize_one(f32::NAN, 1.0, 7, 0, 255), 7);
         assert_eq!(quantize_one(2.5, 1.0, 0, 0, 255), 2);
         assert_eq!(quantize_one(-1e30, 1.0, -3, -128, 127), -128);
