@@ -163,6 +163,9 @@ pub struct Context {
     /// that must know it (bias correction).
     pub weight_hint: Option<WeightFormat>,
     pub threads: usize,
+    /// The model the recipe started from (set by [`Recipe::run`]): the fp32
+    /// weights and distillation teacher of `qat`.
+    pub source: Option<Graph>,
     /// Show progress bars (off in tests and when output is not a terminal).
     pub progress: bool,
 }
@@ -176,6 +179,7 @@ impl Context {
             float_tensors: BTreeSet::new(),
             weight_hint: None,
             threads: 0,
+            source: None,
             progress: false,
         }
     }
@@ -367,6 +371,24 @@ pub const PASSES: &[PassEntry] = &[
         ],
         gives_ranges: false,
         run: pass_mixed,
+    },
+    PassEntry {
+        name: "qat",
+        needs: Needs::Nothing,
+        options: &[
+            "data",
+            "samples",
+            "epochs",
+            "lr",
+            "batch",
+            "seed",
+            "max_steps",
+            "distill",
+            "temperature",
+            "alpha",
+        ],
+        gives_ranges: false,
+        run: pass_qat,
     },
     PassEntry {
         name: "entropy-code",
@@ -591,6 +613,9 @@ impl Recipe {
                 };
                 ctx.weight_hint = Some(weight_format(&o, "weights", "int8")?);
             }
+        }
+        if ctx.source.is_none() {
+            ctx.source = Some(g.clone());
         }
         let mut g = g.clone();
         let mut records = Vec::new();
@@ -885,6 +910,58 @@ fn size_model(o: &Options) -> Result<SizeModel> {
             ),
         )),
     }
+}
+
+/// Quantisation-aware fine-tuning of the QDQ model (crate::qat) on the
+/// training split of `data`, distilled from the recipe's source model.
+fn pass_qat(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRecord)> {
+    let spec = o.str("data", "fashion-mnist")?;
+    let mut data = shrink_data::Dataset::open(spec, shrink_data::Split::Train)
+        .map_err(|e| o.err("data", e.to_string()))?;
+    let samples = o.int("samples", data.len() as i64)?;
+    if samples <= 0 {
+        return Err(o.err("samples", format!("must be positive, got {samples}")));
+    }
+    data = data.take(samples as usize);
+    let positive = |key: &str, default: i64| -> Result<usize> {
+        let v = o.int(key, default)?;
+        if v <= 0 {
+            return Err(o.err(key, format!("must be positive, got {v}")));
+        }
+        Ok(v as usize)
+    };
+    let lr = o.float_opt("lr")?.unwrap_or(1e-4);
+    if !(lr > 0.0 && lr.is_finite()) {
+        return Err(o.err("lr", format!("must be positive, got {lr}")));
+    }
+    let source = ctx.source.clone();
+    let distill = match (o.bool("distill", true)?, &source) {
+        (true, Some(teacher)) => Some(crate::prune::finetune::Distill {
+            teacher: teacher.clone(),
+            temperature: o.float_opt("temperature")?.unwrap_or(4.0) as f32,
+            alpha: o.float_opt("alpha")?.unwrap_or(0.5) as f32,
+        }),
+        _ => None,
+    };
+    let opts = crate::prune::finetune::FinetuneOptions {
+        epochs: positive("epochs", 1)?,
+        batch: positive("batch", 64)?,
+        lr,
+        seed: o.int("seed", 0)? as u64,
+        max_steps: match o.int("max_steps", 0)? {
+            0 => None,
+            n if n > 0 => Some(n as usize),
+            n => return Err(o.err("max_steps", format!("must be positive, got {n}"))),
+        },
+        threads: ctx.threads,
+        distill,
+    };
+    let (mut q, mut rec, _) = crate::qat::qat(g, source.as_ref(), &data, &opts)?;
+    if g.encodings.values().any(|e| e.is_huffman()) {
+        choose_encodings(&mut q);
+    }
+    rec.metric("encoded_bytes", crate::mixed::encoded_bytes(&q));
+    Ok((q, rec))
 }
 
 /// Stores every tensor in the smaller of its plain and Huffman-coded form.
