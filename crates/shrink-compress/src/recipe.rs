@@ -20,7 +20,7 @@
 
 use crate::calib::{calibrate, CalibConfig, ObserverConfig, ObserverKind};
 use crate::mixed::{
-    choose_encodings, plan_bytes, search, search_widths, sensitivities, width_costs, Budget,
+    choose_compact_encodings, choose_encodings, plan_bytes, search, search_widths, sensitivities, width_costs, Budget,
     Metric, SensitivityData, SizeModel,
 };
 use crate::quantize::{
@@ -50,6 +50,12 @@ pub struct Recipe {
     /// What the written `.shrink` file records about how it was made.
     #[serde(default)]
     pub provenance: ProvenanceLevel,
+    /// How the `.shrink` file is laid out: `standard` (a section per
+    /// tensor, format version 1 unless an encoding needs 2) or `compact`
+    /// (small tensors in one deflated bundle, version 2; see
+    /// [`crate::mixed::COMPACT_LAYOUT`]).
+    #[serde(default)]
+    pub layout: Layout,
     /// The file it came from (for error messages); not a TOML field.
     #[serde(skip)]
     pub file: String,
@@ -103,6 +109,25 @@ pub enum ProvenanceLevel {
     #[default]
     Full,
     Minimal,
+}
+
+/// `layout` of a recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    #[default]
+    Standard,
+    Compact,
+}
+
+impl Layout {
+    /// The container's write options for this layout.
+    pub fn write_options(self) -> shrink_graph::container::WriteOptions {
+        match self {
+            Layout::Standard => Default::default(),
+            Layout::Compact => crate::mixed::COMPACT_LAYOUT,
+        }
+    }
 }
 
 /// Calibration images (model inputs, batched) and their labels.
@@ -338,6 +363,7 @@ pub const PASSES: &[PassEntry] = &[
             "skip",
             "layers",
             "mse_clip_bits",
+            "fp16_scales",
         ],
         gives_ranges: false,
         run: pass_quantize,
@@ -368,6 +394,7 @@ pub const PASSES: &[PassEntry] = &[
             "mse_clip_bits",
             "bias_correction",
             "low_scheme",
+            "fp16_scales",
         ],
         gives_ranges: false,
         run: pass_mixed,
@@ -801,6 +828,7 @@ fn plan_from(o: &Options, weights_key: &str) -> Result<QuantPlan> {
         skip: o.strings("skip")?.into_iter().collect::<BTreeSet<_>>(),
         float_tensors: BTreeSet::new(),
         mse_clip_bits: mse_clip_bits as u32,
+        fp16_scales: o.bool("fp16_scales", false)?,
     })
 }
 
@@ -903,10 +931,12 @@ fn size_model(o: &Options) -> Result<SizeModel> {
     match o.str("size_model", "nominal")? {
         "nominal" => Ok(SizeModel::Nominal),
         "encoded" => Ok(SizeModel::Encoded),
+        "compact" => Ok(SizeModel::Compact),
         m => Err(o.err(
             "size_model",
             format!(
-                "'{m}' is not nominal or encoded (the container's bytes, Huffman where smaller)"
+                "'{m}' is not nominal, encoded (the container's bytes, Huffman where smaller) \
+                 or compact (encoded with version-2 quantisation parameters)"
             ),
         )),
     }
@@ -957,7 +987,11 @@ fn pass_qat(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRec
         distill,
     };
     let (mut q, mut rec, _) = crate::qat::qat(g, source.as_ref(), &data, &opts)?;
-    if g.encodings.values().any(|e| e.is_huffman()) {
+    // New codes, new best encodings (in the family the input used).
+    if g.encodings.values().any(|e| e.needs_v2()) {
+        choose_compact_encodings(&mut q);
+        rec.metric("compact_bytes", crate::mixed::compact_bytes(&q));
+    } else if g.encodings.values().any(|e| e.is_huffman()) {
         choose_encodings(&mut q);
     }
     rec.metric("encoded_bytes", crate::mixed::encoded_bytes(&q));
@@ -1003,9 +1037,40 @@ fn pass_mixed_widths(
             "a multi-width search ('widths') takes a size budget",
         ));
     }
-    let high_bytes = plan_bytes(g, &plan, &ranges, model)?;
+    // The compact model is measured against the int8 model as the standard
+    // container stores it (int8-calibrated-huffman: f32 scales, a section
+    // per tensor), whole file: the budget for the tensor payloads is the
+    // fraction of that file less what the compact file takes besides them
+    // (header, graph, bundle framing), so the written file meets it.
+    let mut file_metrics = Vec::new();
+    let (high_bytes, overhead) = if model == SizeModel::Compact {
+        let reference = QuantPlan {
+            fp16_scales: false,
+            ..plan.clone()
+        };
+        let (mut rq, _) = insert_qdq(g, &reference, &ranges)?;
+        choose_encodings(&mut rq);
+        let prov = shrink_graph::container::Provenance::new();
+        let ref_file = shrink_graph::container::to_shrink_bytes(&rq, &prov)?.1.file_bytes as f64;
+        let (mut cq, _) = insert_qdq(g, &plan, &ranges)?;
+        choose_compact_encodings(&mut cq);
+        let cfile = shrink_graph::container::to_shrink_bytes_with(
+            &cq,
+            &prov,
+            &crate::mixed::COMPACT_LAYOUT,
+        )?
+        .1
+        .file_bytes as f64;
+        let overhead = cfile - crate::mixed::compact_bytes(&cq);
+        file_metrics.push(("reference_file_bytes", ref_file));
+        file_metrics.push(("high_compact_file_bytes", cfile));
+        file_metrics.push(("compact_overhead_bytes", overhead));
+        (ref_file, overhead)
+    } else {
+        (plan_bytes(g, &plan, &ranges, model)?, 0.0)
+    };
     let budget = match (size, bytes) {
-        (Some(f), _) => f * high_bytes,
+        (Some(f), _) => f * high_bytes - overhead,
         (_, Some(b)) => b,
         _ => unreachable!("budget_option checked one budget"),
     };
@@ -1049,6 +1114,9 @@ fn pass_mixed_widths(
     let (chosen, mut rec) = search_widths(g, &plan, &ranges, &lows, &costs, model, budget)
         .map_err(|e| o.err("", e.to_string()))?;
     rec.metric("high_bytes", high_bytes);
+    for (k, v) in file_metrics {
+        rec.metric(k, v);
+    }
     rec.metric(
         "high_nominal_bytes",
         plan_bytes(g, &plan, &ranges, SizeModel::Nominal)?,
@@ -1078,6 +1146,11 @@ fn pass_mixed_widths(
     if model == SizeModel::Encoded {
         let (_, huff) = choose_encodings(&mut q);
         rec.metric("huffman_tensors", huff as f64);
+    }
+    if model == SizeModel::Compact {
+        let (_, huff) = choose_compact_encodings(&mut q);
+        rec.metric("huffman_tensors", huff as f64);
+        rec.metric("compact_bytes", crate::mixed::compact_bytes(&q));
     }
     rec.metric("encoded_bytes", crate::mixed::encoded_bytes(&q));
     Ok((q, rec))
