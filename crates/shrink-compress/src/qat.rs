@@ -342,13 +342,9 @@ mod tests {
     /// untrained plan returns the same codes.
     #[test]
     fn training_graph_matches_the_qdq_graph_and_round_trips() {
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/fashion/lenet5_bn.onnx");
-        let path = if path.exists() {
-            path
-        } else {
-            std::path::PathBuf::from("/work/shared/data/fashion/lenet5_bn.onnx")
-        };
+        let path = shrink_data::shared_data_dir()
+            .expect("shared/data/fashion not found: set $SHRINK_SHARED to the shared/ directory")
+            .join("fashion/lenet5_bn.onnx");
         let g = shrink_graph::onnx::load(&path).expect("LeNet-5-BN model (shared data)");
         let x: Vec<f32> = (0..2 * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
         let x = Tensor::from_vec(vec![2, 1, 28, 28], x).unwrap();
