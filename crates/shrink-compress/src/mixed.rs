@@ -27,8 +27,8 @@ use shrink_energy::{estimate, layer_work, Assignment, MemoryConfig, Precision};
 use shrink_graph::container::{encode_tensor, Encoding};
 use shrink_graph::Graph;
 use shrink_runtime::{Session, SessionOptions};
-use std::collections::BTreeMap;
 use shrink_tensor::{DType, Tensor};
+use std::collections::BTreeMap;
 
 /// Runs `g` over `batches` and returns the first output of each batch.
 pub fn outputs(g: &Graph, batches: &[Tensor], threads: usize) -> Result<Vec<Tensor>> {
@@ -330,9 +330,7 @@ pub enum SizeModel {
 /// The bundle threshold of `layout = "compact"` recipes: every tensor but
 /// the larger weight codes goes into the deflated bundle.
 pub const COMPACT_LAYOUT: shrink_graph::container::WriteOptions =
-    shrink_graph::container::WriteOptions {
-        bundle_below: 2048,
-    };
+    shrink_graph::container::WriteOptions { bundle_below: 2048 };
 
 /// [`best_encoding`] among the version-2 encodings too: a constant
 /// (all-equal elements) and fp16 (f32 values exact in fp16, plain or
@@ -374,7 +372,9 @@ pub fn derived_bias_scales(g: &Graph) -> BTreeMap<String, Encoding> {
         let (Some(sx), Some(sw)) = (dq_scale(x), dq_scale(w)) else {
             continue;
         };
-        let Some(&bp) = producers.get(b) else { continue };
+        let Some(&bp) = producers.get(b) else {
+            continue;
+        };
         let bdq = &g.nodes[bp];
         let Some(bs) = bdq.input(1).filter(|_| bdq.op_type == "DequantizeLinear") else {
             continue;

@@ -144,7 +144,8 @@ fn build(q: &Graph, source: Option<&Graph>) -> Result<Plan> {
                     fq.attrs
                         .insert("scheme".into(), Attr::String("symmetric_narrow".into()));
                     fq.attrs.insert("axis".into(), Attr::Int(axis as i64));
-                    fq.attrs.insert("ste".into(), Attr::String("clipped".into()));
+                    fq.attrs
+                        .insert("ste".into(), Attr::String("clipped".into()));
                     drop_nodes[i] = true;
                     new_nodes.push((i, fq));
                     weights.push(LearnedWeight {
@@ -204,7 +205,8 @@ fn build(q: &Graph, source: Option<&Graph>) -> Result<Plan> {
         if scale.len() > 1 {
             fq.attrs.insert("axis".into(), Attr::Int(axis));
         }
-        fq.attrs.insert("ste".into(), Attr::String("clipped".into()));
+        fq.attrs
+            .insert("ste".into(), Attr::String("clipped".into()));
         drop_nodes[p] = true;
         drop_nodes[i] = true;
         new_nodes.push((i, fq));
@@ -346,7 +348,9 @@ mod tests {
             .expect("shared/data/fashion not found: set $SHRINK_SHARED to the shared/ directory")
             .join("fashion/lenet5_bn.onnx");
         let g = shrink_graph::onnx::load(&path).expect("LeNet-5-BN model (shared data)");
-        let x: Vec<f32> = (0..2 * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+        let x: Vec<f32> = (0..2 * 784)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0)
+            .collect();
         let x = Tensor::from_vec(vec![2, 1, 28, 28], x).unwrap();
         let ranges = crate::calib::driver::calibrate(
             &g,
@@ -377,7 +381,11 @@ mod tests {
                 .unwrap();
         let input = g.inputs[0].name.clone();
         let t = exec
-            .forward(&mut params, &[(input.as_str(), &x)], shrink_train::Mode::Eval)
+            .forward(
+                &mut params,
+                &[(input.as_str(), &x)],
+                shrink_train::Mode::Eval,
+            )
             .unwrap()[0]
             .to_f32_vec();
         let r = run(&q);

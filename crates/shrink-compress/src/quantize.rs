@@ -390,9 +390,12 @@ fn quantize_weight(
     bits: u32,
     gran: WeightGranularity,
     scheme: Scheme,
-    mse_clip: bool,
-    fp16_scales: bool,
+    choice: ScaleChoice,
 ) -> Result<WeightQ> {
+    let ScaleChoice {
+        mse_clip,
+        fp16: fp16_scales,
+    } = choice;
     if !(2..=8).contains(&bits) {
         return Err(CompressError::Node {
             pass: "quantize".into(),
@@ -482,6 +485,15 @@ fn quantize_weight(
         attrs,
         channel_scale,
     })
+}
+
+/// How [`quantize_weight`] picks a weight's scales beyond max |w|.
+#[derive(Debug, Clone, Copy)]
+struct ScaleChoice {
+    /// MSE-optimal clipping per scale slot.
+    mse_clip: bool,
+    /// Round the scales to fp16 ([`fp16_scale`]).
+    fp16: bool,
 }
 
 /// `s` rounded to the nearest fp16 value (ties to even); a scale below
@@ -854,8 +866,10 @@ pub fn insert_qdq(
                     bits,
                     granularity,
                     scheme,
-                    bits <= plan.mse_clip_bits,
-                    plan.fp16_scales,
+                    ScaleChoice {
+                        mse_clip: bits <= plan.mse_clip_bits,
+                        fp16: plan.fp16_scales,
+                    },
                 )?;
                 if matches!(granularity, WeightGranularity::Group(_)) {
                     opset_needed = opset_needed.max(21);

@@ -20,8 +20,8 @@
 
 use crate::calib::{calibrate, CalibConfig, ObserverConfig, ObserverKind};
 use crate::mixed::{
-    choose_compact_encodings, choose_encodings, plan_bytes, search, search_widths, sensitivities, width_costs, Budget,
-    Metric, SensitivityData, SizeModel,
+    choose_compact_encodings, choose_encodings, plan_bytes, search, search_widths, sensitivities,
+    width_costs, Budget, Metric, SensitivityData, SizeModel,
 };
 use crate::quantize::{
     activation_tensors, insert_qdq, stored_bytes, ActFormat, QuantPlan, WeightFormat,
@@ -1051,7 +1051,9 @@ fn pass_mixed_widths(
         let (mut rq, _) = insert_qdq(g, &reference, &ranges)?;
         choose_encodings(&mut rq);
         let prov = shrink_graph::container::Provenance::new();
-        let ref_file = shrink_graph::container::to_shrink_bytes(&rq, &prov)?.1.file_bytes as f64;
+        let ref_file = shrink_graph::container::to_shrink_bytes(&rq, &prov)?
+            .1
+            .file_bytes as f64;
         let (mut cq, _) = insert_qdq(g, &plan, &ranges)?;
         choose_compact_encodings(&mut cq);
         let cfile = shrink_graph::container::to_shrink_bytes_with(

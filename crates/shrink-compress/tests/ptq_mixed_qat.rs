@@ -7,8 +7,7 @@
 mod ptq_common;
 use ptq_common::*;
 use shrink_compress::mixed::{
-    choose_compact_encodings, compact_bytes, derived_bias_scales, outputs, accuracy,
-    COMPACT_LAYOUT,
+    accuracy, choose_compact_encodings, compact_bytes, derived_bias_scales, outputs, COMPACT_LAYOUT,
 };
 use shrink_compress::quantize::{activation_tensors, insert_qdq, QuantPlan, WeightFormat};
 use shrink_compress::recipe::{Context, Recipe};
@@ -46,7 +45,10 @@ fn compact_parameters_are_exact_and_smaller() {
     assert_eq!(compact_bytes(&q), want);
     for (k, e) in &q.encodings {
         if k.ends_with("weight_scale") {
-            assert!(matches!(e, Encoding::Fp16 | Encoding::Huffman { .. }), "{k}: {e}");
+            assert!(
+                matches!(e, Encoding::Fp16 | Encoding::Huffman { .. }),
+                "{k}: {e}"
+            );
         }
         if k.ends_with("zero_point") && q.initializers[k].len() > 1 {
             // all zero: stored once (a constant, or codes of 0 bits)
@@ -72,7 +74,10 @@ fn compact_parameters_are_exact_and_smaller() {
         let u = &back.graph.initializers[k];
         assert_eq!(u.dtype(), t.dtype(), "{k}");
         let bits = |x: &shrink_tensor::Tensor| {
-            x.to_f64_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            x.to_f64_vec()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
         };
         assert_eq!(bits(u), bits(t), "{k} changed in the file");
     }
@@ -103,7 +108,10 @@ fn mixed30_with_qat_meets_the_file_budget_and_keeps_accuracy_on_lenet() {
         recipe.run(&g, &mut ctx).unwrap()
     };
     let (q, records) = run(&recipe);
-    let qat = records.iter().find(|r| r.pass == "qat").expect("a qat pass");
+    let qat = records
+        .iter()
+        .find(|r| r.pass == "qat")
+        .expect("a qat pass");
     assert!(qat.metrics["steps"] >= 128.0, "{:?}", qat.metrics);
     let (file, info) = to_shrink_bytes_with(
         &q,

@@ -362,7 +362,10 @@ mod tests {
             "too deep"
         );
         assert!(Encoding::read(&[3, 5], &mut 0).is_err(), "truncated");
-        assert!(Encoding::read(&[8, 3, b'a'], &mut 0).is_err(), "truncated name");
+        assert!(
+            Encoding::read(&[8, 3, b'a'], &mut 0).is_err(),
+            "truncated name"
+        );
         assert!(Encoding::parse("product:a").is_err());
         assert!(Encoding::parse("product:*b").is_err());
         assert!(Encoding::Fp16.needs_v2() && !Encoding::parse("dc5").unwrap().needs_v2());

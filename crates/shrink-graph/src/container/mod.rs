@@ -375,7 +375,8 @@ pub fn to_shrink_bytes_with(
         v2 |= enc.needs_v2();
         let e = match &enc {
             Encoding::Product { a, b } => {
-                let fail = |m: String| GraphError::Invalid(format!("tensor '{name}' as {enc}: {m}"));
+                let fail =
+                    |m: String| GraphError::Invalid(format!("tensor '{name}' as {enc}: {m}"));
                 if t.dtype() != DType::F32 {
                     return Err(fail(format!("{} is not f32", t.dtype().name())));
                 }
@@ -684,8 +685,16 @@ pub fn from_shrink_bytes(bytes: &[u8]) -> Result<ShrinkFile> {
             }
             KIND_TENSOR => {
                 let r = read_tensor(body).map_err(|e| err(strip(&e)))?;
-                accept(r, name, entry + len, false, &mut tensors, &mut inits, &mut derived)
-                    .map_err(|e| err(strip(&e)))?;
+                accept(
+                    r,
+                    name,
+                    entry + len,
+                    false,
+                    &mut tensors,
+                    &mut inits,
+                    &mut derived,
+                )
+                .map_err(|e| err(strip(&e)))?;
             }
             KIND_BUNDLE if version >= 2 => {
                 if bundle_bytes != 0 {
@@ -717,11 +726,22 @@ pub fn from_shrink_bytes(bytes: &[u8]) -> Result<ShrinkFile> {
                     p += blen;
                     let r = read_tensor(tb)
                         .map_err(|e| rec_err(format!("'{tname}': {}", strip(&e))))?;
-                    accept(r, tname, p - start, true, &mut tensors, &mut inits, &mut derived)
-                        .map_err(|e| err(strip(&e)))?;
+                    accept(
+                        r,
+                        tname,
+                        p - start,
+                        true,
+                        &mut tensors,
+                        &mut inits,
+                        &mut derived,
+                    )
+                    .map_err(|e| err(strip(&e)))?;
                 }
                 if p != raw.len() {
-                    return Err(err(format!("{} bytes after the last tensor", raw.len() - p)));
+                    return Err(err(format!(
+                        "{} bytes after the last tensor",
+                        raw.len() - p
+                    )));
                 }
             }
             _ => return Err(err("unknown section kind".into())),

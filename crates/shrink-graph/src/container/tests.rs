@@ -385,11 +385,17 @@ fn compact_graph() -> Graph {
         "wq_scale".into(),
         Tensor::from_vec(vec![32], sw.clone()).unwrap(),
     );
-    g.initializers
-        .insert("x_scale".into(), Tensor::from_vec(vec![], vec![sx]).unwrap());
+    g.initializers.insert(
+        "x_scale".into(),
+        Tensor::from_vec(vec![], vec![sx]).unwrap(),
+    );
     g.initializers.insert(
         "bq".into(),
-        Tensor::from_vec(vec![32], (0..32).map(|i| i * 91 - 1400).collect::<Vec<i32>>()).unwrap(),
+        Tensor::from_vec(
+            vec![32],
+            (0..32).map(|i| i * 91 - 1400).collect::<Vec<i32>>(),
+        )
+        .unwrap(),
     );
     g.initializers.insert(
         "bq_scale".into(),
@@ -445,8 +451,16 @@ fn version_2_encodings_and_bundle_round_trip_bit_exactly() {
         }
         assert_eq!(b.encodings, info.graph.encodings);
         // what the derived and constant tensors cost
-        let cost = |n: &str| info.tensors.iter().find(|t| t.name == n).unwrap().stored_bytes;
-        let plain = to_shrink_bytes(&sample_graph(), &Provenance::new()).unwrap().1;
+        let cost = |n: &str| {
+            info.tensors
+                .iter()
+                .find(|t| t.name == n)
+                .unwrap()
+                .stored_bytes
+        };
+        let plain = to_shrink_bytes(&sample_graph(), &Provenance::new())
+            .unwrap()
+            .1;
         let plain_zero = plain
             .tensors
             .iter()
@@ -500,7 +514,10 @@ fn version_2_refusals_are_clear() {
     let e = try_enc_on(&g, "b", Encoding::Fp16);
     assert!(e.contains("tensor 'b'") && e.contains("fp16"), "{e}");
     let e = try_enc_on(&g, "wq", Encoding::Constant);
-    assert!(e.contains("tensor 'wq'") && e.contains("not a constant"), "{e}");
+    assert!(
+        e.contains("tensor 'wq'") && e.contains("not a constant"),
+        "{e}"
+    );
     let wrong = Encoding::Product {
         a: "x_scale".into(),
         b: "b".into(),
@@ -512,7 +529,10 @@ fn version_2_refusals_are_clear() {
         b: "wq_scale".into(),
     };
     let e = try_enc_on(&g, "bq_scale", missing);
-    assert!(e.contains("'nope'") && e.contains("not a stored tensor"), "{e}");
+    assert!(
+        e.contains("'nope'") && e.contains("not a stored tensor"),
+        "{e}"
+    );
     // a product of a product
     let mut g2 = g.clone();
     g2.initializers.insert(
@@ -527,8 +547,10 @@ fn version_2_refusals_are_clear() {
         )
         .unwrap(),
     );
-    g2.initializers
-        .insert("half".into(), Tensor::from_vec(vec![], vec![0.5f32]).unwrap());
+    g2.initializers.insert(
+        "half".into(),
+        Tensor::from_vec(vec![], vec![0.5f32]).unwrap(),
+    );
     let e = try_enc_on(
         &g2,
         "p2",
