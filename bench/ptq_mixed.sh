@@ -9,7 +9,8 @@
 # Every run evaluates fp32 on the 10k test images itself. Results:
 # bench/results/ptq_mixed/*.json, sizes.txt (file bytes) and summary.txt.
 #
-# usage: bench/ptq_mixed.sh [SHRINK_BINARY] [THREADS]
+# usage: bench/ptq_mixed.sh [SHRINK_BINARY] [THREADS]   (MODELS="lenet5_bn" for a subset;
+#        results of models not run are kept)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-${CARGO_TARGET_DIR:-target}/release/shrink}
@@ -30,9 +31,11 @@ run() { # model recipe tag
     && echo "$1 $3 $(stat -c %s "$OUT/$1.$3.shrink") $(( $(date +%s) - t0 ))s" >> "$OUT/sizes.txt" \
     || echo "$1 $3 FAILED: $(tail -1 "$OUT/$1.$3.err")" >> "$OUT/sizes.txt"
 }
-: > "$OUT/sizes.txt"
-uptime >> "$OUT/sizes.txt"
-for m in lenet5_bn mobilenetv2_tiny; do
+MODELS=${MODELS:-lenet5_bn mobilenetv2_tiny}
+touch "$OUT/sizes.txt"
+for m in $MODELS; do sed -i "/^$m /d" "$OUT/sizes.txt"; done
+echo "# $(date -u +%FT%TZ) $MODELS: $(uptime)" >> "$OUT/sizes.txt"
+for m in $MODELS; do
   run $m recipes/int8-calibrated.toml int8
   run $m recipes/int8-calibrated-huffman.toml int8h
   run $m recipes/mixed-30pct.toml mixed30
@@ -47,7 +50,7 @@ out = sys.argv[1]
 sizes = {}
 for line in open(os.path.join(out, "sizes.txt")):
     p = line.split()
-    if len(p) >= 3 and p[2].isdigit():
+    if len(p) >= 3 and p[0] != "#" and p[2].isdigit():
         sizes[(p[0], p[1])] = int(p[2])
 print(f"{'model':<18}{'variant':<12}{'file B':>9}{'% int8':>8}{'% int8h':>8}{'fp32':>8}{'acc':>8}{'loss pt':>9}")
 for m in ["lenet5_bn", "mobilenetv2_tiny"]:

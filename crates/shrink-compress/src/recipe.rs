@@ -395,6 +395,7 @@ pub const PASSES: &[PassEntry] = &[
             "bias_correction",
             "low_scheme",
             "fp16_scales",
+            "size_margin",
         ],
         gives_ranges: false,
         run: pass_mixed,
@@ -1071,8 +1072,17 @@ fn pass_mixed_widths(
     } else {
         (plan_bytes(g, &plan, &ranges, model)?, 0.0)
     };
+    // Later passes re-learn codes (QAT) and with them the Huffman sizes:
+    // `size_margin` (a fraction of the reference) is kept free for that.
+    let margin = o.float_opt("size_margin")?.unwrap_or(0.0);
+    if !(0.0..0.5).contains(&margin) {
+        return Err(o.err(
+            "size_margin",
+            format!("must lie in [0, 0.5), got {margin}"),
+        ));
+    }
     let budget = match (size, bytes) {
-        (Some(f), _) => f * high_bytes - overhead,
+        (Some(f), _) => (f - margin) * high_bytes - overhead,
         (_, Some(b)) => b,
         _ => unreachable!("budget_option checked one budget"),
     };
