@@ -1076,10 +1076,7 @@ fn pass_mixed_widths(
     // `size_margin` (a fraction of the reference) is kept free for that.
     let margin = o.float_opt("size_margin")?.unwrap_or(0.0);
     if !(0.0..0.5).contains(&margin) {
-        return Err(o.err(
-            "size_margin",
-            format!("must lie in [0, 0.5), got {margin}"),
-        ));
+        return Err(o.err("size_margin", format!("must lie in [0, 0.5), got {margin}")));
     }
     let budget = match (size, bytes) {
         (Some(f), _) => (f - margin) * high_bytes - overhead,

@@ -16,13 +16,13 @@
 //! says how [`save_shrink`] stores each one (absent = `Dense`). Every
 //! encoding is lossless: `load_shrink(save_shrink(g)) == g`.
 //!
-//! # File layout (version 1), little-endian, `varint` = LEB128
+//! # File layout (versions 1 and 2), little-endian, `varint` = LEB128
 //!
 //! ```text
 //!  magic     8 bytes   89 'S' 'H' 'R' 'K' 0D 0A 1A   (PNG-style: catches text-mode mangling)
-//!  version   u16       1
+//!  version   u16       1 or 2
 //!  sections  varint    count, then per section:
-//!              kind     u8      1 graph · 2 provenance · 3 tensor
+//!              kind     u8      1 graph · 2 provenance · 3 tensor · 4 bundle (v2)
 //!              name     varint length + UTF-8 (tensor name; empty otherwise)
 //!              length   varint  bytes of the section body
 //!              check    8 bytes first 8 bytes of SHA-256 of the body
@@ -39,9 +39,22 @@
 //!   `varint` rank, `varint` dims, the encoding descriptor, then the payload
 //!   of `codec` (parts: fixed-width code streams or Huffman frames).
 //!
+//! - bundle (version 2, kind 4, at most one): zlib-deflated `varint` count,
+//!   then per tensor `varint` name length, name, `varint` body length and the
+//!   body of a tensor section — small tensors (scales, zero points, biases)
+//!   without a table entry and checksum each ([`WriteOptions::bundle_below`]).
+//!
+//! Version 2 adds the bundle and the encodings `constant`, `fp16` and
+//! `product:a*b` (a tensor derived at load as the f32 product of two stored
+//! ones: the int32 bias scale `s_x·s_w[c]`); a file uses version 2 only when
+//! it holds one of them, so files without them stay readable by version-1
+//! readers, and this reader reads both.
+//!
 //! A tensor's *stored bytes* are its table entry plus its body, so the
 //! per-tensor figures, the graph, the provenance and the file header add up
-//! to the file size exactly ([`ShrinkFile::check_sizes`]).
+//! to the file size exactly ([`ShrinkFile::check_sizes`]); a bundled tensor's
+//! figure is its record before deflation, and the bundle's real bytes are
+//! [`ShrinkFile::bundle_bytes`].
 //!
 //! Files are written atomically: a temporary file in the target directory,
 //! fsync, rename; on any error the temporary file is removed and the
