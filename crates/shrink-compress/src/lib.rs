@@ -20,6 +20,7 @@ pub mod linear_layer;
 pub mod mixed;
 pub mod pass;
 pub mod prune;
+pub mod qat;
 pub mod qoperator;
 pub mod quantize;
 pub mod ranges;

@@ -27,7 +27,8 @@ use shrink_energy::{estimate, layer_work, Assignment, MemoryConfig, Precision};
 use shrink_graph::container::{encode_tensor, Encoding};
 use shrink_graph::Graph;
 use shrink_runtime::{Session, SessionOptions};
-use shrink_tensor::Tensor;
+use shrink_tensor::{DType, Tensor};
+use std::collections::BTreeMap;
 
 /// Runs `g` over `batches` and returns the first output of each batch.
 pub fn outputs(g: &Graph, batches: &[Tensor], threads: usize) -> Result<Vec<Tensor>> {
@@ -320,6 +321,119 @@ pub enum SizeModel {
     /// The container's bytes with the best of plain / Huffman per tensor
     /// ([`encoded_bytes`]).
     Encoded,
+    /// [`SizeModel::Encoded`] with the version-2 quantisation parameters
+    /// ([`compact_bytes`]): constant zero points, fp16 scales, bias scales
+    /// derived from `s_x·s_w[c]`.
+    Compact,
+}
+
+/// The bundle threshold of `layout = "compact"` recipes: every tensor but
+/// the larger weight codes goes into the deflated bundle.
+pub const COMPACT_LAYOUT: shrink_graph::container::WriteOptions =
+    shrink_graph::container::WriteOptions { bundle_below: 2048 };
+
+/// [`best_encoding`] among the version-2 encodings too: a constant
+/// (all-equal elements) and fp16 (f32 values exact in fp16, plain or
+/// Huffman-coded).
+pub fn best_encoding_compact(t: &Tensor, hint: Option<&Encoding>) -> (Encoding, usize) {
+    let (mut best, mut n) = best_encoding(t, hint);
+    let fp16h = Encoding::Huffman {
+        inner: Box::new(Encoding::Fp16),
+    };
+    for e in [Encoding::Constant, Encoding::Fp16, fp16h] {
+        if let Ok(enc) = encode_tensor(t, &e) {
+            if enc.payload.len() < n {
+                (best, n) = (e, enc.payload.len());
+            }
+        }
+    }
+    (best, n)
+}
+
+/// The int32 bias scales of `g` that are exactly `s_x · s_w[c]` of their
+/// layer (input activation scale times weight scale, in f32, bit for bit):
+/// the container derives them ([`Encoding::Product`]) instead of storing them.
+pub fn derived_bias_scales(g: &Graph) -> BTreeMap<String, Encoding> {
+    let producers = g.producers();
+    let dq_scale = |value: &str| -> Option<String> {
+        let n = &g.nodes[*producers.get(value)?];
+        (n.op_type == "DequantizeLinear")
+            .then(|| n.input(1).map(String::from))
+            .flatten()
+    };
+    let mut out = BTreeMap::new();
+    for n in &g.nodes {
+        if !matches!(n.op_type.as_str(), "Conv" | "Gemm") {
+            continue;
+        }
+        let (Some(x), Some(w), Some(b)) = (n.input(0), n.input(1), n.input(2)) else {
+            continue;
+        };
+        let (Some(sx), Some(sw)) = (dq_scale(x), dq_scale(w)) else {
+            continue;
+        };
+        let Some(&bp) = producers.get(b) else {
+            continue;
+        };
+        let bdq = &g.nodes[bp];
+        let Some(bs) = bdq.input(1).filter(|_| bdq.op_type == "DequantizeLinear") else {
+            continue;
+        };
+        let get = |k: &str| g.initializers.get(k).filter(|t| t.dtype() == DType::F32);
+        let (Some(tb), Some(tx), Some(tw)) = (get(bs), get(&sx), get(&sw)) else {
+            continue;
+        };
+        let (vb, vx, vw) = (tb.to_f32_vec(), tx.to_f32_vec(), tw.to_f32_vec());
+        let at = |v: &[f32], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+        let fits = |v: &[f32]| v.len() == 1 || v.len() == vb.len();
+        if bs == sx || bs == sw || !fits(&vx) || !fits(&vw) {
+            continue;
+        }
+        let exact = (0..vb.len()).all(|i| (at(&vx, i) * at(&vw, i)).to_bits() == vb[i].to_bits());
+        if exact {
+            out.insert(
+                bs.to_string(),
+                Encoding::Product {
+                    a: sx.clone(),
+                    b: sw.clone(),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Tensor payload bytes of `g` with [`best_encoding_compact`] per tensor
+/// and the derived bias scales at 0.
+pub fn compact_bytes(g: &Graph) -> f64 {
+    let derived = derived_bias_scales(g);
+    g.initializers
+        .iter()
+        .filter(|(k, _)| !derived.contains_key(*k))
+        .map(|(k, t)| best_encoding_compact(t, g.encodings.get(k)).1 as f64)
+        .sum()
+}
+
+/// Sets every storage hint to the compact choice ([`compact_bytes`]);
+/// returns the bytes saved against the plain hints and the Huffman count.
+pub fn choose_compact_encodings(g: &mut Graph) -> (f64, usize) {
+    let before = encoded_bytes(g);
+    let derived = derived_bias_scales(g);
+    let mut huff = 0;
+    let names: Vec<String> = g.initializers.keys().cloned().collect();
+    for k in names {
+        let e = match derived.get(&k) {
+            Some(e) => e.clone(),
+            None => best_encoding_compact(&g.initializers[&k], g.encodings.get(&k)).0,
+        };
+        huff += e.is_huffman() as usize;
+        if e == Encoding::Dense {
+            g.encodings.remove(&k);
+        } else {
+            g.encodings.insert(k, e);
+        }
+    }
+    (before - compact_bytes(g), huff)
 }
 
 /// The container's smallest lossless encoding of `t` among its plain form
@@ -399,6 +513,7 @@ pub fn plan_bytes(
     Ok(match model {
         SizeModel::Nominal => stored_bytes(&g),
         SizeModel::Encoded => encoded_bytes(&g),
+        SizeModel::Compact => compact_bytes(&g),
     })
 }
 
@@ -448,6 +563,7 @@ pub fn width_costs(
                 bytes: match model {
                     SizeModel::Nominal => stored_bytes(&g),
                     SizeModel::Encoded => encoded_bytes(&g),
+                    SizeModel::Compact => compact_bytes(&g),
                 },
             });
         }

@@ -195,6 +195,13 @@ pub struct QuantPlan {
     /// scale slot (0: never; scales from the max |w|, ORT's choice).
     #[serde(default)]
     pub mse_clip_bits: u32,
+    /// Integer weight scales rounded to the nearest fp16 value before the
+    /// codes are computed, so the container can store them as fp16
+    /// (`Encoding::Fp16`) and the model is exactly what is stored: the
+    /// rounding moves a scale by at most 2^-11 of itself, far below the
+    /// step of any code, and the codes follow the rounded scale.
+    #[serde(default)]
+    pub fp16_scales: bool,
 }
 
 impl QuantPlan {
@@ -207,6 +214,7 @@ impl QuantPlan {
             skip: BTreeSet::new(),
             float_tensors: BTreeSet::new(),
             mse_clip_bits: 0,
+            fp16_scales: false,
         }
     }
 
@@ -382,8 +390,12 @@ fn quantize_weight(
     bits: u32,
     gran: WeightGranularity,
     scheme: Scheme,
-    mse_clip: bool,
+    choice: ScaleChoice,
 ) -> Result<WeightQ> {
+    let ScaleChoice {
+        mse_clip,
+        fp16: fp16_scales,
+    } = choice;
     if !(2..=8).contains(&bits) {
         return Err(CompressError::Node {
             pass: "quantize".into(),
@@ -443,6 +455,11 @@ fn quantize_weight(
             params.scale[c] = mse_scale(vals, params.scale[c], lo, hi);
         }
     }
+    if fp16_scales {
+        for s in params.scale.iter_mut() {
+            *s = fp16_scale(*s);
+        }
+    }
     let codes = params
         .quantize(&values, &shape, Rounding::NearestEven)
         .map_err(|e| tensor_err(w_name, e.to_string()))?;
@@ -468,6 +485,28 @@ fn quantize_weight(
         attrs,
         channel_scale,
     })
+}
+
+/// How [`quantize_weight`] picks a weight's scales beyond max |w|.
+#[derive(Debug, Clone, Copy)]
+struct ScaleChoice {
+    /// MSE-optimal clipping per scale slot.
+    mse_clip: bool,
+    /// Round the scales to fp16 ([`fp16_scale`]).
+    fp16: bool,
+}
+
+/// `s` rounded to the nearest fp16 value (ties to even); a scale below
+/// fp16's smallest subnormal becomes that subnormal, never 0.
+pub fn fp16_scale(s: f32) -> f32 {
+    let h = half::f16::from_f32(s).to_f32();
+    if h > 0.0 && h.is_finite() {
+        h
+    } else if h == 0.0 {
+        half::f16::from_bits(1).to_f32()
+    } else {
+        half::f16::MAX.to_f32()
+    }
 }
 
 /// The scale in `[0.3, 1]·s_max` (steps of 0.01) minimising the squared
@@ -827,7 +866,10 @@ pub fn insert_qdq(
                     bits,
                     granularity,
                     scheme,
-                    bits <= plan.mse_clip_bits,
+                    ScaleChoice {
+                        mse_clip: bits <= plan.mse_clip_bits,
+                        fp16: plan.fp16_scales,
+                    },
                 )?;
                 if matches!(granularity, WeightGranularity::Group(_)) {
                     opset_needed = opset_needed.max(21);

@@ -20,8 +20,8 @@
 
 use crate::calib::{calibrate, CalibConfig, ObserverConfig, ObserverKind};
 use crate::mixed::{
-    choose_encodings, plan_bytes, search, search_widths, sensitivities, width_costs, Budget,
-    Metric, SensitivityData, SizeModel,
+    choose_compact_encodings, choose_encodings, plan_bytes, search, search_widths, sensitivities,
+    width_costs, Budget, Metric, SensitivityData, SizeModel,
 };
 use crate::quantize::{
     activation_tensors, insert_qdq, stored_bytes, ActFormat, QuantPlan, WeightFormat,
@@ -50,6 +50,12 @@ pub struct Recipe {
     /// What the written `.shrink` file records about how it was made.
     #[serde(default)]
     pub provenance: ProvenanceLevel,
+    /// How the `.shrink` file is laid out: `standard` (a section per
+    /// tensor, format version 1 unless an encoding needs 2) or `compact`
+    /// (small tensors in one deflated bundle, version 2; see
+    /// [`crate::mixed::COMPACT_LAYOUT`]).
+    #[serde(default)]
+    pub layout: Layout,
     /// The file it came from (for error messages); not a TOML field.
     #[serde(skip)]
     pub file: String,
@@ -103,6 +109,25 @@ pub enum ProvenanceLevel {
     #[default]
     Full,
     Minimal,
+}
+
+/// `layout` of a recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    #[default]
+    Standard,
+    Compact,
+}
+
+impl Layout {
+    /// The container's write options for this layout.
+    pub fn write_options(self) -> shrink_graph::container::WriteOptions {
+        match self {
+            Layout::Standard => Default::default(),
+            Layout::Compact => crate::mixed::COMPACT_LAYOUT,
+        }
+    }
 }
 
 /// Calibration images (model inputs, batched) and their labels.
@@ -163,6 +188,9 @@ pub struct Context {
     /// that must know it (bias correction).
     pub weight_hint: Option<WeightFormat>,
     pub threads: usize,
+    /// The model the recipe started from (set by [`Recipe::run`]): the fp32
+    /// weights and distillation teacher of `qat`.
+    pub source: Option<Graph>,
     /// Show progress bars (off in tests and when output is not a terminal).
     pub progress: bool,
 }
@@ -176,6 +204,7 @@ impl Context {
             float_tensors: BTreeSet::new(),
             weight_hint: None,
             threads: 0,
+            source: None,
             progress: false,
         }
     }
@@ -334,6 +363,7 @@ pub const PASSES: &[PassEntry] = &[
             "skip",
             "layers",
             "mse_clip_bits",
+            "fp16_scales",
         ],
         gives_ranges: false,
         run: pass_quantize,
@@ -364,9 +394,29 @@ pub const PASSES: &[PassEntry] = &[
             "mse_clip_bits",
             "bias_correction",
             "low_scheme",
+            "fp16_scales",
+            "size_margin",
         ],
         gives_ranges: false,
         run: pass_mixed,
+    },
+    PassEntry {
+        name: "qat",
+        needs: Needs::Nothing,
+        options: &[
+            "data",
+            "samples",
+            "epochs",
+            "lr",
+            "batch",
+            "seed",
+            "max_steps",
+            "distill",
+            "temperature",
+            "alpha",
+        ],
+        gives_ranges: false,
+        run: pass_qat,
     },
     PassEntry {
         name: "entropy-code",
@@ -592,6 +642,9 @@ impl Recipe {
                 ctx.weight_hint = Some(weight_format(&o, "weights", "int8")?);
             }
         }
+        if ctx.source.is_none() {
+            ctx.source = Some(g.clone());
+        }
         let mut g = g.clone();
         let mut records = Vec::new();
         for i in 0..self.passes.len() {
@@ -776,6 +829,7 @@ fn plan_from(o: &Options, weights_key: &str) -> Result<QuantPlan> {
         skip: o.strings("skip")?.into_iter().collect::<BTreeSet<_>>(),
         float_tensors: BTreeSet::new(),
         mse_clip_bits: mse_clip_bits as u32,
+        fp16_scales: o.bool("fp16_scales", false)?,
     })
 }
 
@@ -878,13 +932,71 @@ fn size_model(o: &Options) -> Result<SizeModel> {
     match o.str("size_model", "nominal")? {
         "nominal" => Ok(SizeModel::Nominal),
         "encoded" => Ok(SizeModel::Encoded),
+        "compact" => Ok(SizeModel::Compact),
         m => Err(o.err(
             "size_model",
             format!(
-                "'{m}' is not nominal or encoded (the container's bytes, Huffman where smaller)"
+                "'{m}' is not nominal, encoded (the container's bytes, Huffman where smaller) \
+                 or compact (encoded with version-2 quantisation parameters)"
             ),
         )),
     }
+}
+
+/// Quantisation-aware fine-tuning of the QDQ model (crate::qat) on the
+/// training split of `data`, distilled from the recipe's source model.
+fn pass_qat(g: &Graph, o: &Options, ctx: &mut Context) -> Result<(Graph, PassRecord)> {
+    let spec = o.str("data", "fashion-mnist")?;
+    let mut data = shrink_data::Dataset::open(spec, shrink_data::Split::Train)
+        .map_err(|e| o.err("data", e.to_string()))?;
+    let samples = o.int("samples", data.len() as i64)?;
+    if samples <= 0 {
+        return Err(o.err("samples", format!("must be positive, got {samples}")));
+    }
+    data = data.take(samples as usize);
+    let positive = |key: &str, default: i64| -> Result<usize> {
+        let v = o.int(key, default)?;
+        if v <= 0 {
+            return Err(o.err(key, format!("must be positive, got {v}")));
+        }
+        Ok(v as usize)
+    };
+    let lr = o.float_opt("lr")?.unwrap_or(1e-4);
+    if !(lr > 0.0 && lr.is_finite()) {
+        return Err(o.err("lr", format!("must be positive, got {lr}")));
+    }
+    let source = ctx.source.clone();
+    let distill = match (o.bool("distill", true)?, &source) {
+        (true, Some(teacher)) => Some(crate::prune::finetune::Distill {
+            teacher: teacher.clone(),
+            temperature: o.float_opt("temperature")?.unwrap_or(4.0) as f32,
+            alpha: o.float_opt("alpha")?.unwrap_or(0.5) as f32,
+        }),
+        _ => None,
+    };
+    let opts = crate::prune::finetune::FinetuneOptions {
+        epochs: positive("epochs", 1)?,
+        batch: positive("batch", 64)?,
+        lr,
+        seed: o.int("seed", 0)? as u64,
+        max_steps: match o.int("max_steps", 0)? {
+            0 => None,
+            n if n > 0 => Some(n as usize),
+            n => return Err(o.err("max_steps", format!("must be positive, got {n}"))),
+        },
+        threads: ctx.threads,
+        distill,
+    };
+    let (mut q, mut rec, _) = crate::qat::qat(g, source.as_ref(), &data, &opts)?;
+    // New codes, new best encodings (in the family the input used).
+    if g.encodings.values().any(|e| e.needs_v2()) {
+        choose_compact_encodings(&mut q);
+        rec.metric("compact_bytes", crate::mixed::compact_bytes(&q));
+    } else if g.encodings.values().any(|e| e.is_huffman()) {
+        choose_encodings(&mut q);
+    }
+    rec.metric("encoded_bytes", crate::mixed::encoded_bytes(&q));
+    Ok((q, rec))
 }
 
 /// Stores every tensor in the smaller of its plain and Huffman-coded form.
@@ -926,9 +1038,48 @@ fn pass_mixed_widths(
             "a multi-width search ('widths') takes a size budget",
         ));
     }
-    let high_bytes = plan_bytes(g, &plan, &ranges, model)?;
+    // The compact model is measured against the int8 model as the standard
+    // container stores it (int8-calibrated-huffman: f32 scales, a section
+    // per tensor), whole file: the budget for the tensor payloads is the
+    // fraction of that file less what the compact file takes besides them
+    // (header, graph, bundle framing), so the written file meets it.
+    let mut file_metrics = Vec::new();
+    let (high_bytes, overhead) = if model == SizeModel::Compact {
+        let reference = QuantPlan {
+            fp16_scales: false,
+            ..plan.clone()
+        };
+        let (mut rq, _) = insert_qdq(g, &reference, &ranges)?;
+        choose_encodings(&mut rq);
+        let prov = shrink_graph::container::Provenance::new();
+        let ref_file = shrink_graph::container::to_shrink_bytes(&rq, &prov)?
+            .1
+            .file_bytes as f64;
+        let (mut cq, _) = insert_qdq(g, &plan, &ranges)?;
+        choose_compact_encodings(&mut cq);
+        let cfile = shrink_graph::container::to_shrink_bytes_with(
+            &cq,
+            &prov,
+            &crate::mixed::COMPACT_LAYOUT,
+        )?
+        .1
+        .file_bytes as f64;
+        let overhead = cfile - crate::mixed::compact_bytes(&cq);
+        file_metrics.push(("reference_file_bytes", ref_file));
+        file_metrics.push(("high_compact_file_bytes", cfile));
+        file_metrics.push(("compact_overhead_bytes", overhead));
+        (ref_file, overhead)
+    } else {
+        (plan_bytes(g, &plan, &ranges, model)?, 0.0)
+    };
+    // Later passes re-learn codes (QAT) and with them the Huffman sizes:
+    // `size_margin` (a fraction of the reference) is kept free for that.
+    let margin = o.float_opt("size_margin")?.unwrap_or(0.0);
+    if !(0.0..0.5).contains(&margin) {
+        return Err(o.err("size_margin", format!("must lie in [0, 0.5), got {margin}")));
+    }
     let budget = match (size, bytes) {
-        (Some(f), _) => f * high_bytes,
+        (Some(f), _) => (f - margin) * high_bytes - overhead,
         (_, Some(b)) => b,
         _ => unreachable!("budget_option checked one budget"),
     };
@@ -972,6 +1123,9 @@ fn pass_mixed_widths(
     let (chosen, mut rec) = search_widths(g, &plan, &ranges, &lows, &costs, model, budget)
         .map_err(|e| o.err("", e.to_string()))?;
     rec.metric("high_bytes", high_bytes);
+    for (k, v) in file_metrics {
+        rec.metric(k, v);
+    }
     rec.metric(
         "high_nominal_bytes",
         plan_bytes(g, &plan, &ranges, SizeModel::Nominal)?,
@@ -1001,6 +1155,11 @@ fn pass_mixed_widths(
     if model == SizeModel::Encoded {
         let (_, huff) = choose_encodings(&mut q);
         rec.metric("huffman_tensors", huff as f64);
+    }
+    if model == SizeModel::Compact {
+        let (_, huff) = choose_compact_encodings(&mut q);
+        rec.metric("huffman_tensors", huff as f64);
+        rec.metric("compact_bytes", crate::mixed::compact_bytes(&q));
     }
     rec.metric("encoded_bytes", crate::mixed::encoded_bytes(&q));
     Ok((q, rec))

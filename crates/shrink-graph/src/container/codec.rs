@@ -481,6 +481,43 @@ fn encode_into(
             let r = encode_into(t, inner, true, out, st)?;
             Ok(Encoding::Huffman { inner: Box::new(r) })
         }
+        Encoding::Constant => {
+            if huff {
+                return Err(bad("a constant has nothing to Huffman-code"));
+            }
+            let p = to_patterns(t.data())?;
+            let first = p.first().copied().unwrap_or(0);
+            if let Some(i) = p.iter().position(|&x| x != first) {
+                return Err(bad(format!(
+                    "element {i} differs from element 0: not a constant tensor"
+                )));
+            }
+            let mut part = Vec::new();
+            put_varint(&mut part, first);
+            st.push(stats("codes", &[first], width(dtype)?, &part, false));
+            put_part(out, &part);
+            Ok(Encoding::Constant)
+        }
+        Encoding::Fp16 => {
+            if dtype != DType::F32 {
+                return Err(bad(format!(
+                    "fp16 storage is for f32 tensors, this one is {}",
+                    dtype.name()
+                )));
+            }
+            let p = to_patterns(t.data())?;
+            if let Some(i) = p.iter().position(|&x| !fp16_exact(&[x])) {
+                return Err(bad(format!(
+                    "element {i} ({}) is not exactly representable in fp16",
+                    f32::from_bits(p[i] as u32)
+                )));
+            }
+            put_stream(out, st, "codes", &f32_patterns_to_f16(&p), 16, huff)?;
+            Ok(Encoding::Fp16)
+        }
+        Encoding::Product { .. } => Err(bad(
+            "a product of two tensors is derived by the container, not encoded alone",
+        )),
     }
 }
 
@@ -914,5 +951,35 @@ fn decode_from(
             }
             decode_from(dtype, shape, n, inner, true, p, st)
         }
+        Encoding::Constant => {
+            if huff {
+                return Err(bad("a Huffman-coded constant"));
+            }
+            let part = p.part("constant")?;
+            let mut pos = 0;
+            let v = get_varint(part, &mut pos, "constant element")?;
+            if pos != part.len() {
+                return Err(bad("constant: bytes after the element"));
+            }
+            st.push(stats("codes", &[v], width(dtype)?, part, false));
+            if width(dtype)? < 64 && v >> width(dtype)? != 0 {
+                return Err(bad(format!(
+                    "constant: {v:#x} has bits beyond the {} bits of {}",
+                    width(dtype)?,
+                    dtype.name()
+                )));
+            }
+            from_patterns(dtype, vec![v; n])
+        }
+        Encoding::Fp16 => {
+            if dtype != DType::F32 {
+                return Err(bad(format!("fp16 storage of a {} tensor", dtype.name())));
+            }
+            let codes = get_stream(p, st, "codes", n, 16, huff)?;
+            from_patterns(dtype, f16_patterns_to_f32(&codes))
+        }
+        Encoding::Product { .. } => Err(bad(
+            "a product of two tensors is derived by the container, not decoded alone",
+        )),
     }
 }

@@ -43,6 +43,20 @@ pub enum Encoding {
     /// Canonical Huffman coding of every code stream of `inner` (`Dense`
     /// integer bytes, `Packed`, `Codebook` or `Csr`); tables stay fixed-width.
     Huffman { inner: Box<Encoding> },
+    /// Every element has the same bit pattern, stored once (version 2):
+    /// the all-zero zero points of symmetric weights and int32 biases.
+    Constant,
+    /// An f32 tensor whose every value is exactly an fp16 value, stored as
+    /// fp16 (version 2). Lossless by construction: the writer refuses a
+    /// value fp16 does not hold, so quantisers that want it pick
+    /// fp16-representable scales up front.
+    Fp16,
+    /// Nothing stored: the f32 product `a[i] · b[i]` of two other stored
+    /// tensors (a one-element tensor broadcasts), recomputed at load
+    /// (version 2). The int32 bias scale of a QDQ layer is by construction
+    /// `s_x · s_w[c]`; the writer checks that the product reproduces the
+    /// tensor bit for bit and refuses otherwise.
+    Product { a: String, b: String },
 }
 
 impl Encoding {
@@ -91,6 +105,17 @@ impl Encoding {
         matches!(self, Encoding::Huffman { .. })
     }
 
+    /// Whether a version-1 reader lacks this encoding (the writer then
+    /// writes format version 2).
+    pub fn needs_v2(&self) -> bool {
+        match self {
+            Encoding::Constant | Encoding::Fp16 | Encoding::Product { .. } => true,
+            Encoding::Csr { values, .. } => values.needs_v2(),
+            Encoding::Huffman { inner } => inner.needs_v2(),
+            _ => false,
+        }
+    }
+
     /// Parses the CLI spelling (the inverse of `Display`): `dense`,
     /// `packed4`, `bitplanes2`, `codebook5`, `codebook5h` (fp16 centroids),
     /// `csr5:<values>`, `csc5:<values>` (`csr:<values>` = auto width),
@@ -123,6 +148,22 @@ impl Encoding {
         if s == "dense" {
             return Ok(Encoding::Dense);
         }
+        if s == "constant" {
+            return Ok(Encoding::Constant);
+        }
+        if s == "fp16" {
+            return Ok(Encoding::Fp16);
+        }
+        if let Some(rest) = s.strip_prefix("product:") {
+            let (a, b) = rest
+                .split_once('*')
+                .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+                .ok_or_else(|| format!("'{s}': write product:<tensor>*<tensor>"))?;
+            return Ok(Encoding::Product {
+                a: a.to_string(),
+                b: b.to_string(),
+            });
+        }
         if let Some(b) = s.strip_prefix("dc") {
             return Ok(Encoding::deep_compression(num(b, "the codebook")?));
         }
@@ -148,7 +189,8 @@ impl Encoding {
         }
         Err(format!(
             "unknown encoding '{s}' (dense, packed<b>, bitplanes<b>, codebook<b>[h], \
-             csr<b>:<values>, csc<b>:<values>, huffman:<inner>, dc<b>)"
+             csr<b>:<values>, csc<b>:<values>, huffman:<inner>, dc<b>, constant, fp16, \
+             product:<a>*<b>)"
         ))
     }
 
@@ -170,6 +212,15 @@ impl Encoding {
             Encoding::Huffman { inner } => {
                 out.push(5);
                 inner.write(out);
+            }
+            Encoding::Constant => out.push(6),
+            Encoding::Fp16 => out.push(7),
+            Encoding::Product { a, b } => {
+                out.push(8);
+                for name in [a, b] {
+                    super::codec::put_varint(out, name.len() as u64);
+                    out.extend_from_slice(name.as_bytes());
+                }
             }
         }
     }
@@ -217,6 +268,23 @@ impl Encoding {
             5 => Encoding::Huffman {
                 inner: Box::new(Self::read_depth(b, pos, depth + 1)?),
             },
+            6 => Encoding::Constant,
+            7 => Encoding::Fp16,
+            8 => {
+                let mut name = || -> Result<String, String> {
+                    let len = super::codec::get_varint(b, pos, "operand name length")
+                        .map_err(|e| e.to_string())? as usize;
+                    let bytes = b
+                        .get(*pos..pos.saturating_add(len))
+                        .ok_or("product operand name truncated")?;
+                    *pos += len;
+                    String::from_utf8(bytes.to_vec())
+                        .map_err(|_| "product operand name is not UTF-8".to_string())
+                };
+                let a = name()?;
+                let b = name()?;
+                Encoding::Product { a, b }
+            }
             t => return Err(format!("unknown encoding tag {t}")),
         })
     }
@@ -244,6 +312,9 @@ impl fmt::Display for Encoding {
                 }
             }
             Encoding::Huffman { inner } => write!(f, "huffman:{inner}"),
+            Encoding::Constant => f.write_str("constant"),
+            Encoding::Fp16 => f.write_str("fp16"),
+            Encoding::Product { a, b } => write!(f, "product:{a}*{b}"),
         }
     }
 }
@@ -265,6 +336,9 @@ mod tests {
             "csr3:packed4",
             "huffman:csr:codebook5",
             "huffman:packed8",
+            "constant",
+            "fp16",
+            "product:x_scale*w_scale",
         ] {
             let e = Encoding::parse(s).unwrap();
             assert_eq!(e.to_string(), s);
@@ -288,5 +362,12 @@ mod tests {
             "too deep"
         );
         assert!(Encoding::read(&[3, 5], &mut 0).is_err(), "truncated");
+        assert!(
+            Encoding::read(&[8, 3, b'a'], &mut 0).is_err(),
+            "truncated name"
+        );
+        assert!(Encoding::parse("product:a").is_err());
+        assert!(Encoding::parse("product:*b").is_err());
+        assert!(Encoding::Fp16.needs_v2() && !Encoding::parse("dc5").unwrap().needs_v2());
     }
 }

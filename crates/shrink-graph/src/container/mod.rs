@@ -16,13 +16,13 @@
 //! says how [`save_shrink`] stores each one (absent = `Dense`). Every
 //! encoding is lossless: `load_shrink(save_shrink(g)) == g`.
 //!
-//! # File layout (version 1), little-endian, `varint` = LEB128
+//! # File layout (versions 1 and 2), little-endian, `varint` = LEB128
 //!
 //! ```text
 //!  magic     8 bytes   89 'S' 'H' 'R' 'K' 0D 0A 1A   (PNG-style: catches text-mode mangling)
-//!  version   u16       1
+//!  version   u16       1 or 2
 //!  sections  varint    count, then per section:
-//!              kind     u8      1 graph · 2 provenance · 3 tensor
+//!              kind     u8      1 graph · 2 provenance · 3 tensor · 4 bundle (v2)
 //!              name     varint length + UTF-8 (tensor name; empty otherwise)
 //!              length   varint  bytes of the section body
 //!              check    8 bytes first 8 bytes of SHA-256 of the body
@@ -39,9 +39,22 @@
 //!   `varint` rank, `varint` dims, the encoding descriptor, then the payload
 //!   of `codec` (parts: fixed-width code streams or Huffman frames).
 //!
+//! - bundle (version 2, kind 4, at most one): zlib-deflated `varint` count,
+//!   then per tensor `varint` name length, name, `varint` body length and the
+//!   body of a tensor section — small tensors (scales, zero points, biases)
+//!   without a table entry and checksum each ([`WriteOptions::bundle_below`]).
+//!
+//! Version 2 adds the bundle and the encodings `constant`, `fp16` and
+//! `product:a*b` (a tensor derived at load as the f32 product of two stored
+//! ones: the int32 bias scale `s_x·s_w[c]`); a file uses version 2 only when
+//! it holds one of them, so files without them stay readable by version-1
+//! readers, and this reader reads both.
+//!
 //! A tensor's *stored bytes* are its table entry plus its body, so the
 //! per-tensor figures, the graph, the provenance and the file header add up
-//! to the file size exactly ([`ShrinkFile::check_sizes`]).
+//! to the file size exactly ([`ShrinkFile::check_sizes`]); a bundled tensor's
+//! figure is its record before deflation, and the bundle's real bytes are
+//! [`ShrinkFile::bundle_bytes`].
 //!
 //! Files are written atomically: a temporary file in the target directory,
 //! fsync, rename; on any error the temporary file is removed and the
@@ -65,12 +78,30 @@ use std::path::{Path, PathBuf};
 
 /// First bytes of every `.shrink` file.
 pub const MAGIC: [u8; 8] = [0x89, b'S', b'H', b'R', b'K', 0x0d, 0x0a, 0x1a];
-/// Format version this code writes and reads.
-pub const VERSION: u16 = 1;
+/// Newest format version this code writes and reads (it reads every older
+/// one). A file is written at the lowest version that holds it: version 1
+/// unless it uses a version-2 encoding ([`Encoding::needs_v2`]) or a bundle.
+pub const VERSION: u16 = 2;
 
 const KIND_GRAPH: u8 = 1;
 const KIND_PROVENANCE: u8 = 2;
 const KIND_TENSOR: u8 = 3;
+/// Version 2: small tensors together, zlib-deflated (see [`WriteOptions`]).
+const KIND_BUNDLE: u8 = 4;
+
+/// How [`save_shrink_with`] lays a file out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Tensors whose section body is at most this many bytes go into one
+    /// deflated bundle section instead of a section each (0: no bundle).
+    /// A QDQ model has several small tensors per layer (scales, zero points,
+    /// biases): each own section costs its name plus ~11 bytes of table
+    /// entry and checksum, ~50 bytes, which for MobileNetV2-tiny's ~250
+    /// quantisation parameters is a third of a W2 model. In a bundle their
+    /// names (shared prefixes) deflate to a few bytes each and one checksum
+    /// covers them all.
+    pub bundle_below: usize,
+}
 
 /// Where a model came from and what was done to it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -169,6 +200,11 @@ pub struct StoredTensor {
     /// Elements whose bit pattern is not zero.
     pub nonzero: usize,
     pub streams: Vec<StreamStats>,
+    /// Stored in the bundle section: `stored_bytes` is then its record
+    /// before deflation, and [`ShrinkFile::bundle_bytes`] what the bundle
+    /// really takes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bundled: bool,
 }
 
 fn dtype_name<S: serde::Serializer>(d: &DType, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -200,12 +236,19 @@ pub struct ShrinkFile {
     pub graph_bytes: usize,
     /// Table entry + body of the provenance section.
     pub provenance_bytes: usize,
+    /// Table entry + deflated body of the bundle section (0: none).
+    pub bundle_bytes: usize,
 }
 
 impl ShrinkFile {
-    /// Bytes of every tensor together.
+    /// Bytes of every tensor together: own sections plus the bundle.
     pub fn tensor_bytes(&self) -> usize {
-        self.tensors.iter().map(|t| t.stored_bytes).sum()
+        self.tensors
+            .iter()
+            .filter(|t| !t.bundled)
+            .map(|t| t.stored_bytes)
+            .sum::<usize>()
+            + self.bundle_bytes
     }
 
     /// Whether header + graph + provenance + tensors = the file size.
@@ -265,6 +308,48 @@ fn skeleton(g: &Graph) -> Graph {
 
 /// Serialises a graph to `.shrink` bytes; see the module docs.
 pub fn to_shrink_bytes(g: &Graph, prov: &Provenance) -> Result<(Vec<u8>, ShrinkFile)> {
+    to_shrink_bytes_with(g, prov, &WriteOptions::default())
+}
+
+/// The f32 product `a[i]·b[i]` (one-element operands broadcast) of two
+/// initializers of `g`, for a tensor of `numel` elements; errors say why not.
+fn product_of(
+    name: &str,
+    numel: usize,
+    a: &str,
+    b: &str,
+    get: &dyn Fn(&str) -> Option<(Tensor, bool)>,
+) -> std::result::Result<Vec<f32>, String> {
+    let operand = |o: &str| -> std::result::Result<Vec<f32>, String> {
+        let (t, derived) = get(o).ok_or_else(|| format!("operand '{o}' is not a stored tensor"))?;
+        if derived {
+            return Err(format!("operand '{o}' is itself derived"));
+        }
+        if o == name {
+            return Err("a tensor cannot be derived from itself".into());
+        }
+        if t.dtype() != DType::F32 {
+            return Err(format!("operand '{o}' is {}, not f32", t.dtype().name()));
+        }
+        if t.len() != 1 && t.len() != numel {
+            return Err(format!(
+                "operand '{o}' has {} elements for a tensor of {numel}",
+                t.len()
+            ));
+        }
+        Ok(t.to_f32_vec())
+    };
+    let (va, vb) = (operand(a)?, operand(b)?);
+    let at = |v: &[f32], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+    Ok((0..numel).map(|i| at(&va, i) * at(&vb, i)).collect())
+}
+
+/// [`to_shrink_bytes`] with layout options.
+pub fn to_shrink_bytes_with(
+    g: &Graph,
+    prov: &Provenance,
+    opts: &WriteOptions,
+) -> Result<(Vec<u8>, ShrinkFile)> {
     if let Some(name) = g
         .encodings
         .keys()
@@ -289,10 +374,45 @@ pub fn to_shrink_bytes(g: &Graph, prov: &Provenance) -> Result<(Vec<u8>, ShrinkF
         body: deflate(&prov_json),
     });
     let mut tensors = Vec::with_capacity(g.initializers.len());
+    let mut bundle: Vec<u8> = Vec::new();
+    let mut bundled = 0u64;
+    let mut v2 = false;
+    let lookup = |o: &str| -> Option<(Tensor, bool)> {
+        g.initializers.get(o).map(|t| {
+            let derived = matches!(g.encodings.get(o), Some(Encoding::Product { .. }));
+            (t.clone(), derived)
+        })
+    };
     for (name, t) in &g.initializers {
         let enc = g.encodings.get(name).cloned().unwrap_or_default();
-        let e = encode_tensor(t, &enc)
-            .map_err(|e| GraphError::Invalid(format!("tensor '{name}' as {enc}: {}", strip(&e))))?;
+        v2 |= enc.needs_v2();
+        let e = match &enc {
+            Encoding::Product { a, b } => {
+                let fail =
+                    |m: String| GraphError::Invalid(format!("tensor '{name}' as {enc}: {m}"));
+                if t.dtype() != DType::F32 {
+                    return Err(fail(format!("{} is not f32", t.dtype().name())));
+                }
+                let v = product_of(name, t.len(), a, b, &lookup).map_err(fail)?;
+                let same = v
+                    .iter()
+                    .zip(t.to_f32_vec())
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                if !same {
+                    return Err(fail(
+                        "the product of its operands differs from the tensor".into(),
+                    ));
+                }
+                EncodedTensor {
+                    encoding: enc.clone(),
+                    payload: Vec::new(),
+                    streams: Vec::new(),
+                }
+            }
+            _ => encode_tensor(t, &enc).map_err(|e| {
+                GraphError::Invalid(format!("tensor '{name}' as {enc}: {}", strip(&e)))
+            })?,
+        };
         let mut body = Vec::with_capacity(e.payload.len() + 16);
         body.push(t.dtype().onnx_code() as u8);
         put_varint(&mut body, t.rank() as u64);
@@ -301,6 +421,18 @@ pub fn to_shrink_bytes(g: &Graph, prov: &Provenance) -> Result<(Vec<u8>, ShrinkF
         }
         e.encoding.write(&mut body);
         body.extend_from_slice(&e.payload);
+        let in_bundle = body.len() <= opts.bundle_below;
+        let stored_bytes = if in_bundle {
+            let start = bundle.len();
+            put_varint(&mut bundle, name.len() as u64);
+            bundle.extend_from_slice(name.as_bytes());
+            put_varint(&mut bundle, body.len() as u64);
+            bundle.extend_from_slice(&body);
+            bundled += 1;
+            bundle.len() - start
+        } else {
+            0
+        };
         let s = Section {
             kind: KIND_TENSOR,
             name: name.clone(),
@@ -311,15 +443,39 @@ pub fn to_shrink_bytes(g: &Graph, prov: &Provenance) -> Result<(Vec<u8>, ShrinkF
             dtype: t.dtype(),
             shape: t.shape().to_vec(),
             encoding: e.encoding,
-            stored_bytes: entry_len(&s) + s.body.len(),
+            stored_bytes: if in_bundle {
+                stored_bytes
+            } else {
+                entry_len(&s) + s.body.len()
+            },
             nonzero: count_nonzero(t),
             streams: e.streams,
+            bundled: in_bundle,
         });
-        sections.push(s);
+        if !in_bundle {
+            sections.push(s);
+        }
     }
+    let mut bundle_bytes = 0;
+    if bundled > 0 {
+        v2 = true;
+        let mut raw = Vec::with_capacity(bundle.len() + 4);
+        put_varint(&mut raw, bundled);
+        raw.extend_from_slice(&bundle);
+        let s = Section {
+            kind: KIND_BUNDLE,
+            name: String::new(),
+            body: deflate(&raw),
+        };
+        bundle_bytes = entry_len(&s) + s.body.len();
+        sections.insert(2, s);
+        // The accounting lists tensors in file order, as the reader does.
+        tensors.sort_by_key(|t| !t.bundled);
+    }
+    let version: u16 = if v2 { 2 } else { 1 };
     let mut out = Vec::new();
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     put_varint(&mut out, sections.len() as u64);
     let header_bytes = out.len();
     for s in &sections {
@@ -343,7 +499,8 @@ pub fn to_shrink_bytes(g: &Graph, prov: &Provenance) -> Result<(Vec<u8>, ShrinkF
     let info = ShrinkFile {
         graph,
         provenance: prov.clone(),
-        version: VERSION,
+        version,
+        bundle_bytes,
         file_bytes: out.len(),
         header_bytes,
         graph_bytes: entry_len(&sections[0]) + sections[0].body.len(),
@@ -369,8 +526,18 @@ fn strip(e: &GraphError) -> String {
 
 /// Writes `g` to `path` atomically; returns what was written, byte by byte.
 pub fn save_shrink(g: &Graph, prov: &Provenance, path: impl AsRef<Path>) -> Result<ShrinkFile> {
+    save_shrink_with(g, prov, path, &WriteOptions::default())
+}
+
+/// [`save_shrink`] with layout options.
+pub fn save_shrink_with(
+    g: &Graph,
+    prov: &Provenance,
+    path: impl AsRef<Path>,
+    opts: &WriteOptions,
+) -> Result<ShrinkFile> {
     let path = path.as_ref();
-    let (bytes, info) = to_shrink_bytes(g, prov).map_err(|e| GraphError::File {
+    let (bytes, info) = to_shrink_bytes_with(g, prov, opts).map_err(|e| GraphError::File {
         path: path.display().to_string(),
         msg: strip(&e),
     })?;
@@ -448,9 +615,9 @@ pub fn from_shrink_bytes(bytes: &[u8]) -> Result<ShrinkFile> {
         return Err(inv("not a .shrink file (bad magic)".into()));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(inv(format!(
-            "format version {version}; this shrink reads version {VERSION}"
+            "format version {version}; this shrink reads versions 1 to {VERSION}"
         )));
     }
     let mut pos = 10;
@@ -498,14 +665,16 @@ pub fn from_shrink_bytes(bytes: &[u8]) -> Result<ShrinkFile> {
     let header_bytes = header_bytes + 8;
     let mut graph: Option<Graph> = None;
     let mut prov: Option<Provenance> = None;
-    let (mut graph_bytes, mut provenance_bytes) = (0, 0);
+    let (mut graph_bytes, mut provenance_bytes, mut bundle_bytes) = (0, 0, 0);
     let mut tensors = Vec::new();
     let mut inits = Vec::new();
+    let mut derived: Vec<(String, Vec<usize>, String, String)> = Vec::new();
     for (i, (kind, name, len, check, entry)) in table.into_iter().enumerate() {
         let label = match kind {
             KIND_GRAPH => "graph".to_string(),
             KIND_PROVENANCE => "provenance".to_string(),
             KIND_TENSOR => format!("tensor '{name}'"),
+            KIND_BUNDLE => "bundle".to_string(),
             k => format!("#{i} of unknown kind {k}"),
         };
         let err = |m: String| inv(format!("section {label}: {m}"));
@@ -528,17 +697,65 @@ pub fn from_shrink_bytes(bytes: &[u8]) -> Result<ShrinkFile> {
                 provenance_bytes = entry + len;
             }
             KIND_TENSOR => {
-                let (t, st) = read_tensor(body).map_err(|e| err(strip(&e)))?;
-                tensors.push(StoredTensor {
-                    name: name.clone(),
-                    stored_bytes: entry + len,
-                    nonzero: count_nonzero(&t.0),
-                    dtype: t.0.dtype(),
-                    shape: t.0.shape().to_vec(),
-                    encoding: t.1,
-                    streams: st,
-                });
-                inits.push((name, t.0));
+                let r = read_tensor(body).map_err(|e| err(strip(&e)))?;
+                accept(
+                    r,
+                    name,
+                    entry + len,
+                    false,
+                    &mut tensors,
+                    &mut inits,
+                    &mut derived,
+                )
+                .map_err(|e| err(strip(&e)))?;
+            }
+            KIND_BUNDLE if version >= 2 => {
+                if bundle_bytes != 0 {
+                    return Err(err("a second bundle".into()));
+                }
+                bundle_bytes = entry + len;
+                let raw = inflate(body, 1 << 32).map_err(&err)?;
+                let mut p = 0;
+                let n = get_varint(&raw, &mut p, "bundle count").map_err(|e| err(strip(&e)))?;
+                if n > raw.len() as u64 {
+                    return Err(err(format!("{n} tensors announced in {} bytes", raw.len())));
+                }
+                for k in 0..n {
+                    let start = p;
+                    let rec_err = |m: String| err(format!("tensor #{k}: {m}"));
+                    let nlen = get_varint(&raw, &mut p, "name length")
+                        .map_err(|e| rec_err(strip(&e)))? as usize;
+                    let tname = raw
+                        .get(p..p.saturating_add(nlen))
+                        .ok_or_else(|| rec_err("truncated name".into()))?;
+                    let tname = String::from_utf8(tname.to_vec())
+                        .map_err(|_| rec_err("name is not UTF-8".into()))?;
+                    p += nlen;
+                    let blen = get_varint(&raw, &mut p, "body length")
+                        .map_err(|e| rec_err(strip(&e)))? as usize;
+                    let tb = raw
+                        .get(p..p.saturating_add(blen))
+                        .ok_or_else(|| rec_err(format!("'{tname}' truncated")))?;
+                    p += blen;
+                    let r = read_tensor(tb)
+                        .map_err(|e| rec_err(format!("'{tname}': {}", strip(&e))))?;
+                    accept(
+                        r,
+                        tname,
+                        p - start,
+                        true,
+                        &mut tensors,
+                        &mut inits,
+                        &mut derived,
+                    )
+                    .map_err(|e| err(strip(&e)))?;
+                }
+                if p != raw.len() {
+                    return Err(err(format!(
+                        "{} bytes after the last tensor",
+                        raw.len() - p
+                    )));
+                }
             }
             _ => return Err(err("unknown section kind".into())),
         }
@@ -556,6 +773,34 @@ pub fn from_shrink_bytes(bytes: &[u8]) -> Result<ShrinkFile> {
             return Err(inv(format!("tensor '{name}' is stored twice")));
         }
     }
+    // Derived tensors last: their operands are stored ones (never derived).
+    let stored = graph.initializers.clone();
+    let derived_names: std::collections::BTreeSet<&str> =
+        derived.iter().map(|d| d.0.as_str()).collect();
+    let get = |o: &str| {
+        stored
+            .get(o)
+            .map(|t| (t.clone(), derived_names.contains(o)))
+    };
+    for (name, shape, a, b) in &derived {
+        let numel: usize = shape.iter().product();
+        let v = product_of(name, numel, a, b, &get)
+            .map_err(|m| inv(format!("section tensor '{name}': {m}")))?;
+        let t = Tensor::from_vec(shape.clone(), v)?;
+        if graph.initializers.insert(name.clone(), t).is_some() {
+            return Err(inv(format!("tensor '{name}' is stored twice")));
+        }
+    }
+    // Initializers in the order the file lists them (the writer's order).
+    let order: Vec<String> = tensors.iter().map(|t| t.name.clone()).collect();
+    let mut sorted = indexmap::IndexMap::new();
+    for n in &order {
+        if let Some(t) = graph.initializers.shift_remove(n) {
+            sorted.insert(n.clone(), t);
+        }
+    }
+    sorted.extend(graph.initializers.drain(..));
+    graph.initializers = sorted;
     for t in &tensors {
         if t.encoding != Encoding::Dense {
             graph.encodings.insert(t.name.clone(), t.encoding.clone());
@@ -566,6 +811,7 @@ pub fn from_shrink_bytes(bytes: &[u8]) -> Result<ShrinkFile> {
         provenance,
         version,
         tensors,
+        bundle_bytes,
         file_bytes: bytes.len(),
         header_bytes,
         graph_bytes,
@@ -573,7 +819,74 @@ pub fn from_shrink_bytes(bytes: &[u8]) -> Result<ShrinkFile> {
     })
 }
 
-type ReadTensor = ((Tensor, Encoding), Vec<StreamStats>);
+/// A tensor as its section holds it: decoded, or the operands it derives from.
+enum ReadTensor {
+    Decoded(Tensor, Encoding, Vec<StreamStats>),
+    Derived {
+        dtype: DType,
+        shape: Vec<usize>,
+        encoding: Encoding,
+        a: String,
+        b: String,
+    },
+}
+
+type Derived = (String, Vec<usize>, String, String);
+
+/// Records one read tensor (decoded now, or derived once all are read).
+fn accept(
+    r: ReadTensor,
+    name: String,
+    stored_bytes: usize,
+    bundled: bool,
+    tensors: &mut Vec<StoredTensor>,
+    inits: &mut Vec<(String, Tensor)>,
+    derived: &mut Vec<Derived>,
+) -> Result<()> {
+    match r {
+        ReadTensor::Decoded(t, encoding, streams) => {
+            tensors.push(StoredTensor {
+                name: name.clone(),
+                stored_bytes,
+                nonzero: count_nonzero(&t),
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+                encoding,
+                streams,
+                bundled,
+            });
+            inits.push((name, t));
+        }
+        ReadTensor::Derived {
+            dtype,
+            shape,
+            encoding,
+            a,
+            b,
+        } => {
+            if dtype != DType::F32 {
+                return Err(GraphError::Invalid(format!(
+                    "derived tensor '{name}' is {}, not f32",
+                    dtype.name()
+                )));
+            }
+            let numel: usize = shape.iter().product();
+            tensors.push(StoredTensor {
+                name: name.clone(),
+                stored_bytes,
+                // The product's bits are checked once its operands are read.
+                nonzero: numel,
+                dtype,
+                shape: shape.clone(),
+                encoding,
+                streams: Vec::new(),
+                bundled,
+            });
+            derived.push((name, shape, a, b));
+        }
+    }
+    Ok(())
+}
 
 fn read_tensor(body: &[u8]) -> Result<ReadTensor> {
     let inv = |m: String| GraphError::Invalid(m);
@@ -598,7 +911,13 @@ fn read_tensor(body: &[u8]) -> Result<ReadTensor> {
         .ok_or_else(|| inv(format!("shape {shape:?} overflows")))?;
     // Dense elements take at least one bit each: a cheap sanity bound before
     // allocating (sparse and entropy-coded payloads may be far smaller).
-    if !enc.is_sparse() && !enc.is_huffman() && dtype != DType::String {
+    let tiny = matches!(enc, Encoding::Constant | Encoding::Product { .. });
+    if tiny && numel > (1usize << 26) {
+        return Err(inv(format!(
+            "shape {shape:?} is implausibly large for a {enc} tensor"
+        )));
+    }
+    if !tiny && !enc.is_sparse() && !enc.is_huffman() && dtype != DType::String {
         let need = (numel as u128 * dtype.bits().min(1) as u128).div_ceil(8);
         if need > (body.len() - pos) as u128 {
             return Err(inv(format!(
@@ -609,9 +928,21 @@ fn read_tensor(body: &[u8]) -> Result<ReadTensor> {
     if numel > (1usize << 36) {
         return Err(inv(format!("shape {shape:?} is implausibly large")));
     }
+    if let Encoding::Product { a, b } = &enc {
+        if pos != body.len() {
+            return Err(inv("a derived tensor with a payload".into()));
+        }
+        return Ok(ReadTensor::Derived {
+            dtype,
+            shape,
+            a: a.clone(),
+            b: b.clone(),
+            encoding: enc,
+        });
+    }
     let (data, st) = decode_tensor(dtype, &shape, &enc, &body[pos..])?;
     let t = Tensor::new(shape, data)?;
-    Ok(((t, enc), st))
+    Ok(ReadTensor::Decoded(t, enc, st))
 }
 
 #[cfg(test)]

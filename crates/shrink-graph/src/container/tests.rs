@@ -372,3 +372,192 @@ fn all_dtypes_dense_round_trip() {
         }
     }
 }
+
+/// The sample graph with a QDQ bias: int32 codes, scale `s_x · s_w[c]`
+/// (fp16-exact weight scales), zero points all 0.
+fn compact_graph() -> Graph {
+    let mut g = sample_graph();
+    let sw: Vec<f32> = (0..32)
+        .map(|c| half::f16::from_f32(0.003 + c as f32 * 1.7e-4).to_f32())
+        .collect();
+    let sx = 0.023_517_f32;
+    g.initializers.insert(
+        "wq_scale".into(),
+        Tensor::from_vec(vec![32], sw.clone()).unwrap(),
+    );
+    g.initializers.insert(
+        "x_scale".into(),
+        Tensor::from_vec(vec![], vec![sx]).unwrap(),
+    );
+    g.initializers.insert(
+        "bq".into(),
+        Tensor::from_vec(
+            vec![32],
+            (0..32).map(|i| i * 91 - 1400).collect::<Vec<i32>>(),
+        )
+        .unwrap(),
+    );
+    g.initializers.insert(
+        "bq_scale".into(),
+        Tensor::from_vec(vec![32], sw.iter().map(|&s| sx * s).collect()).unwrap(),
+    );
+    g.initializers.insert(
+        "bq_zero".into(),
+        Tensor::from_vec(vec![32], vec![0i32; 32]).unwrap(),
+    );
+    g.encodings.insert("wq_scale".into(), Encoding::Fp16);
+    g.encodings.insert("wq_zero".into(), Encoding::Constant);
+    g.encodings.insert("bq_zero".into(), Encoding::Constant);
+    g.encodings.insert(
+        "bq_scale".into(),
+        Encoding::Product {
+            a: "x_scale".into(),
+            b: "wq_scale".into(),
+        },
+    );
+    g
+}
+
+fn without_producer(back: &Graph) -> Graph {
+    let mut b = back.clone();
+    b.metadata.remove("producer_name");
+    b.metadata.remove("producer_version");
+    b
+}
+
+#[test]
+fn version_2_encodings_and_bundle_round_trip_bit_exactly() {
+    let g = compact_graph();
+    for bundle_below in [0, 200] {
+        let opts = WriteOptions { bundle_below };
+        let (bytes, info) = to_shrink_bytes_with(&g, &Provenance::new(), &opts).unwrap();
+        assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2);
+        assert!(info.check_sizes());
+        let back = from_shrink_bytes(&bytes).unwrap();
+        assert!(back.check_sizes());
+        assert_eq!(back.version, 2);
+        assert_eq!(back.tensors, info.tensors);
+        assert_eq!(back.bundle_bytes, info.bundle_bytes);
+        let b = without_producer(&back.graph);
+        for (k, t) in &g.initializers {
+            let u = &b.initializers[k];
+            assert_eq!(u.dtype(), t.dtype(), "{k}");
+            assert_eq!(u.shape(), t.shape(), "{k}");
+            let (p, q) = (
+                elements::to_patterns(t.data()).unwrap(),
+                elements::to_patterns(u.data()).unwrap(),
+            );
+            assert_eq!(p, q, "{k} changed");
+        }
+        assert_eq!(b.encodings, info.graph.encodings);
+        // what the derived and constant tensors cost
+        let cost = |n: &str| {
+            info.tensors
+                .iter()
+                .find(|t| t.name == n)
+                .unwrap()
+                .stored_bytes
+        };
+        let plain = to_shrink_bytes(&sample_graph(), &Provenance::new())
+            .unwrap()
+            .1;
+        let plain_zero = plain
+            .tensors
+            .iter()
+            .find(|t| t.name == "wq_zero")
+            .unwrap()
+            .stored_bytes;
+        assert!(cost("wq_zero") < plain_zero, "constant is smaller");
+        if bundle_below == 0 {
+            assert!(cost("bq_scale") < 64, "a product stores no elements");
+            assert_eq!(info.bundle_bytes, 0);
+        } else {
+            assert!(info.bundle_bytes > 0);
+            let in_bundle = info.tensors.iter().filter(|t| t.bundled).count();
+            assert!(in_bundle >= 5, "{in_bundle} bundled");
+            // one deflated section is smaller than the sections it replaces
+            let unbundled = to_shrink_bytes(&g, &Provenance::new()).unwrap().1;
+            assert!(info.file_bytes < unbundled.file_bytes);
+        }
+        // deterministic re-save
+        let (again, _) = to_shrink_bytes_with(&back.graph, &back.provenance, &opts).unwrap();
+        assert_eq!(again, bytes);
+        // every corruption is caught
+        for i in (0..bytes.len()).step_by(5) {
+            let mut c = bytes.clone();
+            c[i] ^= 0x04;
+            assert!(from_shrink_bytes(&c).is_err(), "flip at byte {i}");
+        }
+        for cut in (0..bytes.len()).step_by(11) {
+            assert!(from_shrink_bytes(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn version_1_files_are_still_written_and_read() {
+    let g = sample_graph();
+    let (bytes, info) = to_shrink_bytes(&g, &Provenance::new()).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 1);
+    assert_eq!(info.version, 1);
+    assert_eq!(from_shrink_bytes(&bytes).unwrap().version, 1);
+    // a future version is refused with a clear message
+    let mut b = bytes.clone();
+    b[8] = 3;
+    let e = from_shrink_bytes(&b).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("version 3"), "{e}");
+}
+
+#[test]
+fn version_2_refusals_are_clear() {
+    let g = compact_graph();
+    let e = try_enc_on(&g, "b", Encoding::Fp16);
+    assert!(e.contains("tensor 'b'") && e.contains("fp16"), "{e}");
+    let e = try_enc_on(&g, "wq", Encoding::Constant);
+    assert!(
+        e.contains("tensor 'wq'") && e.contains("not a constant"),
+        "{e}"
+    );
+    let wrong = Encoding::Product {
+        a: "x_scale".into(),
+        b: "b".into(),
+    };
+    let e = try_enc_on(&g, "bq_scale", wrong);
+    assert!(e.contains("differs"), "{e}");
+    let missing = Encoding::Product {
+        a: "nope".into(),
+        b: "wq_scale".into(),
+    };
+    let e = try_enc_on(&g, "bq_scale", missing);
+    assert!(
+        e.contains("'nope'") && e.contains("not a stored tensor"),
+        "{e}"
+    );
+    // a product of a product
+    let mut g2 = g.clone();
+    g2.initializers.insert(
+        "p2".into(),
+        Tensor::from_vec(
+            vec![32],
+            g.initializers["bq_scale"]
+                .to_f32_vec()
+                .iter()
+                .map(|v| v * 0.5)
+                .collect(),
+        )
+        .unwrap(),
+    );
+    g2.initializers.insert(
+        "half".into(),
+        Tensor::from_vec(vec![], vec![0.5f32]).unwrap(),
+    );
+    let e = try_enc_on(
+        &g2,
+        "p2",
+        Encoding::Product {
+            a: "bq_scale".into(),
+            b: "half".into(),
+        },
+    );
+    assert!(e.contains("itself derived"), "{e}");
+}

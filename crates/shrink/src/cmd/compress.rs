@@ -18,7 +18,7 @@ use shrink_compress::quantize::{stored_bytes, weight_bits};
 use shrink_compress::recipe::{CalibData, Context, ProvenanceLevel, Recipe};
 use shrink_data::{Dataset, Split};
 use shrink_energy::{estimate, layer_work, Assignment, MemoryConfig, Precision};
-use shrink_graph::container::{save_shrink, Provenance};
+use shrink_graph::container::{save_shrink_with, Provenance};
 use shrink_graph::Graph;
 use shrink_tensor::{DType, Tensor};
 use std::collections::HashMap;
@@ -254,7 +254,7 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         file_bytes = Some(
-            save_shrink(written, &prov, &args.output)
+            save_shrink_with(written, &prov, &args.output, &recipe.layout.write_options())
                 .with_context(|| format!("writing {}", args.output.display()))?
                 .file_bytes as f64,
         );

@@ -196,6 +196,7 @@ fn run_shrink(args: &Args) -> Result<()> {
             "graph_bytes": f.graph_bytes,
             "provenance_bytes": f.provenance_bytes,
             "tensor_bytes": f.tensor_bytes(),
+            "bundle_bytes": f.bundle_bytes,
             "fp32_bytes": fp32_bytes,
             "compression_vs_fp32": fp32_bytes as f64 / f.file_bytes as f64,
             "provenance": f.provenance,
@@ -209,6 +210,7 @@ fn run_shrink(args: &Args) -> Result<()> {
                 "nonzero": t.nonzero,
                 "kept_percent": 100.0 * t.nonzero as f64 / t.numel().max(1) as f64,
                 "stored_bytes": t.stored_bytes,
+                "bundled": t.bundled,
                 "bits_per_element": t.bits_per_element(),
                 "index_bits": t.encoding.index_bits(),
                 "codebook_bits": t.encoding.codebook_bits(),
@@ -264,7 +266,11 @@ fn run_shrink(args: &Args) -> Result<()> {
                 .index_bits()
                 .map(|b| b.to_string())
                 .unwrap_or_else(|| "-".into()),
-            t.stored_bytes,
+            if t.bundled {
+                format!("{}*", t.stored_bytes)
+            } else {
+                t.stored_bytes.to_string()
+            },
             dc.map(|d| d.p.to_string()).unwrap_or_else(|| "-".into()),
             opt(dc.and_then(|d| d.pq)),
             opt(dc.and_then(|d| d.pqh)),
@@ -293,6 +299,15 @@ fn run_shrink(args: &Args) -> Result<()> {
                 }
             );
         }
+    }
+    let bundled: Vec<_> = f.tensors.iter().filter(|t| t.bundled).collect();
+    if !bundled.is_empty() {
+        println!(
+            "\n* in the bundle: {} tensors, {} bytes of records deflated to {} bytes (entry included)",
+            bundled.len(),
+            bundled.iter().map(|t| t.stored_bytes).sum::<usize>(),
+            f.bundle_bytes
+        );
     }
     println!(
         "\ntotal: {} bytes = tensors {} + graph {} + provenance {} + header {}; \
