@@ -819,7 +819,7 @@ fn qmax_pool(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
     let y = match x.data() {
         TensorData::U8(v) => {
             let mut y = vec![0u8; pool.planes * oh * ow];
-            kpool::maxpool(&pool, v, &mut y).map_err(kerr)?;
+            kpool::maxpool_u8(&pool, v, &mut y).map_err(kerr)?;
             Tensor::from_vec(shape, y)?
         }
         TensorData::I8(v) => {
