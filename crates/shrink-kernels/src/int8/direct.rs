@@ -38,6 +38,17 @@ pub fn fits(s: &Conv2d) -> bool {
     directconv::fits(s) && s.k() <= MAX_K
 }
 
+/// Whether [`image`] runs `s` on the `vpdpbusd` path on this CPU (for
+/// kernel labels).
+pub fn uses_vnni(s: &Conv2d) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if cpu::best() >= Isa::Avx512 && fits(s) && vnni::fits(s) {
+        return true;
+    }
+    let _ = s;
+    false
+}
+
 /// Centred weights `q_w − z_w` as f32, ONNX order `C_out × C_in × kh × kw`,
 /// prepared once per session.
 #[derive(Debug, Clone)]
@@ -338,7 +349,7 @@ fn requant_body(acc: &[f32], rq: &Requant, c: usize, out: &mut [u8]) {
 mod vnni {
     use super::{DirectWeights, Source};
     use crate::conv::Conv2d;
-    use crate::int8::elementwise::quantize_one;
+    use crate::int8::elementwise::quantize;
     use crate::int8::Requant;
     use std::arch::x86_64::*;
 
@@ -377,8 +388,13 @@ mod vnni {
                         lo,
                         hi,
                     } => {
-                        for (d, &v) in dst.iter_mut().zip(&x[at..at + s.w]) {
-                            *d = (quantize_one(v, scale, zero, lo, hi) - lo) as u8;
+                        // Lengths are equal by construction.
+                        let _ = quantize(&x[at..at + s.w], scale, zero, lo, hi, dst);
+                        if lo < 0 {
+                            // Two's complement i8 codes to q − lo = q + 128.
+                            for d in dst.iter_mut() {
+                                *d ^= 0x80;
+                            }
                         }
                     }
                 }

@@ -169,10 +169,38 @@ pub fn quantize_with(
     Ok(())
 }
 
+/// 16 values at a time with [`quantize_one`]'s steps: IEEE division,
+/// round half to even, NaN lanes to 0, clamp, convert, narrow to bytes
+/// (the scalar `as` casts would not vectorise: they saturate).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 unsafe fn quantize_avx512(x: &[f32], scale: f32, zero: i32, lo: i32, hi: i32, out: &mut [u8]) {
-    quantize_body(x, scale, zero, lo, hi, out)
+    use std::arch::x86_64::*;
+    let n = x.len().min(out.len());
+    let vs = _mm512_set1_ps(scale);
+    let vl = _mm512_set1_ps((lo - zero) as f32);
+    let vh = _mm512_set1_ps((hi - zero) as f32);
+    let vz = _mm512_set1_epi32(zero);
+    let mut i = 0;
+    while i < n {
+        let k: __mmask16 = if n - i >= 16 {
+            0xffff
+        } else {
+            (1u16 << (n - i)) - 1
+        };
+        // SAFETY: lanes of mask k lie below n ≤ both lengths.
+        let v = _mm512_maskz_loadu_ps(k, x.as_ptr().add(i));
+        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_div_ps(v, vs),
+        );
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r);
+        let r = _mm512_maskz_mov_ps(ordered, r);
+        let r = _mm512_min_ps(_mm512_max_ps(r, vl), vh);
+        let q = _mm512_add_epi32(_mm512_cvttps_epi32(r), vz);
+        // SAFETY: as above; vpmovdb keeps each lane's low byte (`as u8`).
+        _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, k, q);
+        i += 16;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -443,7 +443,11 @@ fn qconv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let kerr = |e: shrink_kernels::KernelError| ctx.error(e.to_string());
     let threads = rayon::current_num_threads();
     if let Some((c2, dw)) = &st.direct {
-        ctx.set_kernel(format!("int8 direct conv {kname} (exact f32){quantising}"));
+        ctx.set_kernel(if direct::uses_vnni(c2) {
+            format!("int8-vnni direct conv {kname}{quantising}")
+        } else {
+            format!("int8 direct conv {kname} (exact f32){quantising}")
+        });
         let (x_lo, x_hi) = l.x_range();
         let codes_u8 = (l.x.dtype() != DType::F32).then(|| as_u8(l.x, l.q.x_zero));
         let xf = match l.x.data() {
