@@ -229,16 +229,15 @@ mod avx512 {
         };
         let kout: __mmask32 = if ow >= 32 { !0 } else { (1u32 << ow) - 1 };
         let low = _mm512_set1_epi16(0xff);
-        for (plane, o) in x
-            .chunks_exact(p.h * p.w)
-            .zip(out.chunks_exact_mut(oh * ow))
-        {
+        for (plane, o) in x.chunks_exact(p.h * p.w).zip(out.chunks_exact_mut(oh * ow)) {
             for oy in 0..oh {
                 // SAFETY: rows 2·oy and 2·oy + 1 < h; 2·ow ≤ w bytes read
                 // from each (masked), ow written at oy·ow of the plane.
                 let r0 = _mm512_maskz_loadu_epi8(kin, plane.as_ptr().add(2 * oy * p.w) as *const _);
-                let r1 =
-                    _mm512_maskz_loadu_epi8(kin, plane.as_ptr().add((2 * oy + 1) * p.w) as *const _);
+                let r1 = _mm512_maskz_loadu_epi8(
+                    kin,
+                    plane.as_ptr().add((2 * oy + 1) * p.w) as *const _,
+                );
                 let v = _mm512_max_epu8(r0, r1);
                 let m = _mm512_max_epu16(_mm512_and_si512(v, low), _mm512_srli_epi16::<8>(v));
                 _mm512_mask_cvtepi16_storeu_epi8(o.as_mut_ptr().add(oy * ow) as *mut _, kout, m);
@@ -348,7 +347,14 @@ mod tests {
     #[test]
     fn maxpool_u8_paths_equal_generic() {
         let mut v = 12345u32;
-        for &(h, w, k, st) in &[(28, 28, 2, 2), (10, 10, 2, 2), (7, 9, 2, 2), (4, 64, 2, 2), (5, 70, 2, 2), (9, 9, 3, 2)] {
+        for &(h, w, k, st) in &[
+            (28, 28, 2, 2),
+            (10, 10, 2, 2),
+            (7, 9, 2, 2),
+            (4, 64, 2, 2),
+            (5, 70, 2, 2),
+            (9, 9, 3, 2),
+        ] {
             let p = Pool2d {
                 planes: 3,
                 h,

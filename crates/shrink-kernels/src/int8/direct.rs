@@ -86,7 +86,10 @@ impl DirectWeights {
         Ok(DirectWeights {
             w: w.iter().map(|&v| v as f32).collect(),
             quads,
-            wsum: w.chunks(k).map(|r| r.iter().map(|&v| v as i32).sum()).collect(),
+            wsum: w
+                .chunks(k)
+                .map(|r| r.iter().map(|&v| v as i32).sum())
+                .collect(),
         })
     }
 }
@@ -156,7 +159,11 @@ pub fn image_with(
     }
     let (oh, ow) = s.out_hw();
     let p = oh * ow;
-    check_len("int8 direct conv input (C×H×W)", s.c_in * s.h * s.w, src.len())?;
+    check_len(
+        "int8 direct conv input (C×H×W)",
+        s.c_in * s.h * s.w,
+        src.len(),
+    )?;
     check_len("int8 direct conv weights", s.c_out * s.k(), w.w.len())?;
     check_len("int8 direct conv output", s.c_out * p, out.len())?;
     rq.check(s.c_out)?;
@@ -471,11 +478,15 @@ mod vnni {
                 let kout: __mmask16 = if nb >= 16 { !0 } else { (1u16 << nb) - 1 };
                 for (m, a) in acc.iter().enumerate().take(s.c_out) {
                     // Σ w·(x − za) = Σ w·x − za·Σ w, then the bias, wrapping.
-                    let corr = rq.bias_at(m).wrapping_sub((za as i32).wrapping_mul(w.wsum[m]));
+                    let corr = rq
+                        .bias_at(m)
+                        .wrapping_sub((za as i32).wrapping_mul(w.wsum[m]));
                     let v = _mm512_add_epi32(*a, _mm512_set1_epi32(corr));
                     let (mm, z) = (rq.mult_at(m), rq.out_zero);
                     let r = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(mm));
-                    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(r);
+                    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                        r,
+                    );
                     let r = _mm512_min_ps(
                         _mm512_max_ps(r, _mm512_set1_ps((rq.lo - z) as f32)),
                         _mm512_set1_ps((rq.hi - z) as f32),
@@ -579,9 +590,7 @@ mod tests {
                 })
                 .collect();
             let dw = DirectWeights::new(&s, &w).unwrap();
-            let mult: Vec<f32> = (0..s.c_out)
-                .map(|_| rng.gen_range(1e-5f32..3e-3))
-                .collect();
+            let mult: Vec<f32> = (0..s.c_out).map(|_| rng.gen_range(1e-5f32..3e-3)).collect();
             let bias: Vec<i32> = (0..s.c_out)
                 .map(|_| rng.gen_range(-300_000..300_000))
                 .collect();

@@ -15,9 +15,9 @@ use shrink_tensor::DType;
 /// Folds every eligible QuantizeLinear → QConv pair; `labels` (one per node)
 /// is kept aligned with `g.nodes`.
 pub(super) fn fold(g: &mut Graph, labels: &mut Vec<&'static str>) {
-    let mut gone = vec![false; g.nodes.len()];
-    for qi in 0..g.nodes.len() {
-        let q = &g.nodes[qi];
+    // (QuantizeLinear, QConv) pairs to fold.
+    let mut folds = Vec::new();
+    for (qi, q) in g.nodes.iter().enumerate() {
         if q.op_type != "QuantizeLinear" || !matches!(q.domain.as_str(), "" | "ai.onnx") {
             continue;
         }
@@ -62,10 +62,13 @@ pub(super) fn fold(g: &mut Graph, labels: &mut Vec<&'static str>) {
             && same(1)
             && same(2);
         if eligible {
-            let x = x.clone();
-            g.nodes[c].inputs[0] = x;
-            gone[qi] = true;
+            folds.push((qi, c));
         }
+    }
+    let mut gone = vec![false; g.nodes.len()];
+    for (qi, c) in folds {
+        g.nodes[c].inputs[0] = g.nodes[qi].inputs[0].clone();
+        gone[qi] = true;
     }
     let mut k = 0;
     g.nodes.retain(|_| {
