@@ -145,6 +145,30 @@ pub fn maxpool<T: Copy + PartialOrd>(p: &Pool2d, x: &[T], out: &mut [T]) -> Resu
     Ok(())
 }
 
+/// [`maxpool`] on u8 codes (the quantised models' pools), on the best path
+/// for this CPU: LeNet's 2×2 stride-2 window over rows of at most 64 bytes
+/// is one masked byte max of the two rows and one 16-bit-lane max of the
+/// byte pairs per output row on AVX-512 BW; anything else takes [`maxpool`].
+pub fn maxpool_u8(p: &Pool2d, x: &[u8], out: &mut [u8]) -> Result<()> {
+    maxpool_u8_with(cpu::best(), p, x, out)
+}
+
+/// [`maxpool_u8`] on a chosen path (lowered to what the CPU supports).
+pub fn maxpool_u8_with(isa: Isa, p: &Pool2d, x: &[u8], out: &mut [u8]) -> Result<()> {
+    p.check(x.len(), out.len())?;
+    let (_, ow) = p.out_hw();
+    let lenet = p.kh == 2 && p.kw == 2 && p.stride == (2, 2) && p.pad == (0, 0, 0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if lenet && 2 * ow <= 64 && cpu::clamp(isa) >= Isa::Avx512 {
+        // SAFETY: AVX-512 F/BW present (clamped); lengths checked above,
+        // rows of 2·ow ≤ 64 bytes.
+        unsafe { avx512::max2x2_u8(p, x, out) };
+        return Ok(());
+    }
+    let _ = (isa, lenet, ow);
+    maxpool(p, x, out)
+}
+
 /// Average pooling in f32 over the in-bounds cells (count_include_pad = 0).
 pub fn avgpool_f32(p: &Pool2d, x: &[f32], out: &mut [f32]) -> Result<()> {
     p.check(x.len(), out.len())?;
@@ -192,6 +216,35 @@ mod avx512 {
 
     /// # Safety
     /// AVX-512F available; 2×2 stride-2 unpadded `p`, lengths checked.
+    /// 2×2 stride-2 max over u8 rows of 2·ow ≤ 64 bytes: the byte max of
+    /// the two input rows, then the max of each byte pair as 16-bit lanes
+    /// (low byte masked, high byte shifted down), narrowed back to bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn max2x2_u8(p: &Pool2d, x: &[u8], out: &mut [u8]) {
+        let (oh, ow) = p.out_hw();
+        let kin: __mmask64 = if 2 * ow >= 64 {
+            !0
+        } else {
+            (1u64 << (2 * ow)) - 1
+        };
+        let kout: __mmask32 = if ow >= 32 { !0 } else { (1u32 << ow) - 1 };
+        let low = _mm512_set1_epi16(0xff);
+        for (plane, o) in x.chunks_exact(p.h * p.w).zip(out.chunks_exact_mut(oh * ow)) {
+            for oy in 0..oh {
+                // SAFETY: rows 2·oy and 2·oy + 1 < h; 2·ow ≤ w bytes read
+                // from each (masked), ow written at oy·ow of the plane.
+                let r0 = _mm512_maskz_loadu_epi8(kin, plane.as_ptr().add(2 * oy * p.w) as *const _);
+                let r1 = _mm512_maskz_loadu_epi8(
+                    kin,
+                    plane.as_ptr().add((2 * oy + 1) * p.w) as *const _,
+                );
+                let v = _mm512_max_epu8(r0, r1);
+                let m = _mm512_max_epu16(_mm512_and_si512(v, low), _mm512_srli_epi16::<8>(v));
+                _mm512_mask_cvtepi16_storeu_epi8(o.as_mut_ptr().add(oy * ow) as *mut _, kout, m);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn max2x2(p: &Pool2d, x: &[f32], out: &mut [f32]) {
         let (oh, ow) = p.out_hw();
@@ -288,6 +341,48 @@ mod simd_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The u8 paths equal the generic loop (LeNet's planes, odd sizes, a
+    /// 64-byte row, and windows that take the fallback).
+    #[test]
+    fn maxpool_u8_paths_equal_generic() {
+        let mut v = 12345u32;
+        for &(h, w, k, st) in &[
+            (28, 28, 2, 2),
+            (10, 10, 2, 2),
+            (7, 9, 2, 2),
+            (4, 64, 2, 2),
+            (5, 70, 2, 2),
+            (9, 9, 3, 2),
+        ] {
+            let p = Pool2d {
+                planes: 3,
+                h,
+                w,
+                kh: k,
+                kw: k,
+                stride: (st, st),
+                pad: (0, 0, 0, 0),
+            };
+            let x: Vec<u8> = (0..3 * h * w)
+                .map(|_| {
+                    v ^= v << 13;
+                    v ^= v >> 17;
+                    v ^= v << 5;
+                    (v >> 3) as u8
+                })
+                .collect();
+            let (oh, ow) = p.out_hw();
+            let mut want = vec![0u8; 3 * oh * ow];
+            maxpool(&p, &x, &mut want).unwrap();
+            for isa in cpu::available() {
+                let mut got = vec![0u8; 3 * oh * ow];
+                maxpool_u8_with(isa, &p, &x, &mut got).unwrap();
+                assert_eq!(got, want, "{h}x{w} k{k} {isa:?}");
+            }
+            assert!(maxpool_u8(&p, &x[1..], &mut want).is_err());
+        }
+    }
 
     #[test]
     fn maxpool_2x2_path_equals_a_plain_window_max() {

@@ -18,8 +18,15 @@
 //! short list of ops known to be per-image (convs, pools, activations,
 //! layout conversions, `Flatten` at axis 1, `Gemm` with the batch as A and
 //! constant B and C). Anything else runs whole.
+//!
+//! Lowered int8 graphs ([`crate::lower`]) qualify too: their ops (listed in
+//! [`LOWERED`]) work image by image on integer codes, and the graph's
+//! inputs and outputs stay f32 behind a QuantizeLinear / DequantizeLinear
+//! with one scale and zero point. Integer arithmetic is exact, so a sliced
+//! int8 run is bit for bit the whole-batch run.
 
 use crate::fuse::{FUSED_DOMAIN, LAYOUT_DOMAIN};
+use crate::lower::DOMAIN as LOWERED_DOMAIN;
 use crate::{Result, RuntimeError};
 use shrink_graph::{Dim, Graph, Node};
 use shrink_tensor::{DType, Tensor};
@@ -29,6 +36,18 @@ use shrink_tensor::{DType, Tensor};
 /// 2 MB L2), small enough that a slice's largest intermediate (16 × 200 KB
 /// for the 64-channel 28×28 expand output) mostly stays in cache.
 pub(crate) const CHUNK_PER_THREAD: usize = 16;
+
+/// Lowered ops (domain `ai.shrink`) that treat each image on its own, with
+/// the inputs that carry the batch; every other input (scales, zero points,
+/// weights, bias) must be a constant. QConv's input 0 may be f32 (a folded
+/// QuantizeLinear) or codes; QAdd's two operands are both batched.
+const LOWERED: &[(&str, &[usize])] = &[
+    ("QConv", &[0]),
+    ("QGemm", &[0]),
+    ("QMaxPool", &[0]),
+    ("QGlobalAveragePool", &[0]),
+    ("QAdd", &[0, 3]),
+];
 
 /// Which graph inputs carry the batch (by index in `g.inputs`), when `g`
 /// is batch-separable; `None` when it is not (or has no batched input).
@@ -71,7 +90,24 @@ fn per_image(g: &Graph, n: &Node) -> bool {
     };
     // Inputs from 1 on (weights, bias, clip bounds) must be constants.
     let rest_constant = |from: usize| (from..n.inputs.len()).all(constant);
+    // A one-value constant (a per-tensor scale or zero point), or absent.
+    let scalar = |k: usize| {
+        n.inputs.get(k).is_none_or(|name| {
+            name.is_empty() || g.initializers.get(name).is_some_and(|t| t.len() == 1)
+        })
+    };
     match (n.domain.as_str(), n.op_type.as_str()) {
+        // The fused and layout ops share the domain; matched further down.
+        (LOWERED_DOMAIN, op) if LOWERED.iter().any(|(name, _)| *name == op) => {
+            LOWERED.iter().any(|(name, batched)| {
+                *name == op
+                    && (0..n.inputs.len()).all(|k| batched.contains(&k) || constant(k))
+                    && batched.iter().all(|&k| !constant(k))
+            })
+        }
+        ("" | "ai.onnx", "QuantizeLinear" | "DequantizeLinear") => {
+            n.inputs.len() >= 2 && scalar(1) && scalar(2) && rest_constant(1)
+        }
         ("" | "ai.onnx", "Conv" | "Clip") => rest_constant(1),
         (FUSED_DOMAIN, "FusedConv") | (LAYOUT_DOMAIN, "NhwcConv") => {
             // Input 3 (Z, the residual) is a batched runtime value.

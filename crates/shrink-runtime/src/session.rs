@@ -170,6 +170,12 @@ impl Session {
         self.threads
     }
 
+    /// Whether batches larger than a slice run in slices (the planned graph
+    /// is batch-separable, see `crate::microbatch`).
+    pub fn micro_batched(&self) -> bool {
+        self.micro.is_some()
+    }
+
     /// Runs with inputs given in the order of the graph's inputs (initializers
     /// listed as inputs may be left out); returns outputs in graph order.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {

@@ -17,6 +17,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod depthwise;
+pub mod direct;
 pub mod elementwise;
 pub mod planar;
 

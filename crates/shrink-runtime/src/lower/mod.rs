@@ -18,6 +18,7 @@
 
 mod patterns;
 mod qops;
+mod quantize_fold;
 pub mod simulate;
 
 use crate::ops::Registry;
@@ -98,5 +99,7 @@ pub fn lower_with_report(g: Graph, mode: QdqMode) -> Result<(Graph, LowerReport)
             },
         ));
     }
-    patterns::lower(g, mode == QdqMode::Simulate)
+    let (mut g, mut report) = patterns::lower(g, mode == QdqMode::Simulate)?;
+    quantize_fold::fold(&mut g, &mut report.labels);
+    Ok((g, report))
 }

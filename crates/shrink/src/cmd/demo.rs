@@ -218,6 +218,6 @@ fn compress_int8(
         ef.samples
     );
     println!("(the int8 model runs on shrink's integer kernels; `shrink bench MODEL --per-layer` names each layer's kernel.");
-    println!(" On LeNet's 5×5 convs the int8 im2col kernels are still slower than the fp32 direct kernels: BENCHMARKS.md §4)");
+    println!(" LeNet's 5×5 convs run on a direct VNNI int8 kernel: BENCHMARKS.md §4.1)");
     Ok(())
 }
