@@ -18,6 +18,7 @@ mod avx2;
 mod avx512;
 pub mod depthwise;
 pub mod elementwise;
+pub mod nhwc;
 pub mod planar;
 
 /// The canonical requantisation of quantised models (one definition shared

@@ -1,0 +1,673 @@
+//! Channels-last (NHWC) int8 kernels: the depthwise 3×3 conv of MobileNet's
+//! inverted-residual blocks, an NHWC im2col for small ungrouped convs, and
+//! the byte layout conversions.
+//!
+//! In NCHW a depthwise conv works plane by plane, and the 7×7 or 4×4 planes
+//! of a small network's deep layers fill a fraction of a vector; in NHWC the
+//! channels of one pixel are contiguous, so 16 channels go through every
+//! step together on any plane size. The 1×1 convs need no kernel of their
+//! own: an NHWC activation is a row-major `[pixels × C]` u8 matrix, which
+//! is exactly the A operand of [`super::gemm_bias`].
+//!
+//! The depthwise sums are exact and equal the canonical requantisation's
+//! `acc = Σ (q_x − z_x)·w + bias` (see [`super::Requant`]):
+//! the image is copied into a buffer padded by one pixel of `z_x` on every
+//! side (a padded tap then contributes `(z_x − z_x)·w = 0`, as ONNX's zero
+//! padding of the real values requires), the sum is split as
+//! `Σ q_x·w + (bias − z_x·Σ w)`, and `Σ q_x·w` is accumulated with f32
+//! fused multiply-adds: each product is at most 255·128 in magnitude and
+//! nine of them stay below 2²⁴, so every partial sum is an integer f32
+//! represents exactly. The second term is per channel and added in i32
+//! (wrapping, as every integer path does).
+
+use super::Requant;
+use crate::cpu::{self, Isa};
+use crate::{check_len, KernelError, Result};
+
+/// Channels per vector step (one AVX-512 register of i32/f32).
+pub const LANES: usize = 16;
+
+/// Geometry of a depthwise 3×3 conv over one NHWC image: padding 1 on every
+/// side, the same stride (1 or 2) on both axes, `c` channels in and out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dw3x3 {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub stride: usize,
+}
+
+impl Dw3x3 {
+    /// Output height and width: `(h + 2 − 3)/s + 1`.
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            (self.h.max(1) - 1) / self.stride.max(1) + 1,
+            (self.w.max(1) - 1) / self.stride.max(1) + 1,
+        )
+    }
+    fn check(&self) -> Result<()> {
+        if self.h == 0 || self.w == 0 || self.c == 0 || !(1..=2).contains(&self.stride) {
+            return Err(KernelError::Unsupported {
+                what: "NHWC depthwise 3×3",
+                why: format!(
+                    "needs a non-empty image and stride 1 or 2, got {}×{}×{} stride {}",
+                    self.h, self.w, self.c, self.stride
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Depthwise taps packed once per session: `[9][cp]` with `cp` = `c`
+/// rounded up to [`LANES`] (zeros past `c`), as f32 for the FMA path and
+/// i32 for the portable one, and the per-channel tap sums `Σ w`.
+#[derive(Debug, Clone)]
+pub struct DwTaps {
+    c: usize,
+    cp: usize,
+    taps: Vec<f32>,
+    taps_i: Vec<i32>,
+    sums: Vec<i32>,
+}
+
+impl DwTaps {
+    /// `w`: `c × 9` in ONNX order (`[C, 1, 3, 3]`), zero point already
+    /// subtracted (the caller folds a non-zero weight zero point into `w`
+    /// only when every `w − z_w` fits i8).
+    pub fn pack(w: &[i8], c: usize) -> Result<Self> {
+        check_len("depthwise 3×3 taps (C×9)", c * 9, w.len())?;
+        let cp = c.div_ceil(LANES) * LANES;
+        let mut taps_i = vec![0i32; 9 * cp];
+        let mut sums = vec![0i32; cp];
+        for ch in 0..c {
+            for t in 0..9 {
+                let v = w[ch * 9 + t] as i32;
+                taps_i[t * cp + ch] = v;
+                sums[ch] += v;
+            }
+        }
+        Ok(DwTaps {
+            c,
+            cp,
+            taps: taps_i.iter().map(|&v| v as f32).collect(),
+            taps_i,
+            sums,
+        })
+    }
+    /// Channels.
+    pub fn channels(&self) -> usize {
+        self.c
+    }
+}
+
+/// Reusable per-thread buffers of [`depthwise3x3`]: the padded image (its
+/// `z_x` border is written only when the geometry or `z_x` changes) and the
+/// per-channel constants.
+#[derive(Debug, Default)]
+pub struct DwScratch {
+    key: (usize, usize, usize, u8),
+    pad: Vec<u8>,
+    fix: Vec<i32>,
+    mult: Vec<f32>,
+}
+
+/// Plain loops over the definition (`Σ` over the taps inside the image of
+/// `(x − z_x)·w`, plus bias, requantised): the reference every path must
+/// equal. `w` as for [`DwTaps::pack`]; returns the output codes.
+pub fn depthwise3x3_reference(
+    s: &Dw3x3,
+    x: &[u8],
+    x_zero: u8,
+    w: &[i8],
+    rq: &Requant,
+) -> Vec<i32> {
+    let (oh, ow) = s.out_hw();
+    let mut y = vec![0i32; oh * ow * s.c];
+    for oy in 0..oh {
+        for ox in 0..ow {
+            for ch in 0..s.c {
+                let mut acc = rq.bias_at(ch);
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let iy = (oy * s.stride + ky) as isize - 1;
+                        let ix = (ox * s.stride + kx) as isize - 1;
+                        if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                            continue;
+                        }
+                        let xv = x[(iy as usize * s.w + ix as usize) * s.c + ch] as i32;
+                        let wv = w[ch * 9 + ky * 3 + kx] as i32;
+                        acc = acc.wrapping_add((xv - x_zero as i32) * wv);
+                    }
+                }
+                y[(oy * ow + ox) * s.c + ch] = rq.apply(acc, ch);
+            }
+        }
+    }
+    y
+}
+
+/// Depthwise 3×3 over one NHWC image `x` (`h·w·c` bytes) into `out`
+/// (`oh·ow·c` bytes, requantised; two's complement for i8 ranges), on the
+/// best path for this CPU.
+pub fn depthwise3x3(
+    s: &Dw3x3,
+    x: &[u8],
+    x_zero: u8,
+    taps: &DwTaps,
+    rq: &Requant,
+    scratch: &mut DwScratch,
+    out: &mut [u8],
+) -> Result<()> {
+    depthwise3x3_with(cpu::best(), s, x, x_zero, taps, rq, scratch, out)
+}
+
+/// [`depthwise3x3`] on a chosen path (lowered to what the CPU supports).
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise3x3_with(
+    isa: Isa,
+    s: &Dw3x3,
+    x: &[u8],
+    x_zero: u8,
+    taps: &DwTaps,
+    rq: &Requant,
+    scratch: &mut DwScratch,
+    out: &mut [u8],
+) -> Result<()> {
+    s.check()?;
+    if taps.c != s.c {
+        return Err(KernelError::Length {
+            what: "depthwise taps (channels)",
+            expected: s.c,
+            got: taps.c,
+        });
+    }
+    rq.check(s.c)?;
+    let (oh, ow) = s.out_hw();
+    check_len("NHWC depthwise input (H·W·C)", s.h * s.w * s.c, x.len())?;
+    check_len("NHWC depthwise output (OH·OW·C)", oh * ow * s.c, out.len())?;
+    let (c, cp) = (s.c, taps.cp);
+    let (hp, wp) = (s.h + 2, s.w + 2);
+    let key = (hp, wp, cp, x_zero);
+    if scratch.key != key || scratch.pad.len() != hp * wp * cp {
+        scratch.pad.clear();
+        scratch.pad.resize(hp * wp * cp, x_zero);
+        scratch.key = key;
+    }
+    // Interior rows; the border and channels past c keep z_x.
+    for iy in 0..s.h {
+        let src = &x[iy * s.w * c..(iy + 1) * s.w * c];
+        let dst = &mut scratch.pad[((iy + 1) * wp + 1) * cp..((iy + 1) * wp + 1 + s.w) * cp];
+        if c == cp {
+            dst.copy_from_slice(src);
+        } else {
+            for (d, sp) in dst.chunks_exact_mut(cp).zip(src.chunks_exact(c)) {
+                d[..c].copy_from_slice(sp);
+            }
+        }
+    }
+    scratch.fix.clear();
+    scratch.fix.extend((0..cp).map(|ch| {
+        if ch < c {
+            rq.bias_at(ch)
+                .wrapping_sub((x_zero as i32).wrapping_mul(taps.sums[ch]))
+        } else {
+            0
+        }
+    }));
+    scratch.mult.clear();
+    scratch
+        .mult
+        .extend((0..cp).map(|ch| if ch < c { rq.mult_at(ch) } else { 0.0 }));
+    let k = Kernel {
+        s,
+        oh,
+        ow,
+        wp,
+        cp,
+        pad: &scratch.pad,
+        taps,
+        fix: &scratch.fix,
+        mult: &scratch.mult,
+        zy: rq.out_zero,
+        lo: rq.lo,
+        hi: rq.hi,
+    };
+    match cpu::clamp(isa) {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 => {
+            // SAFETY: the CPU supports AVX-512 F/BW (clamped above); the
+            // padded buffer holds hp·wp·cp bytes, fix/mult/taps cp-wide
+            // rows and out oh·ow·c bytes (checked above).
+            unsafe { avx512::depthwise(&k, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: the CPU supports AVX2 + FMA (clamped above).
+            unsafe { portable_avx2(&k, out) }
+        }
+        _ => portable(&k, out),
+    }
+    Ok(())
+}
+
+/// Everything the depthwise loops read, prepared by [`depthwise3x3_with`].
+struct Kernel<'a> {
+    s: &'a Dw3x3,
+    oh: usize,
+    ow: usize,
+    wp: usize,
+    cp: usize,
+    pad: &'a [u8],
+    taps: &'a DwTaps,
+    fix: &'a [i32],
+    mult: &'a [f32],
+    zy: i32,
+    lo: i32,
+    hi: i32,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn portable_avx2(k: &Kernel, out: &mut [u8]) {
+    portable(k, out)
+}
+
+/// Integer loops over the padded image (LLVM vectorises the channel loop
+/// in the AVX2 wrapper); the same sums as the FMA path, exactly.
+#[inline(always)]
+fn portable(k: &Kernel, out: &mut [u8]) {
+    let (c, cp, st) = (k.s.c, k.cp, k.s.stride);
+    let mut acc = vec![0i32; cp];
+    for oy in 0..k.oh {
+        for ox in 0..k.ow {
+            acc.copy_from_slice(k.fix);
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let at = ((oy * st + ky) * k.wp + ox * st + kx) * cp;
+                    let xs = &k.pad[at..at + cp];
+                    let t = ky * 3 + kx;
+                    let ws = &k.taps.taps_i[t * cp..(t + 1) * cp];
+                    for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(ws) {
+                        *a = a.wrapping_add(xv as i32 * wv);
+                    }
+                }
+            }
+            let o = &mut out[(oy * k.ow + ox) * c..(oy * k.ow + ox + 1) * c];
+            for (ch, q) in o.iter_mut().enumerate() {
+                let r = (acc[ch] as f32 * k.mult[ch]).round_ties_even();
+                let r = r.max((k.lo - k.zy) as f32).min((k.hi - k.zy) as f32);
+                *q = (r as i32 + k.zy) as u8;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Kernel, LANES};
+    use std::arch::x86_64::*;
+
+    /// Channel blocks of 16 outermost (their nine tap vectors, fix and
+    /// multiplier stay in registers), then rows, then four pixels at a time
+    /// (four independent FMA chains hide the FMA latency).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW; `k`'s buffers as [`super::depthwise3x3_with`] checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub(super) unsafe fn depthwise(k: &Kernel, out: &mut [u8]) {
+        let (c, cp, st, wp) = (k.s.c, k.cp, k.s.stride, k.wp);
+        let lo = _mm512_set1_ps((k.lo - k.zy) as f32);
+        let hi = _mm512_set1_ps((k.hi - k.zy) as f32);
+        let zy = _mm512_set1_epi32(k.zy);
+        for cb in (0..cp).step_by(LANES) {
+            let valid = (c - cb).min(LANES);
+            let mask: __mmask16 = if valid == LANES {
+                0xffff
+            } else {
+                ((1u32 << valid) - 1) as u16
+            };
+            // SAFETY (this block): tap rows, fix and mult are cp wide and
+            // cb + 16 ≤ cp; every pixel read is inside the padded image
+            // ((oh−1)·s + 2 < h + 2, likewise for columns) and reads 16 of
+            // its cp bytes from cb; every store writes the `valid` channels
+            // of an output pixel.
+            unsafe {
+                let wv: [__m512; 9] =
+                    std::array::from_fn(|t| _mm512_loadu_ps(k.taps.taps.as_ptr().add(t * cp + cb)));
+                let fix = _mm512_loadu_si512(k.fix.as_ptr().add(cb) as *const _);
+                let mult = _mm512_loadu_ps(k.mult.as_ptr().add(cb));
+                let c = Consts {
+                    wv,
+                    fix,
+                    mult,
+                    lo,
+                    hi,
+                    zy,
+                    mask,
+                };
+                for oy in 0..k.oh {
+                    let row = k.pad.as_ptr().add(oy * st * wp * cp + cb);
+                    let orow = out.as_mut_ptr().add(oy * k.ow * k.s.c + cb);
+                    let mut ox = 0;
+                    while ox + 4 <= k.ow {
+                        pixels::<4>(row, ox, st, wp, cp, k.s.c, &c, orow);
+                        ox += 4;
+                    }
+                    while ox < k.ow {
+                        pixels::<1>(row, ox, st, wp, cp, k.s.c, &c, orow);
+                        ox += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    struct Consts {
+        wv: [__m512; 9],
+        fix: __m512i,
+        mult: __m512,
+        lo: __m512,
+        hi: __m512,
+        zy: __m512i,
+        mask: __mmask16,
+    }
+
+    /// Output pixels `ox..ox+P` of one row, one channel block.
+    ///
+    /// # Safety
+    /// As [`depthwise`]; `row` points at the block's bytes of the first
+    /// padded input row of this output row, `orow` at its output bytes.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pixels<const P: usize>(
+        row: *const u8,
+        ox: usize,
+        st: usize,
+        wp: usize,
+        cp: usize,
+        c: usize,
+        k: &Consts,
+        orow: *mut u8,
+    ) {
+        // SAFETY: forwarded from the caller (reads inside the padded image,
+        // masked stores inside the output pixel).
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); P];
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let w = k.wv[ky * 3 + kx];
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        let ptr = row.add((ky * wp + (ox + p) * st + kx) * cp);
+                        let xb = _mm_loadu_si128(ptr as *const __m128i);
+                        let xv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(xb));
+                        *a = _mm512_fmadd_ps(xv, w, *a);
+                    }
+                }
+            }
+            for (p, a) in acc.iter().enumerate() {
+                // The f32 sum is an exact integer: convert, add the fix in i32.
+                let s = _mm512_add_epi32(_mm512_cvtps_epi32(*a), k.fix);
+                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), k.mult);
+                let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                let r = _mm512_min_ps(_mm512_max_ps(r, k.lo), k.hi);
+                let q = _mm512_add_epi32(_mm512_cvtps_epi32(r), k.zy);
+                _mm512_mask_cvtepi32_storeu_epi8(orow.add((ox + p) * c) as *mut i8, k.mask, q);
+            }
+        }
+    }
+}
+
+/// Rows of an NHWC im2col: for each output pixel `(oy, ox)`, the
+/// `kh·kw·c` bytes `x[oy·s+ky−pt][ox·s+kx−pl][0..c]` in `(ky, kx, c)`
+/// order, `z_x` where the window leaves the image (a zero real value).
+/// With the weights reordered to `[C_out][kh][kw][C_in]` the conv is one
+/// GEMM of these rows (small convs such as a 1-channel stem).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Im2colNhwc {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: (usize, usize),
+    /// Top, left, bottom, right.
+    pub pad: (usize, usize, usize, usize),
+}
+
+impl Im2colNhwc {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            (self.h + self.pad.0 + self.pad.2 - self.kh) / self.stride.0 + 1,
+            (self.w + self.pad.1 + self.pad.3 - self.kw) / self.stride.1 + 1,
+        )
+    }
+
+    /// Appends the rows of one image to `out`.
+    pub fn rows(&self, x: &[u8], x_zero: u8, out: &mut Vec<u8>) -> Result<()> {
+        check_len("NHWC im2col image (H·W·C)", self.h * self.w * self.c, x.len())?;
+        if self.kh == 0
+            || self.kw == 0
+            || self.stride.0 == 0
+            || self.stride.1 == 0
+            || self.h + self.pad.0 + self.pad.2 < self.kh
+            || self.w + self.pad.1 + self.pad.3 < self.kw
+        {
+            return Err(KernelError::Unsupported {
+                what: "NHWC im2col",
+                why: format!("window does not fit: {self:?}"),
+            });
+        }
+        let (oh, ow) = self.out_hw();
+        let c = self.c;
+        out.reserve(oh * ow * self.kh * self.kw * c);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..self.kh {
+                    let iy = (oy * self.stride.0 + ky) as isize - self.pad.0 as isize;
+                    for kx in 0..self.kw {
+                        let ix = (ox * self.stride.1 + kx) as isize - self.pad.1 as isize;
+                        if iy < 0 || ix < 0 || iy >= self.h as isize || ix >= self.w as isize {
+                            out.extend(std::iter::repeat_n(x_zero, c));
+                        } else {
+                            let at = (iy as usize * self.w + ix as usize) * c;
+                            out.extend_from_slice(&x[at..at + c]);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One NCHW image of bytes (`c` planes of `hw`) → NHWC (`hw` rows of `c`).
+pub fn nchw_to_nhwc(c: usize, hw: usize, x: &[u8], out: &mut [u8]) -> Result<()> {
+    check_len("NCHW image", c * hw, x.len())?;
+    check_len("NHWC image", c * hw, out.len())?;
+    transpose(c, hw, x, out);
+    Ok(())
+}
+
+/// One NHWC image of bytes → NCHW, the inverse of [`nchw_to_nhwc`].
+pub fn nhwc_to_nchw(c: usize, hw: usize, x: &[u8], out: &mut [u8]) -> Result<()> {
+    check_len("NHWC image", c * hw, x.len())?;
+    check_len("NCHW image", c * hw, out.len())?;
+    transpose(hw, c, x, out);
+    Ok(())
+}
+
+/// `out[j][i] = x[i][j]` for `x: rows × cols`, in 16×16 tiles (both sides'
+/// lines stay in L1); a plain copy when either side is 1.
+fn transpose(rows: usize, cols: usize, x: &[u8], out: &mut [u8]) {
+    if rows == 1 || cols == 1 {
+        out.copy_from_slice(x);
+        return;
+    }
+    const T: usize = 16;
+    for r0 in (0..rows).step_by(T) {
+        let r1 = (r0 + T).min(rows);
+        for c0 in (0..cols).step_by(T) {
+            let c1 = (c0 + T).min(cols);
+            for r in r0..r1 {
+                for cc in c0..c1 {
+                    out[cc * rows + r] = x[r * cols + cc];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn depthwise_every_path_equals_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        // (h, w, c, stride): odd sizes, 1-pixel images, channel tails.
+        let shapes = [
+            (28, 28, 16, 1),
+            (28, 28, 64, 2),
+            (7, 7, 128, 1),
+            (7, 7, 96, 2),
+            (4, 4, 256, 1),
+            (5, 9, 13, 1),
+            (5, 9, 13, 2),
+            (1, 1, 3, 1),
+            (1, 6, 17, 2),
+            (6, 1, 40, 2),
+            (3, 3, 33, 1),
+        ];
+        for (si, &(h, w, c, stride)) in shapes.iter().enumerate() {
+            let s = Dw3x3 { h, w, c, stride };
+            for case in 0..3 {
+                // Extreme inputs and weights in the first cases.
+                let (x, wt): (Vec<u8>, Vec<i8>) = match case {
+                    0 => (vec![255; h * w * c], vec![-128; c * 9]),
+                    1 => (
+                        (0..h * w * c).map(|i| if i % 2 == 0 { 0 } else { 255 }).collect(),
+                        (0..c * 9).map(|i| if i % 3 == 0 { 127 } else { -128 }).collect(),
+                    ),
+                    _ => (
+                        (0..h * w * c).map(|_| rng.gen()).collect(),
+                        (0..c * 9).map(|_| rng.gen()).collect(),
+                    ),
+                };
+                let zx: u8 = [0, 255, 131][case];
+                let mult: Vec<f32> = (0..c).map(|_| rng.gen_range(1e-5f32..0.02)).collect();
+                let bias: Vec<i32> = (0..c)
+                    .map(|i| if i == 0 { i32::MAX - 5 } else { rng.gen_range(-40000..40000) })
+                    .collect();
+                let (zy, lo, hi) = [(0, 0, 255), (128, 131, 200), (17, 17, 255)][(si + case) % 3];
+                let rq = Requant {
+                    mult: &mult,
+                    bias: Some(&bias),
+                    out_zero: zy,
+                    lo,
+                    hi,
+                };
+                let want: Vec<u8> = depthwise3x3_reference(&s, &x, zx, &wt, &rq)
+                    .into_iter()
+                    .map(|v| v as u8)
+                    .collect();
+                let taps = DwTaps::pack(&wt, c).unwrap();
+                for isa in cpu::available() {
+                    let mut sc = DwScratch::default();
+                    let (oh, ow) = s.out_hw();
+                    // Twice with one scratch: the cached border must stay valid.
+                    for _ in 0..2 {
+                        let mut out = vec![0xa5u8; oh * ow * c];
+                        depthwise3x3_with(isa, &s, &x, zx, &taps, &rq, &mut sc, &mut out)
+                            .unwrap();
+                        assert_eq!(out, want, "{s:?} case {case} {isa:?}");
+                    }
+                }
+            }
+        }
+        // A saturated product sum of the definition, spelled out: every tap
+        // (255 − 0)·(−128) over the 4 inside taps of a corner, bias 0, m 1.
+        let s = Dw3x3 {
+            h: 2,
+            w: 2,
+            c: 1,
+            stride: 1,
+        };
+        let rq = Requant {
+            mult: &[1.0 / 1024.0],
+            bias: None,
+            out_zero: 0,
+            lo: -128,
+            hi: 127,
+        };
+        let y = depthwise3x3_reference(&s, &[255; 4], 0, &[-128; 9], &rq);
+        assert_eq!(y, vec![-128; 4]); // 4·255·(−128)/1024 = −127.5 → −128 (ties to even)
+    }
+
+    #[test]
+    fn depthwise_rejects_bad_shapes() {
+        let taps = DwTaps::pack(&[1; 18], 2).unwrap();
+        let rq = Requant {
+            mult: &[1.0],
+            bias: None,
+            out_zero: 0,
+            lo: 0,
+            hi: 255,
+        };
+        let mut sc = DwScratch::default();
+        let s = Dw3x3 {
+            h: 2,
+            w: 2,
+            c: 2,
+            stride: 3,
+        };
+        assert!(depthwise3x3(&s, &[0; 8], 0, &taps, &rq, &mut sc, &mut [0; 8]).is_err());
+        let s = Dw3x3 { stride: 1, ..s };
+        assert!(depthwise3x3(&s, &[0; 7], 0, &taps, &rq, &mut sc, &mut [0; 8]).is_err());
+        let s = Dw3x3 { c: 3, ..s };
+        assert!(depthwise3x3(&s, &[0; 12], 0, &taps, &rq, &mut sc, &mut [0; 12]).is_err());
+    }
+
+    #[test]
+    fn im2col_rows_and_transposes() {
+        let g = Im2colNhwc {
+            h: 3,
+            w: 2,
+            c: 2,
+            kh: 3,
+            kw: 3,
+            stride: (2, 1),
+            pad: (1, 1, 1, 1),
+        };
+        let x: Vec<u8> = (1..=12).collect();
+        let mut rows = Vec::new();
+        g.rows(&x, 0, &mut rows).unwrap();
+        let (oh, ow) = g.out_hw();
+        assert_eq!((oh, ow), (2, 2));
+        assert_eq!(rows.len(), oh * ow * 18);
+        // Output pixel (1, 0): input rows 1..4 (row 3 is padding), cols −1..2.
+        let r = &rows[2 * 18..3 * 18];
+        let at = |y: usize, xx: usize| &x[(y * 2 + xx) * 2..(y * 2 + xx) * 2 + 2];
+        assert_eq!(&r[0..2], &[0, 0]);
+        assert_eq!(&r[2..4], at(1, 0));
+        assert_eq!(&r[4..6], at(1, 1));
+        assert_eq!(&r[8..10], at(2, 0));
+        assert_eq!(&r[12..18], &[0; 6]);
+        let (c, hw) = (5, 7);
+        let x: Vec<u8> = (0..35).collect();
+        let mut t = vec![0; 35];
+        nchw_to_nhwc(c, hw, &x, &mut t).unwrap();
+        for ch in 0..c {
+            for p in 0..hw {
+                assert_eq!(t[p * c + ch], x[ch * hw + p]);
+            }
+        }
+        let mut back = vec![0; 35];
+        nhwc_to_nchw(c, hw, &t, &mut back).unwrap();
+        assert_eq!(back, x);
+        assert!(nchw_to_nhwc(c, hw, &x[1..], &mut t).is_err());
+    }
+}
