@@ -79,7 +79,7 @@ fn check_act(ctx: &OpContext, x: &Tensor, dt: DType, what: &str) -> Result<()> {
 
 /// Activation bytes as u8 with the zero point to match: i8 codes are
 /// shifted by 128 (`q ^ 0x80`), which leaves every `q − z` unchanged.
-fn as_u8(x: &Tensor, z: i32) -> (std::borrow::Cow<'_, [u8]>, u8) {
+pub(super) fn as_u8(x: &Tensor, z: i32) -> (std::borrow::Cow<'_, [u8]>, u8) {
     match x.data() {
         TensorData::U8(v) => (std::borrow::Cow::Borrowed(v.as_slice()), z as u8),
         TensorData::I8(v) => (
@@ -91,7 +91,7 @@ fn as_u8(x: &Tensor, z: i32) -> (std::borrow::Cow<'_, [u8]>, u8) {
 }
 
 /// Bytes written by a kernel as a tensor of the output type.
-fn bytes_tensor(dt: DType, shape: Vec<usize>, v: Vec<u8>) -> Result<Tensor> {
+pub(super) fn bytes_tensor(dt: DType, shape: Vec<usize>, v: Vec<u8>) -> Result<Tensor> {
     Ok(match dt {
         DType::I8 => Tensor::from_vec(shape, v.into_iter().map(|b| b as i8).collect::<Vec<_>>())?,
         _ => Tensor::from_vec(shape, v)?,
@@ -128,14 +128,14 @@ fn clamp_range(ctx: &OpContext, dt: DType) -> Result<(i32, i32)> {
 
 /// The parameters of a QConv/QGemm node: inputs `[x, x_scale, x_zero, w,
 /// w_scale, w_zero, y_scale, y_zero, bias]`.
-struct Linear<'t> {
-    x: &'t Tensor,
-    w: &'t Tensor,
-    q: LinearQ,
-    y_dt: DType,
+pub(super) struct Linear<'t> {
+    pub(super) x: &'t Tensor,
+    pub(super) w: &'t Tensor,
+    pub(super) q: LinearQ,
+    pub(super) y_dt: DType,
 }
 
-fn linear<'t>(
+pub(super) fn linear<'t>(
     ctx: &OpContext,
     inputs: &[Option<&'t Tensor>],
     out_ch: impl Fn(&[usize]) -> usize,
@@ -203,7 +203,7 @@ fn linear<'t>(
 }
 
 impl Linear<'_> {
-    fn with_weights(&self) -> LinearQ {
+    pub(super) fn with_weights(&self) -> LinearQ {
         let mut q = self.q.clone();
         q.w = codes(self.w);
         q
@@ -213,7 +213,7 @@ impl Linear<'_> {
 /// Weight codes as i8 with a zero point the kernels accept: `w − z_w` when
 /// every value fits (zero point 0), else codes and zero point shifted by 128
 /// (uint8 weights), else `None`.
-fn weights_i8(q: &LinearQ) -> Option<(Vec<i8>, i8)> {
+pub(super) fn weights_i8(q: &LinearQ) -> Option<(Vec<i8>, i8)> {
     let fits = |v: i32| (-128..=127).contains(&v);
     if q.w.iter().all(|&v| fits(v - q.w_zero)) {
         return Some((q.w.iter().map(|&v| (v - q.w_zero) as i8).collect(), 0));
@@ -232,7 +232,7 @@ fn weights_i8(q: &LinearQ) -> Option<(Vec<i8>, i8)> {
 
 // ---------------------------------------------------------------- QConv
 
-fn conv_geom(ctx: &OpContext, xs: &[usize], ws: &[usize]) -> Result<ConvGeom> {
+pub(super) fn conv_geom(ctx: &OpContext, xs: &[usize], ws: &[usize]) -> Result<ConvGeom> {
     if xs.len() != 4 || ws.len() != 4 {
         return Err(ctx.error(format!("QConv is 2-D: X {xs:?}, W {ws:?}")));
     }
@@ -759,7 +759,7 @@ fn qglobal_avg(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor
 
 /// Inputs `[a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero]`,
 /// numpy broadcasting.
-fn qadd(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub(super) fn qadd(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let a = ctx.required(inputs, 0)?;
     let sa = scale(ctx, inputs, 1)?;
     let (za, adt) = zero(ctx, inputs, 2)?;
