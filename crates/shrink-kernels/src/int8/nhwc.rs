@@ -109,7 +109,9 @@ pub struct DwScratch {
     key: (usize, usize, usize, u8),
     pad: Vec<u8>,
     fix: Vec<i32>,
+    bias: Vec<i32>,
     mult: Vec<f32>,
+    plane: Vec<f32>,
 }
 
 /// Plain loops over the definition (`Σ` over the taps inside the image of
@@ -215,6 +217,10 @@ pub fn depthwise3x3_with(
             0
         }
     }));
+    scratch.bias.clear();
+    scratch
+        .bias
+        .extend((0..cp).map(|ch| if ch < c { rq.bias_at(ch) } else { 0 }));
     scratch.mult.clear();
     scratch
         .mult
@@ -228,6 +234,8 @@ pub fn depthwise3x3_with(
         pad: &scratch.pad,
         taps,
         fix: &scratch.fix,
+        bias: &scratch.bias,
+        x_zero,
         mult: &scratch.mult,
         zy: rq.out_zero,
         lo: rq.lo,
@@ -237,9 +245,9 @@ pub fn depthwise3x3_with(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Bf16 => {
             // SAFETY: the CPU supports AVX-512 F/BW (clamped above); the
-            // padded buffer holds hp·wp·cp bytes, fix/mult/taps cp-wide
+            // padded buffer holds hp·wp·cp bytes, bias/mult/taps cp-wide
             // rows and out oh·ow·c bytes (checked above).
-            unsafe { avx512::depthwise(&k, out) }
+            unsafe { avx512::depthwise(&k, &mut scratch.plane, out) }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
@@ -260,7 +268,11 @@ struct Kernel<'a> {
     cp: usize,
     pad: &'a [u8],
     taps: &'a DwTaps,
+    /// `bias − z_x·Σ w` per channel (the integer paths sum `q_x·w`).
     fix: &'a [i32],
+    /// The bias alone (the FMA path sums `(q_x − z_x)·w`).
+    bias: &'a [i32],
+    x_zero: u8,
     mult: &'a [f32],
     zy: i32,
     lo: i32,
@@ -308,18 +320,26 @@ mod avx512 {
     use super::{Kernel, LANES};
     use std::arch::x86_64::*;
 
-    /// Channel blocks of 16 outermost (their nine tap vectors, fix and
-    /// multiplier stay in registers), then rows, then four pixels at a time
-    /// (four independent FMA chains hide the FMA latency).
+    /// Per channel block of 16: the block's padded plane is converted once
+    /// to f32 `q_x − z_x` (`[hp][wp][16]`, so each tap is one FMA with a
+    /// memory operand and every input byte is widened once, not nine
+    /// times); then rows, eight / four / two / one output pixels at a time
+    /// (independent FMA chains hide the FMA latency), with the block's nine
+    /// tap vectors, bias and multiplier in registers. `|q_x − z_x|·|w| ≤
+    /// 255·128` and nine such products stay below 2²⁴: the sums are exact.
     ///
     /// # Safety
     /// AVX-512 F/BW; `k`'s buffers as [`super::depthwise3x3_with`] checks.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-    pub(super) unsafe fn depthwise(k: &Kernel, out: &mut [u8]) {
+    pub(super) unsafe fn depthwise(k: &Kernel, plane: &mut Vec<f32>, out: &mut [u8]) {
         let (c, cp, st, wp) = (k.s.c, k.cp, k.s.stride, k.wp);
+        let hp = k.s.h + 2;
+        plane.resize(hp * wp * LANES, 0.0);
+        let pl = plane.as_mut_ptr();
         let lo = _mm512_set1_ps((k.lo - k.zy) as f32);
         let hi = _mm512_set1_ps((k.hi - k.zy) as f32);
         let zy = _mm512_set1_epi32(k.zy);
+        let zx = _mm512_set1_epi32(k.x_zero as i32);
         for cb in (0..cp).step_by(LANES) {
             let valid = (c - cb).min(LANES);
             let mask: __mmask16 = if valid == LANES {
@@ -327,45 +347,62 @@ mod avx512 {
             } else {
                 ((1u32 << valid) - 1) as u16
             };
-            // SAFETY (this block): tap rows, fix and mult are cp wide and
-            // cb + 16 ≤ cp; every pixel read is inside the padded image
-            // ((oh−1)·s + 2 < h + 2, likewise for columns) and reads 16 of
-            // its cp bytes from cb; every store writes the `valid` channels
-            // of an output pixel.
+            // SAFETY (this block): the padded image has hp·wp pixels of cp
+            // bytes and cb + 16 ≤ cp; the plane has hp·wp·16 floats; tap
+            // rows, bias and mult are cp wide; every plane read is inside
+            // ((oh−1)·s + 2 < hp, likewise for columns); every store writes
+            // the `valid` channels of an output pixel.
             unsafe {
-                let wv: [__m512; 9] =
-                    std::array::from_fn(|t| _mm512_loadu_ps(k.taps.taps.as_ptr().add(t * cp + cb)));
-                let fix = _mm512_loadu_si512(k.fix.as_ptr().add(cb) as *const _);
-                let mult = _mm512_loadu_ps(k.mult.as_ptr().add(cb));
-                let c = Consts {
-                    wv,
-                    fix,
-                    mult,
+                for p in 0..hp * wp {
+                    let xb = _mm_loadu_si128(k.pad.as_ptr().add(p * cp + cb) as *const __m128i);
+                    let v = _mm512_sub_epi32(_mm512_cvtepu8_epi32(xb), zx);
+                    _mm512_storeu_ps(pl.add(p * LANES), _mm512_cvtepi32_ps(v));
+                }
+                let consts = Consts {
+                    wv: std::array::from_fn(|t| {
+                        _mm512_loadu_ps(k.taps.taps.as_ptr().add(t * cp + cb))
+                    }),
+                    bias: _mm512_loadu_si512(k.bias.as_ptr().add(cb) as *const _),
+                    mult: _mm512_loadu_ps(k.mult.as_ptr().add(cb)),
                     lo,
                     hi,
                     zy,
                     mask,
                 };
+                let g = Geom { st, wp, c };
                 for oy in 0..k.oh {
-                    let row = k.pad.as_ptr().add(oy * st * wp * cp + cb);
-                    let orow = out.as_mut_ptr().add(oy * k.ow * k.s.c + cb);
+                    let row = pl.add(oy * st * wp * LANES) as *const f32;
+                    let orow = out.as_mut_ptr().add(oy * k.ow * c + cb);
                     let mut ox = 0;
-                    while ox + 4 <= k.ow {
-                        pixels::<4>(row, ox, st, wp, cp, k.s.c, &c, orow);
+                    while ox + 8 <= k.ow {
+                        pixels::<8>(row, ox, &g, &consts, orow);
+                        ox += 8;
+                    }
+                    if ox + 4 <= k.ow {
+                        pixels::<4>(row, ox, &g, &consts, orow);
                         ox += 4;
                     }
-                    while ox < k.ow {
-                        pixels::<1>(row, ox, st, wp, cp, k.s.c, &c, orow);
-                        ox += 1;
+                    if ox + 2 <= k.ow {
+                        pixels::<2>(row, ox, &g, &consts, orow);
+                        ox += 2;
+                    }
+                    if ox < k.ow {
+                        pixels::<1>(row, ox, &g, &consts, orow);
                     }
                 }
             }
         }
     }
 
+    struct Geom {
+        st: usize,
+        wp: usize,
+        c: usize,
+    }
+
     struct Consts {
         wv: [__m512; 9],
-        fix: __m512i,
+        bias: __m512i,
         mult: __m512,
         lo: __m512,
         hi: __m512,
@@ -376,43 +413,38 @@ mod avx512 {
     /// Output pixels `ox..ox+P` of one row, one channel block.
     ///
     /// # Safety
-    /// As [`depthwise`]; `row` points at the block's bytes of the first
-    /// padded input row of this output row, `orow` at its output bytes.
+    /// As [`depthwise`]; `row` points at the block plane's first padded
+    /// input row of this output row, `orow` at the row's output bytes of
+    /// the block.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn pixels<const P: usize>(
-        row: *const u8,
+        row: *const f32,
         ox: usize,
-        st: usize,
-        wp: usize,
-        cp: usize,
-        c: usize,
+        g: &Geom,
         k: &Consts,
         orow: *mut u8,
     ) {
-        // SAFETY: forwarded from the caller (reads inside the padded image,
-        // masked stores inside the output pixel).
+        // SAFETY: forwarded from the caller (reads inside the plane,
+        // masked stores inside the output pixels).
         unsafe {
             let mut acc = [_mm512_setzero_ps(); P];
             for ky in 0..3 {
                 for kx in 0..3 {
                     let w = k.wv[ky * 3 + kx];
                     for (p, a) in acc.iter_mut().enumerate() {
-                        let ptr = row.add((ky * wp + (ox + p) * st + kx) * cp);
-                        let xb = _mm_loadu_si128(ptr as *const __m128i);
-                        let xv = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(xb));
-                        *a = _mm512_fmadd_ps(xv, w, *a);
+                        let ptr = row.add((ky * g.wp + (ox + p) * g.st + kx) * LANES);
+                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(ptr), w, *a);
                     }
                 }
             }
             for (p, a) in acc.iter().enumerate() {
-                // The f32 sum is an exact integer: convert, add the fix in i32.
-                let s = _mm512_add_epi32(_mm512_cvtps_epi32(*a), k.fix);
+                // The f32 sum is an exact integer: convert, add the bias in i32.
+                let s = _mm512_add_epi32(_mm512_cvtps_epi32(*a), k.bias);
                 let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), k.mult);
                 let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
                 let r = _mm512_min_ps(_mm512_max_ps(r, k.lo), k.hi);
                 let q = _mm512_add_epi32(_mm512_cvtps_epi32(r), k.zy);
-                _mm512_mask_cvtepi32_storeu_epi8(orow.add((ox + p) * c) as *mut i8, k.mask, q);
+                _mm512_mask_cvtepi32_storeu_epi8(orow.add((ox + p) * g.c) as *mut i8, k.mask, q);
             }
         }
     }
@@ -460,19 +492,36 @@ impl Im2colNhwc {
             });
         }
         let (oh, ow) = self.out_hw();
-        let c = self.c;
-        out.reserve(oh * ow * self.kh * self.kw * c);
+        let (c, kw) = (self.c, self.kw);
+        // Bytes of one kernel row (kw pixels) and of one output pixel.
+        let kc = kw * c;
+        let row = self.kh * kc;
+        let start = out.len();
+        // Everything starts as padding; the taps inside the image are copied.
+        out.resize(start + oh * ow * row, x_zero);
+        let dst = &mut out[start..];
         for oy in 0..oh {
-            for ox in 0..ow {
-                for ky in 0..self.kh {
-                    let iy = (oy * self.stride.0 + ky) as isize - self.pad.0 as isize;
-                    for kx in 0..self.kw {
-                        let ix = (ox * self.stride.1 + kx) as isize - self.pad.1 as isize;
-                        if iy < 0 || ix < 0 || iy >= self.h as isize || ix >= self.w as isize {
-                            out.extend(std::iter::repeat_n(x_zero, c));
-                        } else {
-                            let at = (iy as usize * self.w + ix as usize) * c;
-                            out.extend_from_slice(&x[at..at + c]);
+            for ky in 0..self.kh {
+                let iy = (oy * self.stride.0 + ky) as isize - self.pad.0 as isize;
+                if iy < 0 || iy >= self.h as isize {
+                    continue;
+                }
+                let xrow = &x[iy as usize * self.w * c..(iy as usize + 1) * self.w * c];
+                for ox in 0..ow {
+                    let ix0 = (ox * self.stride.1) as isize - self.pad.1 as isize;
+                    let d = &mut dst[(oy * ow + ox) * row + ky * kc..][..kc];
+                    if ix0 >= 0 && ix0 as usize + kw <= self.w {
+                        // The kw pixels are contiguous in NHWC: one short copy.
+                        for (a, &b) in d.iter_mut().zip(&xrow[ix0 as usize * c..][..kc]) {
+                            *a = b;
+                        }
+                    } else {
+                        for kx in 0..kw {
+                            let ix = ix0 + kx as isize;
+                            if ix >= 0 && (ix as usize) < self.w {
+                                d[kx * c..(kx + 1) * c]
+                                    .copy_from_slice(&xrow[ix as usize * c..][..c]);
+                            }
                         }
                     }
                 }
@@ -629,6 +678,58 @@ mod tests {
         assert!(depthwise3x3(&s, &[0; 7], 0, &taps, &rq, &mut sc, &mut [0; 8]).is_err());
         let s = Dw3x3 { c: 3, ..s };
         assert!(depthwise3x3(&s, &[0; 12], 0, &taps, &rq, &mut sc, &mut [0; 12]).is_err());
+    }
+
+    /// Im2col spelled out tap by tap.
+    fn im2col_reference(g: &Im2colNhwc, x: &[u8], zx: u8) -> Vec<u8> {
+        let (oh, ow) = g.out_hw();
+        let mut out = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let iy = (oy * g.stride.0 + ky) as isize - g.pad.0 as isize;
+                        let ix = (ox * g.stride.1 + kx) as isize - g.pad.1 as isize;
+                        for ch in 0..g.c {
+                            let inside =
+                                iy >= 0 && ix >= 0 && iy < g.h as isize && ix < g.w as isize;
+                            out.push(if inside {
+                                x[(iy as usize * g.w + ix as usize) * g.c + ch]
+                            } else {
+                                zx
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn im2col_equals_tap_by_tap_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for &(h, w, c, kh, kw, stride, pad) in &[
+            (28, 28, 1, 3, 3, (1, 1), (1, 1, 1, 1)),
+            (7, 5, 3, 3, 2, (2, 1), (0, 1, 2, 0)),
+            (4, 9, 2, 5, 5, (2, 3), (2, 2, 2, 2)),
+            (1, 1, 4, 1, 1, (1, 1), (0, 0, 0, 0)),
+        ] {
+            let g = Im2colNhwc {
+                h,
+                w,
+                c,
+                kh,
+                kw,
+                stride,
+                pad,
+            };
+            let x: Vec<u8> = (0..h * w * c).map(|_| rng.gen()).collect();
+            let mut rows = vec![9u8; 5]; // appended after what is there
+            g.rows(&x, 77, &mut rows).unwrap();
+            assert_eq!(&rows[..5], &[9; 5]);
+            assert_eq!(rows[5..], im2col_reference(&g, &x, 77)[..], "{g:?}");
+        }
     }
 
     #[test]
