@@ -450,6 +450,183 @@ mod avx512 {
     }
 }
 
+/// Weights of a conv with few taps per output (`k = C_in·kh·kw`, at most
+/// [`SMALL_K_MAX`]) for [`small_conv`]: `[k][np]` f32, `np` = output
+/// channels rounded up to [`LANES`] (zeros past `n`).
+#[derive(Debug, Clone)]
+pub struct SmallTaps {
+    k: usize,
+    n: usize,
+    np: usize,
+    w: Vec<f32>,
+}
+
+/// Largest reduction [`small_conv`] accepts: `k·255·128 < 2²⁴` keeps its
+/// f32 sums exact.
+pub const SMALL_K_MAX: usize = 512;
+
+impl SmallTaps {
+    /// `w`: `n × k` (one row per output channel, in the order of the
+    /// im2col rows), zero point already subtracted.
+    pub fn pack(w: &[i8], n: usize, k: usize) -> Result<Self> {
+        check_len("small conv weights (N×K)", n * k, w.len())?;
+        if n == 0 || k == 0 || k > SMALL_K_MAX {
+            return Err(KernelError::Unsupported {
+                what: "small conv weights",
+                why: format!("N={n} K={k}: need N ≥ 1 and 1 ≤ K ≤ {SMALL_K_MAX}"),
+            });
+        }
+        let np = n.div_ceil(LANES) * LANES;
+        let mut wf = vec![0f32; k * np];
+        for j in 0..n {
+            for kk in 0..k {
+                wf[kk * np + j] = w[j * k + kk] as f32;
+            }
+        }
+        Ok(SmallTaps { k, n, np, w: wf })
+    }
+}
+
+/// `out[i][j] = requant(Σ_k (rows[i][k] − z_x)·w[j][k] + bias[j])` for `m`
+/// im2col rows of `k` bytes (e.g. a 1-channel 3×3 stem, `k` = 9, where a
+/// VNNI GEMM spends more on its zero-point fix-up and epilogue than on
+/// the nine products): each output pixel is `k` f32 FMAs of a broadcast
+/// input with a vector of output channels, four pixels at a time. Exact
+/// (see [`SMALL_K_MAX`]); on the best path for this CPU.
+pub fn small_conv(
+    rows: &[u8],
+    m: usize,
+    x_zero: u8,
+    taps: &SmallTaps,
+    rq: &Requant,
+    out: &mut [u8],
+) -> Result<()> {
+    small_conv_with(cpu::best(), rows, m, x_zero, taps, rq, out)
+}
+
+/// [`small_conv`] on a chosen path (lowered to what the CPU supports).
+pub fn small_conv_with(
+    isa: Isa,
+    rows: &[u8],
+    m: usize,
+    x_zero: u8,
+    taps: &SmallTaps,
+    rq: &Requant,
+    out: &mut [u8],
+) -> Result<()> {
+    let (k, n) = (taps.k, taps.n);
+    check_len("small conv rows (M×K)", m * k, rows.len())?;
+    check_len("small conv output (M×N)", m * n, out.len())?;
+    rq.check(n)?;
+    let bias: Vec<i32> = (0..taps.np)
+        .map(|j| if j < n { rq.bias_at(j) } else { 0 })
+        .collect();
+    let mult: Vec<f32> = (0..taps.np)
+        .map(|j| if j < n { rq.mult_at(j) } else { 0.0 })
+        .collect();
+    match cpu::clamp(isa) {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Bf16 => {
+            // SAFETY: AVX-512 F/BW present (clamped above); rows hold m·k
+            // bytes, out m·n, bias/mult/taps np-wide rows (checked above).
+            unsafe { small_avx512::run(rows, m, x_zero, taps, &bias, &mult, rq, out) }
+        }
+        _ => {
+            for (row, o) in rows.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+                for (j, q) in o.iter_mut().enumerate() {
+                    let mut acc = bias[j];
+                    for (kk, &x) in row.iter().enumerate() {
+                        let w = taps.w[kk * taps.np + j] as i32;
+                        acc = acc.wrapping_add((x as i32 - x_zero as i32) * w);
+                    }
+                    *q = rq.apply(acc, j) as u8;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod small_avx512 {
+    use super::{Requant, SmallTaps, LANES};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512 F/BW; buffer sizes as [`super::small_conv_with`] checks.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    pub(super) unsafe fn run(
+        rows: &[u8],
+        m: usize,
+        x_zero: u8,
+        t: &SmallTaps,
+        bias: &[i32],
+        mult: &[f32],
+        rq: &Requant,
+        out: &mut [u8],
+    ) {
+        let (k, n, np) = (t.k, t.n, t.np);
+        let lo = _mm512_set1_ps((rq.lo - rq.out_zero) as f32);
+        let hi = _mm512_set1_ps((rq.hi - rq.out_zero) as f32);
+        let zy = _mm512_set1_epi32(rq.out_zero);
+        let zx = x_zero as i32;
+        for cb in (0..np).step_by(LANES) {
+            let valid = (n - cb).min(LANES);
+            let mask: __mmask16 = if valid == LANES {
+                0xffff
+            } else {
+                ((1u32 << valid) - 1) as u16
+            };
+            // SAFETY (this block): tap rows, bias and mult are np wide and
+            // cb + 16 ≤ np; row reads stay inside rows[i·k..(i+1)·k] for
+            // i < m; stores write the `valid` channels of output row i.
+            unsafe {
+                let bv = _mm512_loadu_si512(bias.as_ptr().add(cb) as *const _);
+                let mv = _mm512_loadu_ps(mult.as_ptr().add(cb));
+                let w = t.w.as_ptr().add(cb);
+                let mut finish = |acc: __m512, i: usize| {
+                    let s = _mm512_add_epi32(_mm512_cvtps_epi32(acc), bv);
+                    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), mv);
+                    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                    let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+                    let q = _mm512_add_epi32(_mm512_cvtps_epi32(r), zy);
+                    _mm512_mask_cvtepi32_storeu_epi8(
+                        out.as_mut_ptr().add(i * n + cb) as *mut i8,
+                        mask,
+                        q,
+                    );
+                };
+                let x = |i: usize, kk: usize| {
+                    _mm512_set1_ps((*rows.get_unchecked(i * k + kk) as i32 - zx) as f32)
+                };
+                let mut i = 0;
+                while i + 4 <= m {
+                    let mut a = [_mm512_setzero_ps(); 4];
+                    for kk in 0..k {
+                        let wk = _mm512_loadu_ps(w.add(kk * np));
+                        for (r, ar) in a.iter_mut().enumerate() {
+                            *ar = _mm512_fmadd_ps(x(i + r, kk), wk, *ar);
+                        }
+                    }
+                    for (r, ar) in a.iter().enumerate() {
+                        finish(*ar, i + r);
+                    }
+                    i += 4;
+                }
+                while i < m {
+                    let mut a = _mm512_setzero_ps();
+                    for kk in 0..k {
+                        a = _mm512_fmadd_ps(x(i, kk), _mm512_loadu_ps(w.add(kk * np)), a);
+                    }
+                    finish(a, i);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
 /// Rows of an NHWC im2col: for each output pixel `(oy, ox)`, the
 /// `kh·kw·c` bytes `x[oy·s+ky−pt][ox·s+kx−pl][0..c]` in `(ky, kx, c)`
 /// order, `z_x` where the window leaves the image (a zero real value).
@@ -730,6 +907,60 @@ mod tests {
             assert_eq!(&rows[..5], &[9; 5]);
             assert_eq!(rows[5..], im2col_reference(&g, &x, 77)[..], "{g:?}");
         }
+    }
+
+    #[test]
+    fn small_conv_every_path_equals_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for &(m, k, n) in &[(784, 9, 16), (7, 27, 5), (13, 64, 33), (1, 1, 1)] {
+            for case in 0..3 {
+                let (rows, w): (Vec<u8>, Vec<i8>) = match case {
+                    0 => (vec![255; m * k], vec![-128; n * k]),
+                    1 => (vec![0; m * k], vec![127; n * k]),
+                    _ => (
+                        (0..m * k).map(|_| rng.gen()).collect(),
+                        (0..n * k).map(|_| rng.gen()).collect(),
+                    ),
+                };
+                let zx: u8 = [0, 255, 77][case];
+                let mult: Vec<f32> = (0..n).map(|_| rng.gen_range(1e-5f32..0.01)).collect();
+                let bias: Vec<i32> = (0..n).map(|_| rng.gen_range(-30000..30000)).collect();
+                let (zy, lo, hi) = [(0, 0, 255), (128, 128, 250), (3, 0, 255)][case];
+                let rq = Requant {
+                    mult: &mult,
+                    bias: Some(&bias),
+                    out_zero: zy,
+                    lo,
+                    hi,
+                };
+                let want: Vec<u8> = (0..m * n)
+                    .map(|e| {
+                        let (i, j) = (e / n, e % n);
+                        let mut acc = bias[j];
+                        for kk in 0..k {
+                            acc += (rows[i * k + kk] as i32 - zx as i32) * w[j * k + kk] as i32;
+                        }
+                        rq.apply(acc, j) as u8
+                    })
+                    .collect();
+                let taps = SmallTaps::pack(&w, n, k).unwrap();
+                for isa in cpu::available() {
+                    let mut out = vec![0xa5; m * n];
+                    small_conv_with(isa, &rows, m, zx, &taps, &rq, &mut out).unwrap();
+                    assert_eq!(out, want, "m {m} k {k} n {n} case {case} {isa:?}");
+                }
+            }
+        }
+        assert!(SmallTaps::pack(&[0; 513], 1, 513).is_err());
+        let taps = SmallTaps::pack(&[1; 9], 1, 9).unwrap();
+        let rq = Requant {
+            mult: &[1.0],
+            bias: None,
+            out_zero: 0,
+            lo: 0,
+            hi: 255,
+        };
+        assert!(small_conv(&[0; 8], 1, 0, &taps, &rq, &mut [0]).is_err());
     }
 
     #[test]

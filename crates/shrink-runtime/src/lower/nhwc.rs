@@ -34,14 +34,22 @@ use rayon::prelude::*;
 use shrink_graph::{Dim, Graph, Node};
 use shrink_kernels::cpu::{self, Isa};
 use shrink_kernels::epilogue::{Epilogue, Output};
-use shrink_kernels::int8::nhwc::{self as k8nhwc, Dw3x3, DwScratch, DwTaps, Im2colNhwc};
+use shrink_kernels::int8::nhwc::{
+    self as k8nhwc, Dw3x3, DwScratch, DwTaps, Im2colNhwc, SmallTaps,
+};
 use shrink_kernels::int8::{self as k8, PackedI8, Requant};
 use shrink_tensor::{DType, Tensor, TensorData};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// Ops this module registers; the rewrite needs all of them.
-pub(super) const OPS: &[&str] = &["QNhwcConv", "QNhwcAdd", "QNchwToNhwc", "QNhwcToNchw"];
+pub(super) const OPS: &[&str] = &[
+    "QNhwcConv",
+    "QNhwcAdd",
+    "QNhwcGlobalAveragePool",
+    "QNchwToNhwc",
+    "QNhwcToNchw",
+];
 
 /// Largest `C_in·kh·kw` of a non-depthwise, non-1×1 conv run channels-last
 /// (its im2col rows are that many bytes per pixel).
@@ -50,6 +58,7 @@ pub const SMALL_K: usize = 64;
 pub(super) fn register(r: &mut Registry) {
     r.add(DOMAIN, "QNhwcConv", qnhwc_conv);
     r.add(DOMAIN, "QNhwcAdd", qnhwc_add);
+    r.add(DOMAIN, "QNhwcGlobalAveragePool", qnhwc_global_avg);
     r.add(DOMAIN, "QNchwToNhwc", |c, i| layout(c, i, true));
     r.add(DOMAIN, "QNhwcToNchw", |c, i| layout(c, i, false));
 }
@@ -278,7 +287,20 @@ pub(crate) fn channels_last(
         .map(|&i| g.nodes[i].outputs[0].clone())
         .collect();
     let inner = |v: &str| format!("{v}__nhwc");
-    // Readers outside the region (and graph outputs) need an NCHW copy.
+    // Global average pools of a region value read it channels-last.
+    let pools: HashSet<usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            lowered(n, "QGlobalAveragePool")
+                && u8_zero(&g, n, 2)
+                && u8_zero(&g, n, 4)
+                && n.input(0).is_some_and(|v| nhwc_values.contains(v))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    // Other readers outside the region (and graph outputs) need an NCHW copy.
     let mut outside: HashSet<String> = g
         .outputs
         .iter()
@@ -286,7 +308,7 @@ pub(crate) fn channels_last(
         .map(|o| o.name.clone())
         .collect();
     for (i, n) in g.nodes.iter().enumerate() {
-        if !region.contains(&i) {
+        if !region.contains(&i) && !pools.contains(&i) {
             outside.extend(
                 shrink_graph::node_uses(n)
                     .into_iter()
@@ -300,6 +322,10 @@ pub(crate) fn channels_last(
     let mut new_labels = Vec::with_capacity(old.len() + 8);
     let mut converted: HashSet<String> = HashSet::new();
     for (i, (mut n, label)) in old.into_iter().zip(labels).enumerate() {
+        if pools.contains(&i) {
+            n.inputs[0] = inner(&n.inputs[0]);
+            n.op_type = "QNhwcGlobalAveragePool".into();
+        }
         if !region.contains(&i) {
             nodes.push(n);
             new_labels.push(label);
@@ -407,6 +433,8 @@ enum State {
     Depthwise(DwTaps),
     /// `[C_out][kh][kw][C_in]`, for the GEMM over NHWC rows.
     Gemm(PackedI8),
+    /// The same order, for the FMA kernel of convs with few taps.
+    Small(SmallTaps),
 }
 
 /// `QNhwcConv`: `QConv`'s inputs and attributes with X and Y in NHWC.
@@ -452,6 +480,11 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                     }
                 }
             }
+            if !pointwise && zw == 0 && kk * c <= SMALL_K {
+                return SmallTaps::pack(&wr, co, kk * c)
+                    .map(|t| Some(State::Small(t)))
+                    .map_err(kerr(ctx));
+            }
             PackedI8::pack(&wr, co, kk * c, zw)
                 .map(|p| Some(State::Gemm(p)))
                 .map_err(kerr(ctx))
@@ -496,6 +529,41 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                         .enumerate()
                         .try_for_each_init(DwScratch::default, |sc, (b, o)| one(b, o, sc))
                         .map_err(kerr(ctx))?;
+                }
+            }
+            Ok(vec![qops::bytes_tensor(l.y_dt, shape, out)?])
+        }
+        State::Small(taps) => {
+            ctx.set_kernel(if avx512 {
+                "int8 nhwc small conv (avx512 fma)"
+            } else {
+                "int8 nhwc small conv"
+            });
+            let geom = Im2colNhwc {
+                h,
+                w,
+                c,
+                kh: g.kh,
+                kw: g.kw,
+                stride: g.stride,
+                pad: g.pad,
+            };
+            let (img, m1) = (h * w * c, oh * ow);
+            let mut out = vec![0u8; n * m1 * g.c_out];
+            let rq = Requant {
+                mult: &l.q.mult,
+                bias: l.q.bias.as_deref(),
+                out_zero: l.q.y_zero,
+                lo: l.q.lo,
+                hi: l.q.hi,
+            };
+            let mut rows = Vec::new();
+            if m1 > 0 {
+                for (b, o) in out.chunks_mut(m1 * g.c_out).enumerate() {
+                    rows.clear();
+                    geom.rows(&x[b * img..(b + 1) * img], za, &mut rows)
+                        .map_err(kerr(ctx))?;
+                    k8nhwc::small_conv(&rows, m1, za, taps, &rq, o).map_err(kerr(ctx))?;
                 }
             }
             Ok(vec![qops::bytes_tensor(l.y_dt, shape, out)?])
@@ -550,4 +618,62 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
             Ok(vec![y])
         }
     }
+}
+
+/// `QNhwcGlobalAveragePool`: `QGlobalAveragePool` (inputs `[x, x_scale,
+/// x_zero, y_scale, y_zero]`) of an NHWC tensor, with the same arithmetic:
+/// per image and channel the u8 codes are summed (wrapping u32), then
+/// requantised with `m = s_x / (s_y·count)`. The output is `[N, C, 1, 1]`
+/// as before (a 1×1 plane has one layout).
+fn qnhwc_global_avg(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = ctx.required(inputs, 0)?;
+    let [n, h, w, c] = dims4(ctx, x, "NHWC")?;
+    let scale = |i: usize| -> Result<f32> {
+        let t = ctx.required(inputs, i)?;
+        match t.as_slice::<f32>() {
+            Ok([v]) => Ok(*v),
+            _ => Err(ctx.error(format!("input #{i} must be a scalar f32 scale"))),
+        }
+    };
+    let zero = |i: usize| -> Result<i32> {
+        let t = ctx.required(inputs, i)?;
+        match t.as_slice::<u8>() {
+            Ok([v]) => Ok(*v as i32),
+            _ => Err(ctx.error(format!("input #{i} must be a scalar u8 zero point"))),
+        }
+    };
+    let (sx, zx, sy, zy) = (scale(1)?, zero(2)?, scale(3)?, zero(4)?);
+    let xv = x
+        .as_slice::<u8>()
+        .map_err(|_| ctx.error(format!("X must be u8, got {}", x.dtype())))?;
+    let (lo, hi) = qops::clamp_range(ctx, DType::U8)?;
+    let count = h * w;
+    if count == 0 {
+        return Err(ctx.error("X has an empty plane"));
+    }
+    ctx.set_kernel("int8 nhwc global avgpool");
+    let m = sx / (sy * count as f32);
+    let rq = Requant {
+        mult: std::slice::from_ref(&m),
+        bias: None,
+        out_zero: zy,
+        lo,
+        hi,
+    };
+    let off = zx.wrapping_mul(count as i32);
+    let mut sums = vec![0u32; c];
+    let mut y = Vec::with_capacity(n * c);
+    for img in xv.chunks_exact(count * c) {
+        sums.fill(0);
+        for px in img.chunks_exact(c) {
+            for (s, &v) in sums.iter_mut().zip(px) {
+                *s = s.wrapping_add(v as u32);
+            }
+        }
+        y.extend(
+            sums.iter()
+                .map(|&s| rq.apply((s as i32).wrapping_sub(off), 0) as u8),
+        );
+    }
+    Ok(vec![Tensor::from_vec(vec![n, c, 1, 1], y)?])
 }

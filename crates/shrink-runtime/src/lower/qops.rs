@@ -109,7 +109,7 @@ fn codes(x: &Tensor) -> Vec<i32> {
     x.to_i64_vec().into_iter().map(|v| v as i32).collect()
 }
 
-fn clamp_range(ctx: &OpContext, dt: DType) -> Result<(i32, i32)> {
+pub(super) fn clamp_range(ctx: &OpContext, dt: DType) -> Result<(i32, i32)> {
     let (tlo, thi) = if dt == DType::I8 {
         (-128, 127)
     } else {
