@@ -76,9 +76,17 @@ fn channels_last_int8_equals_planar_and_simulation() {
         assert_eq!(count("QNhwcToNchw"), 0, "{name}: {ops:?}");
         assert_eq!(count("QNhwcGlobalAveragePool"), 1, "{name}: {ops:?}");
         let planar = session(&g, QdqMode::Integer, 1, false);
-        assert!(planar.planned_graph().nodes.iter().all(|n| !n.op_type.starts_with("QNhwc")));
+        assert!(planar
+            .planned_graph()
+            .nodes
+            .iter()
+            .all(|n| !n.op_type.starts_with("QNhwc")));
         let sim = session(&g, QdqMode::Simulate, 1, true);
-        assert!(sim.planned_graph().nodes.iter().all(|n| !n.op_type.starts_with("QNhwc")));
+        assert!(sim
+            .planned_graph()
+            .nodes
+            .iter()
+            .all(|n| !n.op_type.starts_with("QNhwc")));
         let threaded = session(&g, QdqMode::Integer, 2, true);
         for (n, seed) in [(4, 1), (1, 2)] {
             let x = images(n, seed);

@@ -35,7 +35,7 @@ use shrink_graph::{Dim, Graph, Node};
 use shrink_kernels::cpu::{self, Isa};
 use shrink_kernels::epilogue::{Epilogue, Output};
 use shrink_kernels::int8::nhwc::{
-    self as k8nhwc, Dw3x3, DwScratch, DwTaps, Im2colNhwc, SmallTaps,
+    self as k8nhwc, Dw3x3, DwScratch, DwTaps, Im2colNhwc, PwTaps, SmallTaps,
 };
 use shrink_kernels::int8::{self as k8, PackedI8, Requant};
 use shrink_tensor::{DType, Tensor, TensorData};
@@ -158,7 +158,10 @@ fn value_shapes(g: &Graph) -> HashMap<String, Vec<Dim>> {
         }
     }
     for (k, t) in &g.initializers {
-        s.insert(k.clone(), t.shape().iter().map(|&d| Dim::Known(d)).collect());
+        s.insert(
+            k.clone(),
+            t.shape().iter().map(|&d| Dim::Known(d)).collect(),
+        );
     }
     for n in &g.nodes {
         let Some(x) = n.input(0).and_then(|v| s.get(v)).cloned() else {
@@ -216,8 +219,14 @@ pub(crate) fn channels_last(
     mode: QdqMode,
     registry: &Registry,
 ) -> (Graph, Vec<&'static str>) {
-    let usable = mode == QdqMode::Integer && OPS.iter().all(|op| registry.get(DOMAIN, op).is_some());
-    if !usable || !g.nodes.iter().any(|n| conv_kind(&g, n) == Some(Kind::Depthwise)) {
+    let usable =
+        mode == QdqMode::Integer && OPS.iter().all(|op| registry.get(DOMAIN, op).is_some());
+    if !usable
+        || !g
+            .nodes
+            .iter()
+            .any(|n| conv_kind(&g, n) == Some(Kind::Depthwise))
+    {
         return (g, labels);
     }
     let shapes = value_shapes(&g);
@@ -336,7 +345,12 @@ pub(crate) fn channels_last(
         for &k in data {
             let v = n.inputs[k].clone();
             if !nhwc_values.contains(&v) && converted.insert(v.clone()) {
-                nodes.push(layout_node(format!("{v}__to_nhwc"), "QNchwToNhwc", &v, &inner(&v)));
+                nodes.push(layout_node(
+                    format!("{v}__to_nhwc"),
+                    "QNchwToNhwc",
+                    &v,
+                    &inner(&v),
+                ));
                 new_labels.push("");
             }
             n.inputs[k] = inner(&v);
@@ -347,7 +361,12 @@ pub(crate) fn channels_last(
         nodes.push(n);
         new_labels.push(label);
         if outside.contains(&out) {
-            nodes.push(layout_node(format!("{out}__to_nchw"), "QNhwcToNchw", &inner(&out), &out));
+            nodes.push(layout_node(
+                format!("{out}__to_nchw"),
+                "QNhwcToNchw",
+                &inner(&out),
+                &out,
+            ));
             new_labels.push("");
         }
     }
@@ -435,6 +454,8 @@ enum State {
     Gemm(PackedI8),
     /// The same order, for the FMA kernel of convs with few taps.
     Small(SmallTaps),
+    /// 1×1 convs with `C_in` a multiple of 4 and weight zero point 0.
+    Pointwise(PwTaps),
 }
 
 /// `QNhwcConv`: `QConv`'s inputs and attributes with X and Y in NHWC.
@@ -479,6 +500,11 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                         wr[(o * kk + t) * c + ci] = wq[(o * c + ci) * kk + t];
                     }
                 }
+            }
+            if pointwise && zw == 0 && c.is_multiple_of(4) {
+                return PwTaps::pack(&wr, co, c)
+                    .map(|t| Some(State::Pointwise(t)))
+                    .map_err(kerr(ctx));
             }
             if !pointwise && zw == 0 && kk * c <= SMALL_K {
                 return SmallTaps::pack(&wr, co, kk * c)
@@ -530,6 +556,39 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                         .try_for_each_init(DwScratch::default, |sc, (b, o)| one(b, o, sc))
                         .map_err(kerr(ctx))?;
                 }
+            }
+            Ok(vec![qops::bytes_tensor(l.y_dt, shape, out)?])
+        }
+        State::Pointwise(taps) => {
+            ctx.set_kernel(if avx512 {
+                "int8-vnni nhwc conv 1x1 (fused requant)"
+            } else {
+                "int8 nhwc conv 1x1"
+            });
+            let rq = Requant {
+                mult: &l.q.mult,
+                bias: l.q.bias.as_deref(),
+                out_zero: l.q.y_zero,
+                lo: l.q.lo,
+                hi: l.q.hi,
+            };
+            let m = n * h * w;
+            let co = g.c_out;
+            let mut out = vec![0u8; m * co];
+            let threads = rayon::current_num_threads();
+            if threads <= 1 || m < 64 {
+                k8nhwc::pointwise(&x, m, za, taps, &rq, &mut out).map_err(kerr(ctx))?;
+            } else {
+                // About two row blocks per thread, whole multiples of 8 rows.
+                let rows = m.div_ceil(2 * threads).div_ceil(8) * 8;
+                out.par_chunks_mut(rows * co)
+                    .enumerate()
+                    .try_for_each(|(bi, o)| {
+                        let r0 = bi * rows;
+                        let mr = o.len() / co;
+                        k8nhwc::pointwise(&x[r0 * c..(r0 + mr) * c], mr, za, taps, &rq, o)
+                    })
+                    .map_err(kerr(ctx))?;
             }
             Ok(vec![qops::bytes_tensor(l.y_dt, shape, out)?])
         }
