@@ -106,7 +106,7 @@ impl DwTaps {
 /// per-channel constants.
 #[derive(Debug, Default)]
 pub struct DwScratch {
-    key: (usize, usize, usize, u8),
+    key: (usize, usize, usize, usize, u8),
     pad: Vec<u8>,
     fix: Vec<i32>,
     bias: Vec<i32>,
@@ -184,7 +184,7 @@ pub fn depthwise3x3_with(
     check_len("NHWC depthwise output (OH·OW·C)", oh * ow * s.c, out.len())?;
     let (c, cp) = (s.c, taps.cp);
     let (hp, wp) = (s.h + 2, s.w + 2);
-    let key = (hp, wp, cp, x_zero);
+    let key = (hp, wp, c, cp, x_zero);
     if scratch.key != key || scratch.pad.len() != hp * wp * cp {
         scratch.pad.clear();
         scratch.pad.resize(hp * wp * cp, x_zero);
@@ -509,9 +509,74 @@ pub fn small_conv_with(
     rq: &Requant,
     out: &mut [u8],
 ) -> Result<()> {
-    let (k, n) = (taps.k, taps.n);
+    let k = taps.k;
     check_len("small conv rows (M×K)", m * k, rows.len())?;
+    let bases: Vec<usize> = (0..m).map(|i| i * k).collect();
+    let offs: Vec<usize> = (0..k).collect();
+    small_conv_at(isa, rows, &bases, &offs, x_zero, taps, rq, out)
+}
+
+/// [`small_conv`] straight from one NHWC image (no im2col rows): the image
+/// is copied into `scratch` padded with `z_x`, and tap `(ky, kx, c)` of
+/// output pixel `(oy, ox)` is read at a fixed offset from the pixel's
+/// window corner. `out` is `oh·ow × N`.
+pub fn small_conv_image(
+    g: &Im2colNhwc,
+    x: &[u8],
+    x_zero: u8,
+    taps: &SmallTaps,
+    rq: &Requant,
+    scratch: &mut Vec<u8>,
+    out: &mut [u8],
+) -> Result<()> {
+    check_len("NHWC conv image (H·W·C)", g.h * g.w * g.c, x.len())?;
+    check_len("small conv taps (kh·kw·C)", g.kh * g.kw * g.c, taps.k)?;
+    g.check()?;
+    let (oh, ow) = g.out_hw();
+    let c = g.c;
+    let (hp, wp) = (g.h + g.pad.0 + g.pad.2, g.w + g.pad.1 + g.pad.3);
+    scratch.clear();
+    scratch.resize(hp * wp * c, x_zero);
+    for iy in 0..g.h {
+        let at = ((iy + g.pad.0) * wp + g.pad.1) * c;
+        scratch[at..at + g.w * c].copy_from_slice(&x[iy * g.w * c..(iy + 1) * g.w * c]);
+    }
+    let bases: Vec<usize> = (0..oh * ow)
+        .map(|i| ((i / ow) * g.stride.0 * wp + (i % ow) * g.stride.1) * c)
+        .collect();
+    let mut offs = Vec::with_capacity(taps.k);
+    for ky in 0..g.kh {
+        for kx in 0..g.kw {
+            offs.extend((0..c).map(|ci| (ky * wp + kx) * c + ci));
+        }
+    }
+    small_conv_at(cpu::best(), scratch, &bases, &offs, x_zero, taps, rq, out)
+}
+
+/// The kernel over any byte source: tap `kk` of output row `i` is
+/// `src[bases[i] + offs[kk]]`.
+#[allow(clippy::too_many_arguments)]
+fn small_conv_at(
+    isa: Isa,
+    src: &[u8],
+    bases: &[usize],
+    offs: &[usize],
+    x_zero: u8,
+    taps: &SmallTaps,
+    rq: &Requant,
+    out: &mut [u8],
+) -> Result<()> {
+    let (n, m) = (taps.n, bases.len());
+    check_len("small conv tap offsets", taps.k, offs.len())?;
     check_len("small conv output (M×N)", m * n, out.len())?;
+    let reach = bases.iter().max().copied().unwrap_or(0) + offs.iter().max().copied().unwrap_or(0);
+    if m > 0 && reach >= src.len() {
+        return Err(KernelError::Length {
+            what: "small conv input (reach of the taps)",
+            expected: reach + 1,
+            got: src.len(),
+        });
+    }
     rq.check(n)?;
     let bias: Vec<i32> = (0..taps.np)
         .map(|j| if j < n { rq.bias_at(j) } else { 0 })
@@ -522,15 +587,17 @@ pub fn small_conv_with(
     match cpu::clamp(isa) {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Bf16 => {
-            // SAFETY: AVX-512 F/BW present (clamped above); rows hold m·k
-            // bytes, out m·n, bias/mult/taps np-wide rows (checked above).
-            unsafe { small_avx512::run(rows, m, x_zero, taps, &bias, &mult, rq, out) }
+            // SAFETY: AVX-512 F/BW present (clamped above); every
+            // bases[i] + offs[kk] < src.len() (reach checked above), out
+            // holds m·n bytes, bias/mult/taps np-wide rows.
+            unsafe { small_avx512::run(src, bases, offs, x_zero, taps, &bias, &mult, rq, out) }
         }
         _ => {
-            for (row, o) in rows.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+            for (&base, o) in bases.iter().zip(out.chunks_exact_mut(n)) {
                 for (j, q) in o.iter_mut().enumerate() {
                     let mut acc = bias[j];
-                    for (kk, &x) in row.iter().enumerate() {
+                    for (kk, &off) in offs.iter().enumerate() {
+                        let x = src[base + off];
                         let w = taps.w[kk * taps.np + j] as i32;
                         acc = acc.wrapping_add((x as i32 - x_zero as i32) * w);
                     }
@@ -552,8 +619,9 @@ mod small_avx512 {
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub(super) unsafe fn run(
-        rows: &[u8],
-        m: usize,
+        src: &[u8],
+        bases: &[usize],
+        offs: &[usize],
         x_zero: u8,
         t: &SmallTaps,
         bias: &[i32],
@@ -561,7 +629,7 @@ mod small_avx512 {
         rq: &Requant,
         out: &mut [u8],
     ) {
-        let (k, n, np) = (t.k, t.n, t.np);
+        let (k, n, np, m) = (t.k, t.n, t.np, bases.len());
         let lo = _mm512_set1_ps((rq.lo - rq.out_zero) as f32);
         let hi = _mm512_set1_ps((rq.hi - rq.out_zero) as f32);
         let zy = _mm512_set1_epi32(rq.out_zero);
@@ -574,8 +642,9 @@ mod small_avx512 {
                 ((1u32 << valid) - 1) as u16
             };
             // SAFETY (this block): tap rows, bias and mult are np wide and
-            // cb + 16 ≤ np; row reads stay inside rows[i·k..(i+1)·k] for
-            // i < m; stores write the `valid` channels of output row i.
+            // cb + 16 ≤ np; source reads are at bases[i] + offs[kk] (i < m,
+            // kk < k), in bounds by the caller; stores write the `valid`
+            // channels of output row i.
             unsafe {
                 let bv = _mm512_loadu_si512(bias.as_ptr().add(cb) as *const _);
                 let mv = _mm512_loadu_ps(mult.as_ptr().add(cb));
@@ -595,7 +664,8 @@ mod small_avx512 {
                     );
                 };
                 let x = |i: usize, kk: usize| {
-                    _mm512_set1_ps((*rows.get_unchecked(i * k + kk) as i32 - zx) as f32)
+                    let at = *bases.get_unchecked(i) + *offs.get_unchecked(kk);
+                    _mm512_set1_ps((*src.get_unchecked(at) as i32 - zx) as f32)
                 };
                 let mut i = 0;
                 while i + 4 <= m {
@@ -883,13 +953,7 @@ impl Im2colNhwc {
         )
     }
 
-    /// Appends the rows of one image to `out`.
-    pub fn rows(&self, x: &[u8], x_zero: u8, out: &mut Vec<u8>) -> Result<()> {
-        check_len(
-            "NHWC im2col image (H·W·C)",
-            self.h * self.w * self.c,
-            x.len(),
-        )?;
+    fn check(&self) -> Result<()> {
         if self.kh == 0
             || self.kw == 0
             || self.stride.0 == 0
@@ -902,6 +966,17 @@ impl Im2colNhwc {
                 why: format!("window does not fit: {self:?}"),
             });
         }
+        Ok(())
+    }
+
+    /// Appends the rows of one image to `out`.
+    pub fn rows(&self, x: &[u8], x_zero: u8, out: &mut Vec<u8>) -> Result<()> {
+        check_len(
+            "NHWC im2col image (H·W·C)",
+            self.h * self.w * self.c,
+            x.len(),
+        )?;
+        self.check()?;
         let (oh, ow) = self.out_hw();
         let (c, kw) = (self.c, self.kw);
         // Bytes of one kernel row (kw pixels) and of one output pixel.
@@ -1193,6 +1268,42 @@ mod tests {
                     assert_eq!(out, want, "m {m} k {k} n {n} case {case} {isa:?}");
                 }
             }
+        }
+        // From the image directly: equal to im2col rows + the kernel.
+        for &(h, w, c, kh, kw, stride, pad) in &[
+            (28, 28, 1, 3, 3, (1, 1), (1, 1, 1, 1)),
+            (7, 6, 3, 3, 2, (2, 1), (0, 1, 2, 0)),
+        ] {
+            let g = Im2colNhwc {
+                h,
+                w,
+                c,
+                kh,
+                kw,
+                stride,
+                pad,
+            };
+            let n = 5;
+            let k = kh * kw * c;
+            let x: Vec<u8> = (0..h * w * c).map(|_| rng.gen()).collect();
+            let wt: Vec<i8> = (0..n * k).map(|_| rng.gen()).collect();
+            let taps = SmallTaps::pack(&wt, n, k).unwrap();
+            let rq = Requant {
+                mult: &[0.003],
+                bias: None,
+                out_zero: 9,
+                lo: 9,
+                hi: 255,
+            };
+            let mut rows = Vec::new();
+            g.rows(&x, 200, &mut rows).unwrap();
+            let (oh, ow) = g.out_hw();
+            let mut want = vec![0; oh * ow * n];
+            small_conv(&rows, oh * ow, 200, &taps, &rq, &mut want).unwrap();
+            let mut got = vec![0; oh * ow * n];
+            let mut sc = Vec::new();
+            small_conv_image(&g, &x, 200, &taps, &rq, &mut sc, &mut got).unwrap();
+            assert_eq!(got, want, "{g:?}");
         }
         assert!(SmallTaps::pack(&[0; 513], 1, 513).is_err());
         let taps = SmallTaps::pack(&[1; 9], 1, 9).unwrap();

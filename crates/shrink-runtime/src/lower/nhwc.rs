@@ -447,6 +447,10 @@ fn qnhwc_add(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
     qops::qadd(ctx, inputs)
 }
 
+thread_local! {
+    static DW_SCRATCH: std::cell::RefCell<DwScratch> = std::cell::RefCell::new(DwScratch::default());
+}
+
 /// Weights prepared once per session.
 enum State {
     Depthwise(DwTaps),
@@ -546,10 +550,15 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                     k8nhwc::depthwise3x3(&s, &x[b * img..(b + 1) * img], za, taps, &rq, sc, o)
                 };
                 if rayon::current_num_threads() <= 1 || n < 2 {
-                    let mut sc = DwScratch::default();
-                    for (b, o) in out.chunks_mut(oimg).enumerate() {
-                        one(b, o, &mut sc).map_err(kerr(ctx))?;
-                    }
+                    // One scratch per thread for every depthwise layer: its
+                    // buffers are allocated once, not per layer and run.
+                    DW_SCRATCH
+                        .with_borrow_mut(|sc| {
+                            out.chunks_mut(oimg)
+                                .enumerate()
+                                .try_for_each(|(b, o)| one(b, o, sc))
+                        })
+                        .map_err(kerr(ctx))?;
                 } else {
                     out.par_chunks_mut(oimg)
                         .enumerate()
@@ -616,13 +625,12 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                 lo: l.q.lo,
                 hi: l.q.hi,
             };
-            let mut rows = Vec::new();
+            let mut scratch = Vec::new();
             if m1 > 0 {
                 for (b, o) in out.chunks_mut(m1 * g.c_out).enumerate() {
-                    rows.clear();
-                    geom.rows(&x[b * img..(b + 1) * img], za, &mut rows)
+                    let xb = &x[b * img..(b + 1) * img];
+                    k8nhwc::small_conv_image(&geom, xb, za, taps, &rq, &mut scratch, o)
                         .map_err(kerr(ctx))?;
-                    k8nhwc::small_conv(&rows, m1, za, taps, &rq, o).map_err(kerr(ctx))?;
                 }
             }
             Ok(vec![qops::bytes_tensor(l.y_dt, shape, out)?])
