@@ -587,10 +587,16 @@ fn small_conv_at(
     match cpu::clamp(isa) {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 | Isa::Avx512Bf16 => {
+            // Each source byte as an f32 `q − z_x` once, so a tap is one FMA
+            // with a broadcast memory operand.
+            let xf: Vec<f32> = src
+                .iter()
+                .map(|&b| (b as i32 - x_zero as i32) as f32)
+                .collect();
             // SAFETY: AVX-512 F/BW present (clamped above); every
-            // bases[i] + offs[kk] < src.len() (reach checked above), out
-            // holds m·n bytes, bias/mult/taps np-wide rows.
-            unsafe { small_avx512::run(src, bases, offs, x_zero, taps, &bias, &mult, rq, out) }
+            // bases[i] + offs[kk] < src.len() = xf.len() (reach checked
+            // above), out holds m·n bytes, bias/mult/taps np-wide rows.
+            unsafe { small_avx512::run(&xf, bases, offs, taps, &bias, &mult, rq, out) }
         }
         _ => {
             for (&base, o) in bases.iter().zip(out.chunks_exact_mut(n)) {
@@ -619,10 +625,9 @@ mod small_avx512 {
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub(super) unsafe fn run(
-        src: &[u8],
+        xf: &[f32],
         bases: &[usize],
         offs: &[usize],
-        x_zero: u8,
         t: &SmallTaps,
         bias: &[i32],
         mult: &[f32],
@@ -633,7 +638,6 @@ mod small_avx512 {
         let lo = _mm512_set1_ps((rq.lo - rq.out_zero) as f32);
         let hi = _mm512_set1_ps((rq.hi - rq.out_zero) as f32);
         let zy = _mm512_set1_epi32(rq.out_zero);
-        let zx = x_zero as i32;
         for cb in (0..np).step_by(LANES) {
             let valid = (n - cb).min(LANES);
             let mask: __mmask16 = if valid == LANES {
@@ -665,7 +669,7 @@ mod small_avx512 {
                 };
                 let x = |i: usize, kk: usize| {
                     let at = *bases.get_unchecked(i) + *offs.get_unchecked(kk);
-                    _mm512_set1_ps((*src.get_unchecked(at) as i32 - zx) as f32)
+                    _mm512_set1_ps(*xf.get_unchecked(at))
                 };
                 let mut i = 0;
                 while i + 4 <= m {
