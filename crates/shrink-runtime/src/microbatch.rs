@@ -115,6 +115,10 @@ fn per_image(g: &Graph, n: &Node) -> bool {
         }
         (LAYOUT_DOMAIN, "NchwToNhwc" | "NhwcToNchw") => true,
         (
+            LAYOUT_DOMAIN,
+            "QNhwcConv" | "QNhwcAdd" | "QNhwcGlobalAveragePool" | "QNchwToNhwc" | "QNhwcToNchw",
+        ) => (1..n.inputs.len()).all(|k| constant(k) || (k == 3 && n.op_type == "QNhwcAdd")),
+        (
             "" | "ai.onnx",
             "Relu" | "Sigmoid" | "Tanh" | "GlobalAveragePool" | "GlobalMaxPool" | "MaxPool"
             | "AveragePool",

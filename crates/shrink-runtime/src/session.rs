@@ -105,6 +105,7 @@ impl Session {
             let n = graph.nodes.len();
             (graph, vec![""; n])
         };
+        let (graph, labels) = lower::channels_last(graph, labels, options.qdq, &registry);
         // Kernel labels reported when an op sets none (float ops left inside
         // a quantised region read "f32 fallback"), keyed by node name
         // because fusion renumbers the nodes it plans.

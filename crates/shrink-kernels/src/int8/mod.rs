@@ -19,6 +19,7 @@ mod avx512;
 pub mod depthwise;
 pub mod direct;
 pub mod elementwise;
+pub mod nhwc;
 pub mod planar;
 
 /// The canonical requantisation of quantised models (one definition shared

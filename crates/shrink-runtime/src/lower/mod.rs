@@ -16,6 +16,7 @@
 //! [`simulate`]); the two agree bit for bit, which the tests check on the
 //! shared Fashion-MNIST models and on random graphs.
 
+mod nhwc;
 mod patterns;
 mod qops;
 mod quantize_fold;
@@ -27,6 +28,7 @@ use shrink_graph::Graph;
 use std::fmt;
 use std::str::FromStr;
 
+pub(crate) use nhwc::channels_last;
 pub use patterns::LowerReport;
 
 /// Domain of the lowered (internal) ops.
@@ -73,6 +75,7 @@ impl fmt::Display for QdqMode {
 /// Registers the lowered ops (called by [`Registry::standard`]).
 pub(crate) fn register(r: &mut Registry) {
     qops::register(r);
+    nhwc::register(r);
 }
 
 /// Whether `r` can run lowered graphs (a custom registry may lack the ops).

@@ -81,7 +81,7 @@ fn check_act(ctx: &OpContext, x: &Tensor, dt: DType, what: &str) -> Result<()> {
 
 /// Activation bytes as u8 with the zero point to match: i8 codes are
 /// shifted by 128 (`q ^ 0x80`), which leaves every `q − z` unchanged.
-fn as_u8(x: &Tensor, z: i32) -> (std::borrow::Cow<'_, [u8]>, u8) {
+pub(super) fn as_u8(x: &Tensor, z: i32) -> (std::borrow::Cow<'_, [u8]>, u8) {
     match x.data() {
         TensorData::U8(v) => (std::borrow::Cow::Borrowed(v.as_slice()), z as u8),
         TensorData::I8(v) => (
@@ -93,7 +93,7 @@ fn as_u8(x: &Tensor, z: i32) -> (std::borrow::Cow<'_, [u8]>, u8) {
 }
 
 /// Bytes written by a kernel as a tensor of the output type.
-fn bytes_tensor(dt: DType, shape: Vec<usize>, v: Vec<u8>) -> Result<Tensor> {
+pub(super) fn bytes_tensor(dt: DType, shape: Vec<usize>, v: Vec<u8>) -> Result<Tensor> {
     Ok(match dt {
         DType::I8 => Tensor::from_vec(shape, v.into_iter().map(|b| b as i8).collect::<Vec<_>>())?,
         _ => Tensor::from_vec(shape, v)?,
@@ -111,7 +111,7 @@ fn codes(x: &Tensor) -> Vec<i32> {
     x.to_i64_vec().into_iter().map(|v| v as i32).collect()
 }
 
-fn clamp_range(ctx: &OpContext, dt: DType) -> Result<(i32, i32)> {
+pub(super) fn clamp_range(ctx: &OpContext, dt: DType) -> Result<(i32, i32)> {
     let (tlo, thi) = if dt == DType::I8 {
         (-128, 127)
     } else {
@@ -130,18 +130,18 @@ fn clamp_range(ctx: &OpContext, dt: DType) -> Result<(i32, i32)> {
 
 /// The parameters of a QConv/QGemm node: inputs `[x, x_scale, x_zero, w,
 /// w_scale, w_zero, y_scale, y_zero, bias]`.
-struct Linear<'t> {
+pub(super) struct Linear<'t> {
     /// Codes, or (QConv only) f32 values still to quantise with `x_scale`.
-    x: &'t Tensor,
-    x_scale: f32,
-    w: &'t Tensor,
-    q: LinearQ,
-    y_dt: DType,
+    pub(super) x: &'t Tensor,
+    pub(super) x_scale: f32,
+    pub(super) w: &'t Tensor,
+    pub(super) q: LinearQ,
+    pub(super) y_dt: DType,
     /// The type of x's codes (its zero point's).
-    x_dt: DType,
+    pub(super) x_dt: DType,
 }
 
-fn linear<'t>(
+pub(super) fn linear<'t>(
     ctx: &OpContext,
     inputs: &[Option<&'t Tensor>],
     out_ch: impl Fn(&[usize]) -> usize,
@@ -213,7 +213,7 @@ fn linear<'t>(
 }
 
 impl Linear<'_> {
-    fn with_weights(&self) -> LinearQ {
+    pub(super) fn with_weights(&self) -> LinearQ {
         let mut q = self.q.clone();
         q.w = codes(self.w);
         q
@@ -256,7 +256,7 @@ impl Linear<'_> {
 /// Weight codes as i8 with a zero point the kernels accept: `w − z_w` when
 /// every value fits (zero point 0), else codes and zero point shifted by 128
 /// (uint8 weights), else `None`.
-fn weights_i8(q: &LinearQ) -> Option<(Vec<i8>, i8)> {
+pub(super) fn weights_i8(q: &LinearQ) -> Option<(Vec<i8>, i8)> {
     let fits = |v: i32| (-128..=127).contains(&v);
     if q.w.iter().all(|&v| fits(v - q.w_zero)) {
         return Some((q.w.iter().map(|&v| (v - q.w_zero) as i8).collect(), 0));
@@ -275,7 +275,7 @@ fn weights_i8(q: &LinearQ) -> Option<(Vec<i8>, i8)> {
 
 // ---------------------------------------------------------------- QConv
 
-fn conv_geom(ctx: &OpContext, xs: &[usize], ws: &[usize]) -> Result<ConvGeom> {
+pub(super) fn conv_geom(ctx: &OpContext, xs: &[usize], ws: &[usize]) -> Result<ConvGeom> {
     if xs.len() != 4 || ws.len() != 4 {
         return Err(ctx.error(format!("QConv is 2-D: X {xs:?}, W {ws:?}")));
     }
@@ -887,7 +887,7 @@ fn qglobal_avg(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor
 
 /// Inputs `[a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero]`,
 /// numpy broadcasting.
-fn qadd(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+pub(super) fn qadd(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let a = ctx.required(inputs, 0)?;
     let sa = scale(ctx, inputs, 1)?;
     let (za, adt) = zero(ctx, inputs, 2)?;
