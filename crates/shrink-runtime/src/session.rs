@@ -106,6 +106,7 @@ impl Session {
             (graph, vec![""; n])
         };
         let (graph, labels) = lower::channels_last(graph, labels, options.qdq, &registry);
+        let (graph, labels) = lower::fold_input_quantize(graph, labels);
         // Kernel labels reported when an op sets none (float ops left inside
         // a quantised region read "f32 fallback"), keyed by node name
         // because fusion renumbers the nodes it plans.
