@@ -81,9 +81,9 @@ pub struct Session {
     /// Storage of dead f32 values, reused for later outputs (and runs).
     buffers: BufferPool,
     /// Slots of the batched inputs when the planned graph is
-    /// batch-separable: large batches then run in slices (see
-    /// `crate::microbatch`).
-    micro: Option<Vec<usize>>,
+    /// batch-separable, and the images per slice and thread: large batches
+    /// then run in slices (see `crate::microbatch`).
+    micro: Option<(Vec<usize>, usize)>,
 }
 
 impl Session {
@@ -137,12 +137,15 @@ impl Session {
         let label = |n: &Node| labels.get(&n.name).copied().unwrap_or("");
         let plan_steps = Plan::new(run, &registry, &label)?;
         let prepared = (0..run.nodes.len()).map(|_| Prepared::new()).collect();
-        let micro = microbatch::batched_inputs(run).map(|b| {
-            b.iter()
+        let micro = microbatch::chunk_per_thread(run).and_then(|chunk| {
+            let b = microbatch::batched_inputs(run)?;
+            let slots = b
+                .iter()
                 .enumerate()
                 .filter(|(_, &b)| b)
                 .map(|(k, _)| plan_steps.inputs[k])
-                .collect()
+                .collect();
+            Some((slots, chunk))
         });
         Ok(Session {
             graph,
@@ -289,8 +292,8 @@ impl Session {
         slots: Vec<Option<Tensor>>,
         timing: Option<&mut Vec<NodeTiming>>,
     ) -> Result<Vec<Tensor>> {
-        let chunk = microbatch::CHUNK_PER_THREAD * self.threads;
-        if let Some(batched) = &self.micro {
+        if let Some((batched, per_thread)) = &self.micro {
+            let chunk = per_thread * self.threads;
             match microbatch::batch_of(&slots, batched) {
                 Some(n) if n > chunk => {
                     return self

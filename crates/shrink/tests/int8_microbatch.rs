@@ -16,8 +16,8 @@ fn fashion(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// The 256 shared sample images (plus 37 of them again: 293 = 18 slices
-/// of 16 and a partial one), scaled to [0, 1] as in training.
+/// The 256 shared sample images (plus 37 of them again: 293 = 9 slices
+/// of 32 and a partial one), scaled to [0, 1] as in training.
 fn sample_x() -> Tensor {
     let x = shrink_data::npy::read_npy(fashion("test_sample_x.npy")).unwrap();
     let px = x.as_slice::<u8>().unwrap();
@@ -49,7 +49,13 @@ fn sliced_int8_runs_equal_whole_batch_runs_bit_for_bit() {
             for threads in [1, 2] {
                 let opts = SessionOptions { threads, qdq };
                 let sliced = Session::new(g.clone(), opts.clone()).unwrap();
-                assert!(sliced.micro_batched(), "{m} ({qdq}): not micro-batched");
+                // An MLP is never sliced (its GEMMs lose rows, its few
+                // hundred values per image stay in cache anyway).
+                let mlp = m == "lenet300100";
+                assert_eq!(sliced.micro_batched(), !mlp, "{m} ({qdq})");
+                if mlp {
+                    continue;
+                }
                 // An extra output of unknown type keeps the graph whole.
                 let mut whole_g = g.clone();
                 let extra = whole_g.nodes.last().unwrap().inputs[0].clone();
