@@ -416,41 +416,7 @@ fn channels_last(g: &mut Graph) -> usize {
             producer.insert(n.outputs[0].clone(), i);
         }
     }
-    // Components joined by region values; keep those worth converting.
-    let mut parent: HashMap<usize, usize> = kind.keys().map(|&i| (i, i)).collect();
-    fn root(p: &mut HashMap<usize, usize>, mut i: usize) -> usize {
-        while p[&i] != i {
-            let up = p[&p[&i]];
-            p.insert(i, up);
-            i = up;
-        }
-        i
-    }
-    for &i in kind.keys() {
-        for v in &g.nodes[i].inputs {
-            if let Some(&j) = producer.get(v) {
-                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
-                parent.insert(a, b);
-            }
-        }
-    }
-    let mut stats: HashMap<usize, (usize, bool)> = HashMap::new();
-    let members: Vec<usize> = kind.keys().copied().collect();
-    for &i in &members {
-        let r = root(&mut parent, i);
-        let e = stats.entry(r).or_default();
-        if let Some(dw) = kind[&i] {
-            e.0 += 1;
-            e.1 |= dw;
-        }
-    }
-    let region: HashSet<usize> = members
-        .into_iter()
-        .filter(|&i| {
-            let (convs, dw) = stats[&root(&mut parent, i)];
-            convs >= 2 && dw
-        })
-        .collect();
+    let region = channels_last_region(g, &kind, &producer);
     if region.is_empty() {
         return 0;
     }
@@ -613,6 +579,54 @@ fn sole_reader_producer(
     g.nodes
         .iter()
         .position(|n| n.outputs.iter().any(|o| o == value))
+}
+
+/// The nodes worth running channels-last: `kind` holds the candidates
+/// (`Some(depthwise?)` for a conv, `None` for a joining op such as an add),
+/// `producer` the candidate that writes each value. Candidates linked by
+/// values form components; a component is kept when it has at least two
+/// convs and a depthwise one (a lone conv would pay two layout conversions
+/// for nothing). Shared by the fp32 rewrite here and the int8 one
+/// (`lower::nhwc`).
+pub(crate) fn channels_last_region(
+    g: &Graph,
+    kind: &HashMap<usize, Option<bool>>,
+    producer: &HashMap<String, usize>,
+) -> HashSet<usize> {
+    let mut parent: HashMap<usize, usize> = kind.keys().map(|&i| (i, i)).collect();
+    fn root(p: &mut HashMap<usize, usize>, mut i: usize) -> usize {
+        while p[&i] != i {
+            let up = p[&p[&i]];
+            p.insert(i, up);
+            i = up;
+        }
+        i
+    }
+    for &i in kind.keys() {
+        for v in &g.nodes[i].inputs {
+            if let Some(&j) = producer.get(v) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent.insert(a, b);
+            }
+        }
+    }
+    let mut stats: HashMap<usize, (usize, bool)> = HashMap::new();
+    let members: Vec<usize> = kind.keys().copied().collect();
+    for &i in &members {
+        let r = root(&mut parent, i);
+        let e = stats.entry(r).or_default();
+        if let Some(dw) = kind[&i] {
+            e.0 += 1;
+            e.1 |= dw;
+        }
+    }
+    members
+        .into_iter()
+        .filter(|&i| {
+            let (convs, dw) = stats[&root(&mut parent, i)];
+            convs >= 2 && dw
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -253,41 +253,11 @@ pub(crate) fn channels_last(
             producer.insert(n.outputs[0].clone(), i);
         }
     }
-    // Components joined by member values; keep those worth converting.
-    let mut parent: HashMap<usize, usize> = kind.keys().map(|&i| (i, i)).collect();
-    fn root(p: &mut HashMap<usize, usize>, mut i: usize) -> usize {
-        while p[&i] != i {
-            let up = p[&p[&i]];
-            p.insert(i, up);
-            i = up;
-        }
-        i
-    }
-    for &i in kind.keys() {
-        for v in &g.nodes[i].inputs {
-            if let Some(&j) = producer.get(v) {
-                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
-                parent.insert(a, b);
-            }
-        }
-    }
-    let mut stats: HashMap<usize, (usize, bool)> = HashMap::new();
-    let members: Vec<usize> = kind.keys().copied().collect();
-    for &i in &members {
-        let r = root(&mut parent, i);
-        let e = stats.entry(r).or_default();
-        if let Some(k) = kind[&i] {
-            e.0 += 1;
-            e.1 |= k == Kind::Depthwise;
-        }
-    }
-    let region: HashSet<usize> = members
-        .into_iter()
-        .filter(|&i| {
-            let (convs, dw) = stats[&root(&mut parent, i)];
-            convs >= 2 && dw
-        })
+    let convs: HashMap<usize, Option<bool>> = kind
+        .iter()
+        .map(|(&i, k)| (i, k.map(|k| k == Kind::Depthwise)))
         .collect();
+    let region = crate::fuse::channels_last_region(&g, &convs, &producer);
     if region.is_empty() {
         return (g, labels);
     }
