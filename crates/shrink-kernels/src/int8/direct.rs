@@ -298,10 +298,7 @@ unsafe fn requant_avx512(acc: &[f32], rq: &Requant, c: usize, out: &mut [u8]) {
         // SAFETY: lanes of mask k lie below n ≤ both lengths.
         let a = _mm512_maskz_loadu_ps(k, acc.as_ptr().add(i));
         let v = _mm512_add_epi32(_mm512_cvttps_epi32(a), vb);
-        let r = _mm512_mul_ps(_mm512_cvtepi32_ps(v), vm);
-        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(r);
-        let r = _mm512_min_ps(_mm512_max_ps(r, vl), vh);
-        let q = _mm512_add_epi32(_mm512_cvttps_epi32(r), vz);
+        let q = crate::int8::requant16(v, vm, vl, vh, vz);
         // SAFETY: as above; vpmovdb keeps each lane's low byte (`as u8`).
         _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(i) as *mut _, k, q);
         i += 16;
@@ -483,15 +480,13 @@ mod vnni {
                         .wrapping_sub((za as i32).wrapping_mul(w.wsum[m]));
                     let v = _mm512_add_epi32(*a, _mm512_set1_epi32(corr));
                     let (mm, z) = (rq.mult_at(m), rq.out_zero);
-                    let r = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(mm));
-                    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                        r,
-                    );
-                    let r = _mm512_min_ps(
-                        _mm512_max_ps(r, _mm512_set1_ps((rq.lo - z) as f32)),
+                    let q = crate::int8::requant16(
+                        v,
+                        _mm512_set1_ps(mm),
+                        _mm512_set1_ps((rq.lo - z) as f32),
                         _mm512_set1_ps((rq.hi - z) as f32),
+                        _mm512_set1_epi32(z),
                     );
-                    let q = _mm512_add_epi32(_mm512_cvttps_epi32(r), _mm512_set1_epi32(z));
                     // SAFETY: nb ≤ ow − ox0 bytes at (m, oy, ox0) of out.
                     _mm512_mask_cvtepi32_storeu_epi8(
                         out.as_mut_ptr().add((m * oh + oy) * ow + ox0) as *mut _,

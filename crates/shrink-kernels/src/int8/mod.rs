@@ -85,6 +85,28 @@ impl Requant<'_> {
     }
 }
 
+/// [`Requant::apply`] on 16 lanes: `s` holds sums with the bias already
+/// added, `lo`/`hi` the clamp bounds less the zero point (`lo − z_y` as
+/// f32). One definition of the canonical arithmetic for every AVX-512 int8
+/// kernel (f32 multiply, `vrndscaleps` to nearest-even, clamp, exact
+/// conversion of the now integral value, `+ z_y`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn requant16(
+    s: std::arch::x86_64::__m512i,
+    mult: std::arch::x86_64::__m512,
+    lo: std::arch::x86_64::__m512,
+    hi: std::arch::x86_64::__m512,
+    zy: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    let r = _mm512_mul_ps(_mm512_cvtepi32_ps(s), mult);
+    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(r);
+    let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+    _mm512_add_epi32(_mm512_cvtps_epi32(r), zy)
+}
+
 use crate::cpu::{self, Isa};
 use crate::epilogue::{store_scalar, Epilogue, OutPtr, Output};
 use crate::{check_len, tiling, KernelError, Result};

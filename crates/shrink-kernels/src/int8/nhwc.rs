@@ -434,11 +434,7 @@ mod avx512 {
             for (p, a) in acc.iter().enumerate() {
                 // The f32 sum is an exact integer: convert, add the bias in i32.
                 let s = _mm512_add_epi32(_mm512_cvtps_epi32(*a), k.bias);
-                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), k.mult);
-                let r =
-                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-                let r = _mm512_min_ps(_mm512_max_ps(r, k.lo), k.hi);
-                let q = _mm512_add_epi32(_mm512_cvtps_epi32(r), k.zy);
+                let q = crate::int8::requant16(s, k.mult, k.lo, k.hi, k.zy);
                 _mm512_mask_cvtepi32_storeu_epi8(orow.add((ox + p) * g.c) as *mut i8, k.mask, q);
             }
         }
@@ -655,12 +651,7 @@ mod small_avx512 {
                 let w = t.w.as_ptr().add(cb);
                 let mut finish = |acc: __m512, i: usize| {
                     let s = _mm512_add_epi32(_mm512_cvtps_epi32(acc), bv);
-                    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), mv);
-                    let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                        v,
-                    );
-                    let r = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
-                    let q = _mm512_add_epi32(_mm512_cvtps_epi32(r), zy);
+                    let q = crate::int8::requant16(s, mv, lo, hi, zy);
                     _mm512_mask_cvtepi32_storeu_epi8(
                         out.as_mut_ptr().add(i * n + cb) as *mut i8,
                         mask,
@@ -920,11 +911,7 @@ mod pw_avx512 {
             }
             for (r, ar) in acc.iter().enumerate() {
                 let s = _mm512_add_epi32(*ar, p.fix);
-                let v = _mm512_mul_ps(_mm512_cvtepi32_ps(s), p.mult);
-                let v =
-                    _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-                let v = _mm512_min_ps(_mm512_max_ps(v, p.lo), p.hi);
-                let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), p.zy);
+                let q = crate::int8::requant16(s, p.mult, p.lo, p.hi, p.zy);
                 _mm512_mask_cvtepi32_storeu_epi8(o.add(r * n) as *mut i8, p.mask, q);
             }
         }

@@ -508,12 +508,7 @@ mod avx512 {
                     }
                     let n = (x.p - c0).min(16);
                     let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
-                    let v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a, f)), m);
-                    let v = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                        v,
-                    );
-                    let v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-                    let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zo);
+                    let q = crate::int8::requant16(_mm512_add_epi32(a, f), m, lo, hi, zo);
                     _mm512_mask_cvtepi32_storeu_epi8(o.add(i * x.p + c0) as *mut _, mask, q);
                 }
             }
