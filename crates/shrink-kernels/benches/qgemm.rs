@@ -43,12 +43,16 @@ fn qgemm(c: &mut Criterion) {
             b.iter(|| int8::gemm_bias(&a, m, 3, &p, Some(&bias), &ep, Output::U8(&mut y)).unwrap())
         });
     }
-    let x: Vec<f32> = (0..256 * 784).map(|_| r.gen::<f32>()).collect();
-    let mut q = vec![0u8; x.len()];
-    g.throughput(Throughput::Elements(x.len() as u64));
-    g.bench_function("quantize_256x784", |b| {
-        b.iter(|| int8::elementwise::quantize(&x, 1.0 / 255.0, 0, 0, 255, &mut q).unwrap())
-    });
+    // The input quantiser of LeNet-300-100 at batch 256 (1 MB in and out:
+    // L2-sized) and at batch 8 (in L1: the arithmetic alone).
+    for rows in [256, 8] {
+        let x: Vec<f32> = (0..rows * 784).map(|_| r.gen::<f32>()).collect();
+        let mut q = vec![0u8; x.len()];
+        g.throughput(Throughput::Elements(x.len() as u64));
+        g.bench_function(format!("quantize_{rows}x784"), |b| {
+            b.iter(|| int8::elementwise::quantize(&x, 1.0 / 255.0, 0, 0, 255, &mut q).unwrap())
+        });
+    }
     g.finish();
 }
 
