@@ -43,6 +43,55 @@ fn qgemm(c: &mut Criterion) {
             b.iter(|| int8::gemm_bias(&a, m, 3, &p, Some(&bias), &ep, Output::U8(&mut y)).unwrap())
         });
     }
+    // fc1 on image-like rows (a random ellipse of nonzero pixels in a 28×28
+    // frame, about half the pixels zero as in Fashion-MNIST): the dense
+    // kernel against the zero-quad walk on the same data.
+    {
+        let (m, k, n) = (256, 784, 300);
+        let a: Vec<u8> = (0..m)
+            .flat_map(|_| {
+                let (ry, rx) = (r.gen_range(8.0f32..14.0), r.gen_range(5.0f32..14.0));
+                let px: Vec<u8> = (0..k)
+                    .map(|i| {
+                        let (y, x) = ((i / 28) as f32 - 13.5, (i % 28) as f32 - 13.5);
+                        let inside = (y / ry).powi(2) + (x / rx).powi(2) <= 1.0;
+                        if inside {
+                            r.gen_range(1..=255)
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                px
+            })
+            .collect();
+        let w: Vec<i8> = (0..n * k).map(|_| r.gen()).collect();
+        let scale: Vec<f32> = (0..n).map(|_| r.gen_range(1e-4f32..1e-3)).collect();
+        let p = int8::PackedI8::pack(&w, n, k, 0).unwrap();
+        let ep = Epilogue::scaled(&scale).relu().out_zero(0);
+        let mut y = vec![0u8; m * n];
+        g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+        let isa = shrink_kernels::cpu::best();
+        for (route, max_kept) in [("dense", -1.0f32), ("skip", int8::SKIP_MAX_KEPT)] {
+            let id = BenchmarkId::new(format!("images_{route}"), format!("{m}x{k}x{n}"));
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    int8::gemm_bias_skip_with(
+                        isa,
+                        max_kept,
+                        &a,
+                        m,
+                        0,
+                        &p,
+                        None,
+                        &ep,
+                        Output::U8(&mut y),
+                    )
+                    .unwrap()
+                })
+            });
+        }
+    }
     // The input quantiser of LeNet-300-100 at batch 256 (1 MB in and out:
     // L2-sized) and at batch 8 (in L1: the arithmetic alone).
     for rows in [256, 8] {

@@ -182,3 +182,32 @@ fn integer_execution_reaches_ort_int8_accuracy() {
     }
     println!("{}", lines.join("\n"));
 }
+
+/// On real images LeNet-300-100's first layer takes the zero-quad walk
+/// (half of every image's pixels are 0), and its logits equal the scalar
+/// simulation's exactly; synthetic dense inputs stay on the dense kernel.
+#[test]
+fn zero_quad_skipping_runs_on_real_images_and_is_exact() {
+    let g = onnx::load(fashion("lenet300100.int8_qdq_pc.onnx")).unwrap();
+    let x = sample_x();
+    let integer = session(g.clone(), QdqMode::Integer);
+    let name = integer.runtime_inputs()[0].to_string();
+    let (yi, timings) = integer
+        .run_profiled(vec![(name.clone(), x.clone())])
+        .unwrap();
+    let fc1 = timings.iter().find(|t| t.node == "/fc1/Gemm").unwrap();
+    assert!(
+        fc1.kernel.contains("zero quads skipped"),
+        "fc1 ran {}",
+        fc1.kernel
+    );
+    let ys = session(g.clone(), QdqMode::Simulate)
+        .run(vec![x.clone()])
+        .unwrap();
+    assert_eq!(yi[0].data(), ys[0].data(), "logits: walk ≠ simulation");
+    // Every pixel nonzero: the probe keeps the dense kernel.
+    let dense = Tensor::from_vec(x.shape().to_vec(), vec![0.5f32; x.len()]).unwrap();
+    let (_, timings) = integer.run_profiled(vec![(name, dense)]).unwrap();
+    let fc1 = timings.iter().find(|t| t.node == "/fc1/Gemm").unwrap();
+    assert!(!fc1.kernel.contains("skipped"), "fc1 ran {}", fc1.kernel);
+}

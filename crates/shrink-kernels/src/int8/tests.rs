@@ -145,3 +145,117 @@ proptest! {
         check_all(&a, m, k, za, &w, n, zw, seed % 2 == 0);
     }
 }
+
+/// The zero-quad walk equals the reference (and so the dense kernel) on
+/// sparse activations of every density, odd K (a partial last quad), narrow
+/// last panels, all-zero and all-dense rows, both zero points and every
+/// output kind; and the route is what the data and threshold call for.
+#[test]
+fn zero_skip_equals_reference() {
+    if !cpu::available().contains(&Isa::Avx512) {
+        return;
+    }
+    let mut r = ChaCha8Rng::seed_from_u64(77);
+    for &(m, k, n) in &[
+        (8, 4, 1),
+        (9, 5, 17),
+        (17, 63, 33),
+        (33, 130, 300),
+        (64, 784, 100),
+        (13, 1029, 48),
+    ] {
+        for &zeros in &[0.0f32, 0.6, 0.95, 1.0] {
+            let mut a: Vec<u8> = (0..m * k)
+                .map(|_| if r.gen::<f32>() < zeros { 0 } else { r.gen() })
+                .collect();
+            // One all-zero row and one all-dense row.
+            a[..k].fill(0);
+            a[(m - 1) * k..].fill(255);
+            let w: Vec<i8> = (0..n * k).map(|_| r.gen()).collect();
+            for &(za, zw) in &[(0u8, 0i8), (3, -2)] {
+                let expect = reference(&a, m, k, za, &w, n, zw);
+                let packed = PackedI8::pack(&w, n, k, zw).unwrap();
+                let scale: Vec<f32> = (0..n).map(|j| 0.002 + 0.0003 * (j % 7) as f32).collect();
+                let bias: Vec<i32> = (0..n).map(|j| j as i32 * 37 - 500).collect();
+                let ep = Epilogue::scaled(&scale).out_zero(5);
+                let mut y = vec![0i32; m * n];
+                let route = gemm_bias_skip_with(
+                    Isa::Avx512,
+                    1.0,
+                    &a,
+                    m,
+                    za,
+                    &packed,
+                    None,
+                    &ep,
+                    Output::I32(&mut y),
+                )
+                .unwrap();
+                assert!(matches!(route, Route::SkipZeroQuads { .. }));
+                assert_eq!(y, expect, "i32 m={m} k={k} n={n} zeros={zeros}");
+                let mut u = vec![0u8; m * n];
+                gemm_bias_skip_with(
+                    Isa::Avx512,
+                    1.0,
+                    &a,
+                    m,
+                    za,
+                    &packed,
+                    Some(&bias),
+                    &ep,
+                    Output::U8(&mut u),
+                )
+                .unwrap();
+                let mut dense = vec![0u8; m * n];
+                let route = gemm_bias_skip_with(
+                    Isa::Avx512,
+                    -1.0,
+                    &a,
+                    m,
+                    za,
+                    &packed,
+                    Some(&bias),
+                    &ep,
+                    Output::U8(&mut dense),
+                )
+                .unwrap();
+                assert_eq!(route, Route::Dense);
+                assert_eq!(u, dense, "u8 m={m} k={k} n={n} zeros={zeros}");
+                for (idx, &acc) in expect.iter().enumerate() {
+                    let j = idx % n;
+                    let acc = acc.wrapping_add(bias[j]);
+                    assert_eq!(u[idx] as i32, ep.quant(acc, j, 0, 255), "u8 at {idx}");
+                }
+            }
+        }
+    }
+    // The default threshold: image-like rows (62% of quads kept) skip,
+    // dense rows do not, and fewer than SKIP_MIN_ROWS rows never do.
+    let (k, n) = (784, 32);
+    let w: Vec<i8> = (0..n * k).map(|_| r.gen()).collect();
+    let packed = PackedI8::pack(&w, n, k, 0).unwrap();
+    let ep = Epilogue::default();
+    let sparse: Vec<u8> = (0..16 * k)
+        .map(|i| if (i / 4) % 8 < 5 { 0 } else { 9 })
+        .collect();
+    let mut y = vec![0i32; 16 * n];
+    let route = gemm_bias(&sparse, 16, 0, &packed, None, &ep, Output::I32(&mut y)).unwrap();
+    assert!(
+        matches!(route, Route::SkipZeroQuads { kept } if (kept - 0.375).abs() < 1e-6),
+        "{route:?}"
+    );
+    let dense = vec![9u8; 16 * k];
+    let route = gemm_bias(&dense, 16, 0, &packed, None, &ep, Output::I32(&mut y)).unwrap();
+    assert_eq!(route, Route::Dense);
+    let route = gemm_bias(
+        &sparse[..4 * k],
+        4,
+        0,
+        &packed,
+        None,
+        &ep,
+        Output::I32(&mut y[..4 * n]),
+    )
+    .unwrap();
+    assert_eq!(route, Route::Dense);
+}

@@ -724,11 +724,6 @@ fn qgemm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let y = simulate::gemm(&codes(l.x), m, k, n, trans_b, &l.with_weights());
         return Ok(vec![codes_tensor(l.y_dt, shape, y)?]);
     };
-    ctx.set_kernel(format!(
-        "{} {}",
-        isa_name(),
-        if m == 1 { "gemv" } else { "gemm" }
-    ));
     let (x, za) = as_u8(l.x, l.q.x_zero);
     let ep = Epilogue {
         scale: &l.q.mult,
@@ -738,9 +733,10 @@ fn qgemm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         out_zero: l.q.y_zero,
     };
     let kerr = |e: shrink_kernels::KernelError| ctx.error(e.to_string());
+    let route;
     let y = if l.y_dt == DType::I8 {
         let mut y = vec![0i8; m * n];
-        k8::gemm_bias(
+        route = k8::gemm_bias(
             &x,
             m,
             za,
@@ -753,7 +749,7 @@ fn qgemm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         Tensor::from_vec(shape, y)?
     } else {
         let mut y = vec![0u8; m * n];
-        k8::gemm_bias(
+        route = k8::gemm_bias(
             &x,
             m,
             za,
@@ -765,6 +761,16 @@ fn qgemm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         .map_err(kerr)?;
         Tensor::from_vec(shape, y)?
     };
+    ctx.set_kernel(match route {
+        k8::Route::Dense => format!("{} {}", isa_name(), if m == 1 { "gemv" } else { "gemm" }),
+        k8::Route::SkipZeroQuads { kept } => {
+            format!(
+                "{} gemm, zero quads skipped ({:.0}% kept)",
+                isa_name(),
+                100.0 * kept
+            )
+        }
+    });
     Ok(vec![y])
 }
 

@@ -35,6 +35,51 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Feed real examples instead of synthetic values: the first BATCH
+    /// test-split images of this dataset spec (e.g. fashion-mnist). Kernels
+    /// that skip zero activations run at their real-data speed only here.
+    #[arg(long)]
+    pub data: Option<String>,
+}
+
+/// The model's one runtime input filled with the first `batch` test
+/// images of `spec`, scaled as `shrink eval` scales them.
+fn data_inputs(g: &Graph, spec: &str, batch: usize) -> Result<Vec<(String, Tensor)>> {
+    let runtime: Vec<_> = g
+        .inputs
+        .iter()
+        .filter(|i| !g.initializers.contains_key(&i.name))
+        .collect();
+    let [input] = runtime.as_slice() else {
+        bail!(
+            "--data feeds one image input, the model has {} runtime inputs",
+            runtime.len()
+        );
+    };
+    let ds = shrink_data::Dataset::open(spec, shrink_data::Split::Test)?;
+    if batch > ds.len() {
+        bail!(
+            "--data {spec}: batch {batch} is larger than its {} test images",
+            ds.len()
+        );
+    }
+    let x = ds.inputs(0, batch)?;
+    if let Some(dims) = &input.shape {
+        let fits = dims.len() == x.shape().len()
+            && dims.iter().zip(x.shape()).all(|(d, &n)| match d {
+                Dim::Known(k) => *k == n,
+                Dim::Symbol(_) => true,
+            });
+        if !fits {
+            bail!(
+                "--data {spec}: images {:?} do not fit input '{}' {:?}",
+                x.shape(),
+                input.name,
+                dims
+            );
+        }
+    }
+    Ok(vec![(input.name.clone(), x)])
 }
 
 /// Deterministic inputs of the right dtype and shape: symbolic batch →
@@ -83,7 +128,10 @@ pub fn synth_inputs(g: &Graph, batch: usize, seq: usize) -> Result<Vec<(String, 
 
 pub fn run(args: Args) -> Result<()> {
     let g = model::load(&args.model)?;
-    let inputs = synth_inputs(&g, args.batch, args.seq)?;
+    let inputs = match &args.data {
+        Some(spec) => data_inputs(&g, spec, args.batch)?,
+        None => synth_inputs(&g, args.batch, args.seq)?,
+    };
     let session = Session::new(
         g,
         SessionOptions {
@@ -140,6 +188,7 @@ pub fn run(args: Args) -> Result<()> {
         let v = json!({
             "model": args.model.display().to_string(),
             "batch": args.batch,
+            "data": args.data.as_deref().unwrap_or("synthetic"),
             "threads": session.threads(),
             "runs": times.len(),
             "median_s": median,
@@ -152,9 +201,10 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{}: batch {}, {} threads, {} runs",
+        "{}: batch {} ({}), {} threads, {} runs",
         args.model.display(),
         args.batch,
+        args.data.as_deref().unwrap_or("synthetic inputs"),
         session.threads(),
         times.len()
     );
@@ -167,13 +217,19 @@ pub fn run(args: Args) -> Result<()> {
     );
     if !layers.is_empty() {
         let total: f64 = layers.iter().map(|l| l.3).sum();
+        let kw = layers
+            .iter()
+            .map(|l| l.2.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(24);
         println!(
-            "\n  {:<40} {:<20} {:<24} {:>10} {:>7}",
+            "\n  {:<40} {:<20} {:<kw$} {:>10} {:>7}",
             "node", "op", "kernel", "ms", "%"
         );
         for (n, o, k, t) in &layers {
             println!(
-                "  {:<40} {:<20} {:<24} {:>10.4} {:>6.1}%",
+                "  {:<40} {:<20} {:<kw$} {:>10.4} {:>6.1}%",
                 n,
                 o,
                 k,
