@@ -5,12 +5,19 @@ For every shared Fashion-MNIST model and batch this times, interleaved so that
 machine noise hits all alike: ONNX Runtime on the fp32 model, ONNX Runtime on
 the int8 QDQ model (ORT fuses the QDQ patterns into its QLinear/int8 kernels),
 `shrink bench` on the fp32 model and `shrink bench` on the int8 QDQ model
-(lowered to shrink's integer kernels). Same files, same batch, same threads.
-Reports medians of --reps repetitions and the ratios
+(lowered to shrink's integer kernels). Same files, same batch, same threads,
+same inputs. Reports medians of --reps repetitions and the ratios
 shrink int8 / shrink fp32 and shrink int8 / ORT int8 (> 1: shrink int8 faster).
 
   python3 bench/int8_vs_ort.py [--threads 1] [--reps 3] [--out bench/results/int8_t1.md]
-                               [--baseline OTHER_SHRINK_BIN]
+                               [--data fashion|synthetic] [--baseline OTHER_SHRINK_BIN]
+
+--data fashion (the default) feeds every tool the first BATCH Fashion-MNIST test
+images (pixel / 255, as the models were trained); --data synthetic feeds
+`shrink bench`'s own synthetic values and uniform random values to ORT, as
+before session 5. Real images matter to shrink's int8 GEMM, which skips the
+all-zero activation quads of the first layer (half of every image's pixels
+are 0); ONNX Runtime's speed does not depend on the values.
 
 --baseline also times a second shrink build (fp32 and int8) in the same interleaving and adds
 its ratios, for a before/after under equal load.
@@ -44,9 +51,26 @@ def ort_time(path, feeds, threads, min_time):
     return statistics.median(times)
 
 
+def fashion_images(batch):
+    """The first `batch` Fashion-MNIST test images as [B, 1, 28, 28] f32 in [0, 1]."""
+    import gzip
+    cache = os.environ.get("SHRINK_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "shrink"))
+    path = os.path.join(cache, "fashion-mnist", "t10k-images-idx3-ubyte.gz")
+    if not os.path.exists(path):
+        sys.exit(f"{path} is missing: run scripts/fetch-assets fashion")
+    with gzip.open(path) as f:
+        raw = np.frombuffer(f.read()[16:], dtype=np.uint8).reshape(-1, 1, 28, 28)
+    return (raw[:batch].astype(np.float32) / np.float32(255.0))
+
+
+DATA = "synthetic"
+
+
 def shrink_time(path, batch, threads, min_time, binary=None):
     cmd = [binary or SHRINK, "bench", path, "--batch", str(batch), "--threads", str(threads),
            "--min-time", str(min_time), "--json"]
+    if DATA == "fashion":
+        cmd += ["--data", "fashion-mnist"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)["median_s"]
 
@@ -60,14 +84,20 @@ def main():
     ap.add_argument("--batches", default="1,256")
     ap.add_argument("--out", default=None)
     ap.add_argument("--baseline", default=None, help="another shrink binary to time alongside")
+    ap.add_argument("--data", choices=["fashion", "synthetic"], default="fashion")
     args = ap.parse_args()
+    global DATA
+    DATA = args.data
 
     rows = []
     for m in args.models.split(","):
         fp32 = os.path.join(SHARED, "fashion", m + ".onnx")
         int8 = os.path.join(SHARED, "fashion", m + ".int8_qdq_pc.onnx")
         for b in [int(v) for v in args.batches.split(",")]:
-            feeds = {"input": np.random.RandomState(0).rand(b, 1, 28, 28).astype(np.float32)}
+            if args.data == "fashion":
+                feeds = {"input": fashion_images(b)}
+            else:
+                feeds = {"input": np.random.RandomState(0).rand(b, 1, 28, 28).astype(np.float32)}
             t = {"of": [], "oi": [], "sf": [], "si": []}
             if args.baseline:
                 t.update({"bf": [], "bi": []})
@@ -100,7 +130,7 @@ def main():
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"items/s; threads = {args.threads}, medians of {args.reps} interleaved repetitions "
-                    f"(min {args.min_time}s each)\n\n{table}\n")
+                    f"(min {args.min_time}s each); inputs: {args.data}\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -74,3 +74,45 @@ fn sliced_int8_runs_equal_whole_batch_runs_bit_for_bit() {
         }
     }
 }
+
+/// Float graphs slice too, and on two threads their slices run in parallel:
+/// the logits agree with a whole-batch run to rounding (a kernel may tile a
+/// smaller batch differently) and every image's class is the same.
+#[test]
+fn parallel_float_slices_equal_whole_batch_runs() {
+    let x = sample_x();
+    for m in ["lenet5_bn", "mobilenetv2_tiny"] {
+        let g = onnx::load(fashion(&format!("{m}.onnx"))).unwrap();
+        let opts = SessionOptions {
+            threads: 2,
+            qdq: QdqMode::Integer,
+        };
+        let sliced = Session::new(g.clone(), opts.clone()).unwrap();
+        assert!(sliced.micro_batched(), "{m}");
+        let mut whole_g = g.clone();
+        let extra = whole_g.nodes.last().unwrap().inputs[0].clone();
+        whole_g.outputs.push(ValueInfo::unknown(extra));
+        let whole = Session::new(whole_g, opts).unwrap();
+        assert!(!whole.micro_batched(), "{m}");
+        let a = sliced.run(vec![x.clone()]).unwrap().remove(0);
+        let b = whole.run(vec![x.clone()]).unwrap().remove(0);
+        assert_eq!(a.shape(), b.shape(), "{m}");
+        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{m}: logits differ by {worst}");
+        let argmax = |r: &[f32]| {
+            r.iter()
+                .enumerate()
+                .max_by(|p, q| p.1.total_cmp(q.1))
+                .unwrap()
+                .0
+        };
+        for (ra, rb) in a.chunks(10).zip(b.chunks(10)) {
+            assert_eq!(argmax(ra), argmax(rb), "{m}");
+        }
+    }
+}
