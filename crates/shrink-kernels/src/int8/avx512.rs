@@ -246,8 +246,9 @@ unsafe fn tile1<const H: usize>(
     }
 }
 
-/// Pairs `t0..t1` of `lists` against panel `p`, over each pair's union
-/// of nonzero quads only (see [`super::zero_skip`]).
+/// Pairs `t0..t1` of `lists` (built from rows `row0..` of the activations)
+/// against panel `p`, over each pair's union of nonzero quads only (see
+/// [`super::zero_skip`]).
 ///
 /// # Safety
 /// As [`panel_rows`] for the pairs' rows; `lists` was built from the same
@@ -256,6 +257,7 @@ unsafe fn tile1<const H: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn skip_pairs(
     lists: &PairLists,
+    row0: usize,
     t0: usize,
     t1: usize,
     w: &PackedI8,
@@ -267,9 +269,9 @@ pub(super) unsafe fn skip_pairs(
     // SAFETY: forwarded from the caller.
     unsafe {
         if w.n - p * NR <= 16 {
-            skip_pairs_h::<1>(lists, t0, t1, w, p, fix, ep, out)
+            skip_pairs_h::<1>(lists, row0, t0, t1, w, p, fix, ep, out)
         } else {
-            skip_pairs_h::<2>(lists, t0, t1, w, p, fix, ep, out)
+            skip_pairs_h::<2>(lists, row0, t0, t1, w, p, fix, ep, out)
         }
     }
 }
@@ -286,6 +288,7 @@ pub(super) unsafe fn skip_pairs(
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn skip_pairs_h<const H: usize>(
     lists: &PairLists,
+    row0: usize,
     t0: usize,
     t1: usize,
     w: &PackedI8,
@@ -331,9 +334,9 @@ unsafe fn skip_pairs_h<const H: usize>(
                 }
                 s
             };
-            finish_row::<H>(sum(0), v.a, w, p, fix, ep, out);
+            finish_row::<H>(sum(0), row0 + v.a, w, p, fix, ep, out);
             if let Some(rb) = v.b {
-                finish_row::<H>(sum(1), rb, w, p, fix, ep, out);
+                finish_row::<H>(sum(1), row0 + rb, w, p, fix, ep, out);
             }
         }
     }

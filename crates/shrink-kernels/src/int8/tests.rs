@@ -156,78 +156,89 @@ fn zero_skip_equals_reference() {
         return;
     }
     let mut r = ChaCha8Rng::seed_from_u64(77);
-    for &(m, k, n) in &[
-        (8, 4, 1),
-        (9, 5, 17),
-        (17, 63, 33),
-        (33, 130, 300),
-        (64, 784, 100),
-        (13, 1029, 48),
-    ] {
-        for &zeros in &[0.0f32, 0.6, 0.95, 1.0] {
-            let mut a: Vec<u8> = (0..m * k)
-                .map(|_| if r.gen::<f32>() < zeros { 0 } else { r.gen() })
-                .collect();
-            // One all-zero row and one all-dense row.
-            a[..k].fill(0);
-            a[(m - 1) * k..].fill(255);
-            let w: Vec<i8> = (0..n * k).map(|_| r.gen()).collect();
-            for &(za, zw) in &[(0u8, 0i8), (3, -2)] {
-                let expect = reference(&a, m, k, za, &w, n, zw);
-                let packed = PackedI8::pack(&w, n, k, zw).unwrap();
-                let scale: Vec<f32> = (0..n).map(|j| 0.002 + 0.0003 * (j % 7) as f32).collect();
-                let bias: Vec<i32> = (0..n).map(|j| j as i32 * 37 - 500).collect();
-                let ep = Epilogue::scaled(&scale).out_zero(5);
-                let mut y = vec![0i32; m * n];
-                let route = gemm_bias_skip_with(
-                    Isa::Avx512,
-                    1.0,
-                    &a,
-                    m,
-                    za,
-                    &packed,
-                    None,
-                    &ep,
-                    Output::I32(&mut y),
-                )
-                .unwrap();
-                assert!(matches!(route, Route::SkipZeroQuads { .. }));
-                assert_eq!(y, expect, "i32 m={m} k={k} n={n} zeros={zeros}");
-                let mut u = vec![0u8; m * n];
-                gemm_bias_skip_with(
-                    Isa::Avx512,
-                    1.0,
-                    &a,
-                    m,
-                    za,
-                    &packed,
-                    Some(&bias),
-                    &ep,
-                    Output::U8(&mut u),
-                )
-                .unwrap();
-                let mut dense = vec![0u8; m * n];
-                let route = gemm_bias_skip_with(
-                    Isa::Avx512,
-                    -1.0,
-                    &a,
-                    m,
-                    za,
-                    &packed,
-                    Some(&bias),
-                    &ep,
-                    Output::U8(&mut dense),
-                )
-                .unwrap();
-                assert_eq!(route, Route::Dense);
-                assert_eq!(u, dense, "u8 m={m} k={k} n={n} zeros={zeros}");
-                for (idx, &acc) in expect.iter().enumerate() {
-                    let j = idx % n;
-                    let acc = acc.wrapping_add(bias[j]);
-                    assert_eq!(u[idx] as i32, ep.quant(acc, j, 0, 255), "u8 at {idx}");
+    // One thread walks one block of all rows; three walk twelve blocks.
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for &(m, k, n) in &[
+                (8, 4, 1),
+                (80, 40, 20),
+                (9, 5, 17),
+                (17, 63, 33),
+                (33, 130, 300),
+                (64, 784, 100),
+                (13, 1029, 48),
+            ] {
+                for &zeros in &[0.0f32, 0.6, 0.95, 1.0] {
+                    let mut a: Vec<u8> = (0..m * k)
+                        .map(|_| if r.gen::<f32>() < zeros { 0 } else { r.gen() })
+                        .collect();
+                    // One all-zero row and one all-dense row.
+                    a[..k].fill(0);
+                    a[(m - 1) * k..].fill(255);
+                    let w: Vec<i8> = (0..n * k).map(|_| r.gen()).collect();
+                    for &(za, zw) in &[(0u8, 0i8), (3, -2)] {
+                        let expect = reference(&a, m, k, za, &w, n, zw);
+                        let packed = PackedI8::pack(&w, n, k, zw).unwrap();
+                        let scale: Vec<f32> =
+                            (0..n).map(|j| 0.002 + 0.0003 * (j % 7) as f32).collect();
+                        let bias: Vec<i32> = (0..n).map(|j| j as i32 * 37 - 500).collect();
+                        let ep = Epilogue::scaled(&scale).out_zero(5);
+                        let mut y = vec![0i32; m * n];
+                        let route = gemm_bias_skip_with(
+                            Isa::Avx512,
+                            1.0,
+                            &a,
+                            m,
+                            za,
+                            &packed,
+                            None,
+                            &ep,
+                            Output::I32(&mut y),
+                        )
+                        .unwrap();
+                        assert!(matches!(route, Route::SkipZeroQuads { .. }));
+                        assert_eq!(y, expect, "i32 m={m} k={k} n={n} zeros={zeros}");
+                        let mut u = vec![0u8; m * n];
+                        gemm_bias_skip_with(
+                            Isa::Avx512,
+                            1.0,
+                            &a,
+                            m,
+                            za,
+                            &packed,
+                            Some(&bias),
+                            &ep,
+                            Output::U8(&mut u),
+                        )
+                        .unwrap();
+                        let mut dense = vec![0u8; m * n];
+                        let route = gemm_bias_skip_with(
+                            Isa::Avx512,
+                            -1.0,
+                            &a,
+                            m,
+                            za,
+                            &packed,
+                            Some(&bias),
+                            &ep,
+                            Output::U8(&mut dense),
+                        )
+                        .unwrap();
+                        assert_eq!(route, Route::Dense);
+                        assert_eq!(u, dense, "u8 m={m} k={k} n={n} zeros={zeros}");
+                        for (idx, &acc) in expect.iter().enumerate() {
+                            let j = idx % n;
+                            let acc = acc.wrapping_add(bias[j]);
+                            assert_eq!(u[idx] as i32, ep.quant(acc, j, 0, 255), "u8 at {idx}");
+                        }
+                    }
                 }
             }
-        }
+        });
     }
     // The default threshold: image-like rows (62% of quads kept) skip,
     // dense rows do not, and fewer than SKIP_MIN_ROWS rows never do.
