@@ -535,7 +535,9 @@ impl Session {
                 let ctx = OpContext {
                     node,
                     opset: step.opset,
-                    threads: self.threads,
+                    // The pool running this node: 1 for a small run on
+                    // the one-thread pool (see `Session::small`).
+                    threads: rayon::current_num_threads(),
                     subgraph: &sub,
                     prepared: self.prepared.get(i),
                     constants: &is_const,
@@ -661,7 +663,9 @@ impl Session {
                 let ctx = OpContext {
                     node,
                     opset: domain_opset(g, &node.domain),
-                    threads: self.threads,
+                    // The pool running this node: 1 for a small run on
+                    // the one-thread pool (see `Session::small`).
+                    threads: rayon::current_num_threads(),
                     subgraph: &sub,
                     prepared: None,
                     constants: &is_const,
