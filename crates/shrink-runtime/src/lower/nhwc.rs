@@ -626,12 +626,12 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                 }
                 Cow::Owned(rows)
             };
-            ctx.set_kernel(match (avx512, pointwise) {
+            let label = match (avx512, pointwise) {
                 (true, true) => "int8-vnni nhwc conv 1x1",
                 (true, false) => "int8-vnni nhwc conv im2col",
                 (false, true) => "int8 nhwc conv 1x1",
                 (false, false) => "int8 nhwc conv im2col",
-            });
+            };
             let m = n * oh * ow;
             let ep = Epilogue {
                 scale: &l.q.mult,
@@ -641,17 +641,24 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                 out_zero: l.q.y_zero,
             };
             let bias = l.q.bias.as_deref();
+            let route;
             let y = if l.y_dt == DType::I8 {
                 let mut y = vec![0i8; m * g.c_out];
-                k8::gemm_bias(&a, m, za, packed, bias, &ep, Output::I8(&mut y))
+                route = k8::gemm_bias(&a, m, za, packed, bias, &ep, Output::I8(&mut y))
                     .map_err(kerr(ctx))?;
                 Tensor::from_vec(shape, y)?
             } else {
                 let mut y = vec![0u8; m * g.c_out];
-                k8::gemm_bias(&a, m, za, packed, bias, &ep, Output::U8(&mut y))
+                route = k8::gemm_bias(&a, m, za, packed, bias, &ep, Output::U8(&mut y))
                     .map_err(kerr(ctx))?;
                 Tensor::from_vec(shape, y)?
             };
+            ctx.set_kernel(match route {
+                k8::Route::Dense => label.to_string(),
+                k8::Route::SkipZeroQuads { kept } => {
+                    format!("{label}, zero quads skipped ({:.0}% kept)", 100.0 * kept)
+                }
+            });
             Ok(vec![y])
         }
     }
