@@ -138,6 +138,28 @@ fn bad_lengths_are_errors() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+    /// The zero-quad walk (forced) against the reference on random shapes,
+    /// zero points and densities, with the default pool's threads.
+    #[test]
+    fn zero_skip_random_shapes_bit_exact(m in 8usize..70, k in 1usize..300, n in 1usize..70,
+                                         za in any::<u8>(), zw in any::<i8>(),
+                                         zeros in 0.0f64..1.0, seed in any::<u64>()) {
+        if cpu::available().contains(&Isa::Avx512) {
+            let mut r = ChaCha8Rng::seed_from_u64(seed);
+            let a: Vec<u8> = (0..m * k)
+                .map(|_| if r.gen::<f64>() < zeros { 0 } else { r.gen() })
+                .collect();
+            let w: Vec<i8> = (0..n * k).map(|_| r.gen()).collect();
+            let packed = PackedI8::pack(&w, n, k, zw).unwrap();
+            let mut y = vec![0i32; m * n];
+            let route = gemm_bias_skip_with(Isa::Avx512, 1.0, &a, m, za, &packed, None,
+                                            &Epilogue::default(), Output::I32(&mut y)).unwrap();
+            let walked = matches!(route, Route::SkipZeroQuads { .. });
+            prop_assert!(walked, "route {:?}", route);
+            prop_assert_eq!(y, reference(&a, m, k, za, &w, n, zw));
+        }
+    }
+
     #[test]
     fn random_shapes_bit_exact(m in 1usize..20, k in 1usize..150, n in 1usize..80,
                                za in any::<u8>(), zw in any::<i8>(), seed in any::<u64>()) {
