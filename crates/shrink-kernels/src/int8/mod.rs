@@ -257,8 +257,8 @@ impl ZeroFix<'_> {
 pub enum Route {
     /// Every activation quad against every panel.
     Dense,
-    /// Only the nonzero activation quads of each row (`kept` of them), see
-    /// [`zero_skip`](self) in the module source: bit for bit the dense result.
+    /// Only the nonzero activation quads of pairs of rows (`kept` of them;
+    /// see `int8/zero_skip.rs`): bit for bit the dense result.
     SkipZeroQuads { kept: f32 },
 }
 
@@ -376,16 +376,14 @@ pub fn gemm_bias_skip_with(
     };
     let isa = cpu::clamp(isa);
     let optr = out.ptr();
-    let tasks = tiling::plan(m, w.panels(), MR);
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx512 | Isa::Avx512Bf16)
         && m >= SKIP_MIN_ROWS
         && zero_skip::probe(a, m, k, max_kept)
     {
-        if let Some(kept) = skip_run(isa, a, m, k, max_kept, w, &fix, ep, optr) {
-            return Ok(Route::SkipZeroQuads { kept });
-        }
+        return Ok(skip_run(isa, a, m, k, max_kept, w, &fix, ep, optr));
     }
+    let tasks = tiling::plan(m, w.panels(), MR);
     tiling::run(&tasks, tiling::rows_per_block(k, MR), |r0, r1, p| {
         // SAFETY: tasks cover disjoint (row range × panel) tiles of the
         // output, all in bounds (checked lengths above), and the ISA was
@@ -400,8 +398,8 @@ pub fn gemm_bias_skip_with(
 /// and walking them past every panel, so a thread reads only lists it built
 /// (in its own cache) and the blocks' similar mixes of images balance the
 /// threads. A block whose pairs keep more than `max_kept` runs dense.
-/// Returns the walked fraction over the walked blocks, or `None` when no
-/// block walked.
+/// Every row is computed either way; the route reports the walked fraction
+/// over the walked blocks, or `Dense` when no block walked.
 ///
 /// One block for all rows on several threads measured slower than the
 /// dense kernel (149 against 144 µs for fc1 on 2 threads): the other thread
@@ -419,7 +417,7 @@ fn skip_run(
     fix: &ZeroFix,
     ep: &Epilogue,
     out: OutPtr,
-) -> Option<f32> {
+) -> Route {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads().max(1);
     let blocks = if threads == 1 { 1 } else { 4 * threads };
@@ -459,7 +457,13 @@ fn skip_run(
             .map(block)
             .reduce(|| (0, 0), |x, y| (x.0 + y.0, x.1 + y.1))
     };
-    (total > 0).then(|| walked as f32 / total as f32)
+    if total > 0 {
+        Route::SkipZeroQuads {
+            kept: walked as f32 / total as f32,
+        }
+    } else {
+        Route::Dense
+    }
 }
 
 /// Fewer rows than this always run dense: a single image's walk reloads

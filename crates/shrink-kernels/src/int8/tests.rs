@@ -280,6 +280,20 @@ fn zero_skip_equals_reference() {
     let dense = vec![9u8; 16 * k];
     let route = gemm_bias(&dense, 16, 0, &packed, None, &ep, Output::I32(&mut y)).unwrap();
     assert_eq!(route, Route::Dense);
+    // Sparse first rows pass the probe, but the block's pairs keep too
+    // much: the block runs dense (once), and the result is exact.
+    let mut mixed = vec![9u8; 64 * k];
+    mixed[..8 * k].copy_from_slice(&sparse[..8 * k]);
+    let mut ym = vec![0i32; 64 * n];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let route = pool
+        .install(|| gemm_bias(&mixed, 64, 0, &packed, None, &ep, Output::I32(&mut ym)))
+        .unwrap();
+    assert_eq!(route, Route::Dense);
+    assert_eq!(ym, reference(&mixed, 64, k, 0, &w, n, 0));
     let route = gemm_bias(
         &sparse[..4 * k],
         4,
