@@ -262,6 +262,20 @@ pub enum Route {
     SkipZeroQuads { kept: f32 },
 }
 
+impl Route {
+    /// A profile label: `kernel` for the dense route, with the skipped
+    /// share appended for the walk (one wording for every op that reports
+    /// a GEMM's route).
+    pub fn label(&self, kernel: &str) -> String {
+        match self {
+            Route::Dense => kernel.to_string(),
+            Route::SkipZeroQuads { kept } => {
+                format!("{kernel}, zero quads skipped ({:.0}% kept)", 100.0 * kept)
+            }
+        }
+    }
+}
+
 /// The zero-quad walk runs when its pairs keep at most this fraction of
 /// their quads. A walked quad costs about 1/0.72 of a dense one, so the
 /// break-even is near 0.75; at 0.79 (LeNet-300-100's fc2 on synthetic

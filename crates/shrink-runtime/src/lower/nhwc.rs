@@ -653,12 +653,7 @@ fn qnhwc_conv(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>
                     .map_err(kerr(ctx))?;
                 Tensor::from_vec(shape, y)?
             };
-            ctx.set_kernel(match route {
-                k8::Route::Dense => label.to_string(),
-                k8::Route::SkipZeroQuads { kept } => {
-                    format!("{label}, zero quads skipped ({:.0}% kept)", 100.0 * kept)
-                }
-            });
+            ctx.set_kernel(route.label(label));
             Ok(vec![y])
         }
     }

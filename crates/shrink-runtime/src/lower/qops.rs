@@ -761,16 +761,11 @@ fn qgemm(ctx: &OpContext, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         .map_err(kerr)?;
         Tensor::from_vec(shape, y)?
     };
-    ctx.set_kernel(match route {
-        k8::Route::Dense => format!("{} {}", isa_name(), if m == 1 { "gemv" } else { "gemm" }),
-        k8::Route::SkipZeroQuads { kept } => {
-            format!(
-                "{} gemm, zero quads skipped ({:.0}% kept)",
-                isa_name(),
-                100.0 * kept
-            )
-        }
-    });
+    ctx.set_kernel(route.label(&format!(
+        "{} {}",
+        isa_name(),
+        if m == 1 { "gemv" } else { "gemm" }
+    )));
     Ok(vec![y])
 }
 
